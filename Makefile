@@ -1,0 +1,34 @@
+# uni3d: `make test` and `make demo` each work on a fresh machine (they create .venv and install first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.uni3d-installed
+# CPU machines get the CPU wheel pinned (an unpinned torch pulls a multi-GB CUDA build); with an NVIDIA
+# driver present the default (CUDA) build is kept. Override with `make TORCH_SPEC=... test`.
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+DEMO_OUT ?= runs/demo
+
+.PHONY: install test lint demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "uni3d needs Python 3.11+")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check uni3d tests
+	$(VENV)/bin/ruff format --check uni3d tests
+
+test: lint
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/uni3d check divergences
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

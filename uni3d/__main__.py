@@ -1,0 +1,7 @@
+"""``python -m uni3d`` runs the CLI."""
+
+import sys
+
+from uni3d.cli import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""``uni3d`` command line: parse -> config -> pipeline. Bad input ends in one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from uni3d import __version__
+from uni3d.checks.divergences import format_table, run_check
+from uni3d.errors import UsageError
+
+
+def _check_divergences(args: argparse.Namespace) -> int:
+    """``uni3d check divergences``: METHOD.md section 6 for every divergence and both forms."""
+    rows = run_check(rtol=args.rtol)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print(format_table(rows))
+    return 0 if all(r.passed for r in rows) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``uni3d`` parser; each subcommand sets ``func(args) -> exit code``."""
+    parser = argparse.ArgumentParser(prog="uni3d", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"uni3d {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", help="numerical proofs of the method (METHOD.md section 6)")
+    check_sub = check.add_subparsers(dest="what", required=True, metavar="WHAT")
+    div = check_sub.add_parser("divergences", help="loss gradients vs exact gradients on 1-D Gaussians")
+    div.add_argument("--json", action="store_true", help="print the rows as JSON")
+    div.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
+    div.set_defaults(func=_check_divergences)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``uni3d`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as err:
+        print(f"uni3d: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("uni3d: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The two gradient forms of METHOD.md, as losses whose autograd gradient is the method's gradient.
+
+Everything is in VE units (``x_t = x0 + sigma * n``) and score units: the scores are read off the
+denoisers, ``s = (D - x_t) / sigma^2``, so ``y = s_p - s_q = (D_p - D_q) / sigma^2`` and
+``c - s_p = (x0 - D_p) / sigma^2`` (section 1). Inputs may have any batch-first shape and dtype
+(float32, bfloat16, float64); reductions run in float32 or better. Each function returns a per-sample
+loss ``[B]``: its value is a surrogate, only its gradient is the divergence gradient. The caller owns
+``backward()``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from uni3d.losses._tensors import batch_dot, compute_dtype, per_sample, sample_weight
+from uni3d.losses.divergences import Divergence
+
+
+def _ratio(log_r: Tensor | None, like: Tensor) -> Tensor:
+    """``r = exp(log_r)`` per sample, detached; ``None`` means ``r = 1`` (METHOD.md section 5, ratio="none")."""
+    if log_r is None:
+        return torch.ones(like.shape[0], dtype=compute_dtype(like), device=like.device)
+    return log_r.detach().to(compute_dtype(like)).exp()
+
+
+def integral_loss(
+    x_t: Tensor,
+    sigma: Tensor,
+    d_real: Tensor,
+    d_fake: Tensor,
+    divergence: Divergence,
+    log_r: Tensor | None = None,
+    weight: Tensor | float = 1.0,
+) -> Tensor:
+    """Integral form (section 3): ``L = sg(w h(r) (s_p - s_q)) . x_t``.
+
+    Gradient: ``E[w h(r) (s_p - s_q)^T dx_t/dtheta]``. ``rkl`` gives Diff-Instruct / VSD; passing
+    ``d_fake = x0`` (the conditional score ``c`` in place of ``s_p``) gives SDS. The denoisers may be
+    evaluated without gradient: only ``x_t`` carries it.
+    """
+    dt = compute_dtype(x_t)
+    s2 = per_sample(sigma, x_t).pow(2)
+    y = (d_fake.to(dt) - d_real.to(dt)) / s2
+    coef = per_sample(sample_weight(weight, x_t) * divergence.h(_ratio(log_r, x_t)), x_t)
+    return batch_dot((coef * y).detach(), x_t.to(dt))
+
+
+def expanded_loss(
+    x0: Tensor,
+    x_t: Tensor,
+    sigma: Tensor,
+    d_real: Tensor,
+    d_fake: Tensor,
+    divergence: Divergence,
+    log_r: Tensor | None = None,
+    weight: Tensor | float = 1.0,
+) -> Tensor:
+    """Expanded form (section 4), all four terms; exact gradient of ``w E_p[h(r) ||s_p - s_q||^2]``.
+
+    ``d_real = D_q(x_t)`` and ``d_fake = D_p(x_t)`` must be evaluated with frozen parameters but a live
+    input ``x_t`` (gradient flows through the networks into ``x_t``), and ``x0`` must be live::
+
+        inner = y . (c - s_p)
+        L = 2 sg(h) inner                      # SIM term
+          + sg(-2 r h' inner y) . x_t          # the ratio moves with x_t: grad log r = -y
+          + sg(r^2 h'' ||y||^2 y) . x_t        # DI term
+          + sg(h - r h') ||y||^2               # FGM term
+    """
+    dt = compute_dtype(x_t)
+    s2 = per_sample(sigma, x_t).pow(2)
+    y = (d_fake.to(dt) - d_real.to(dt)) / s2
+    c_minus_sp = (x0.to(dt) - d_fake.to(dt)) / s2
+    inner = batch_dot(y, c_minus_sp)
+    y_sq = y.flatten(1).pow(2).sum(1)
+    r = _ratio(log_r, x_t)
+    sim = 2 * divergence.h(r) * inner
+    fgm = divergence.h_minus_rh_prime(r) * y_sq
+    linear = per_sample(-2 * divergence.rh_prime(r) * inner + divergence.r2_h2(r) * y_sq, x_t) * y
+    moving = batch_dot(linear.detach(), x_t.to(dt))
+    return sample_weight(weight, x_t) * (sim + moving + fgm)
+
+
+def sid_loss(
+    x0: Tensor,
+    sigma: Tensor,
+    d_real: Tensor,
+    d_fake: Tensor,
+    alpha: float,
+    weight: Tensor | float = 1.0,
+) -> Tensor:
+    """SiD's generator loss in score units: ``w a^T((D_q - x0) - alpha a) / sigma^4``, ``a = D_q - D_p``.
+
+    With the denoisers evaluated on a live ``x_t``: ``alpha = 0.5`` is half the expanded ``rkl`` form
+    (section 4), ``alpha = 1`` is SIM with the squared-L2 distance, SiD's default is ``alpha = 1.2``.
+    """
+    dt = compute_dtype(x0)
+    a = d_real.to(dt) - d_fake.to(dt)
+    loss = batch_dot(a, (d_real.to(dt) - x0.to(dt)) - alpha * a)
+    return sample_weight(weight, x0) * loss / per_sample(sigma, x0).flatten().pow(4)
