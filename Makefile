@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# pyvista's wheel ships the real example meshes (ant.ply, airplane.ply, ...) that the reconstruction
+	# tests fit; only its data files are read, so its heavy vtk dependency is not needed.
+	$(PY) -m pip install --quiet --no-deps "pyvista==0.49.1"
+	# Khronos glTF validator (npm) for the GLB tests; needs node + npm (Debian: apt-get install nodejs npm).
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	bash tools/install_gltf_validator.sh
 	@touch $(STAMP)
 
 lint: $(STAMP)

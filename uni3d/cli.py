@@ -7,9 +7,12 @@ import json
 import sys
 from collections.abc import Sequence
 
-from uni3d import __version__
+from uni3d import __version__, scene_cli
+from uni3d.bench import scene as bench_scene
+from uni3d.bench import toy as bench_toy
 from uni3d.checks.divergences import format_table, run_check
 from uni3d.errors import UsageError
+from uni3d.toy import cli as toy_cli
 
 
 def _check_divergences(args: argparse.Namespace) -> int:
@@ -24,7 +27,10 @@ def _check_divergences(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``uni3d`` parser; each subcommand sets ``func(args) -> exit code``."""
-    parser = argparse.ArgumentParser(prog="uni3d", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="uni3d",
+        description="Score distillation (Uni-Instruct and its special cases) for 3D and one-step generators.",
+    )
     parser.add_argument("--version", action="version", version=f"uni3d {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -34,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     div.add_argument("--json", action="store_true", help="print the rows as JSON")
     div.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
     div.set_defaults(func=_check_divergences)
+
+    toy_cli.add_commands(sub)
+    scene_cli.add_commands(sub)
+    bench = sub.add_parser("bench", help="benchmarks that write docs/benchmarks.md")
+    bench_sub = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
+    bench_toy.add_commands(bench_sub)
+    bench_scene.add_commands(bench_sub)
 
     return parser
 

@@ -1,0 +1,138 @@
+"""``uni3d bench scene``: rays per second (forward + backward) of the scene renderer per backend and size.
+
+Backends: torch eager, torch with ``torch.compile`` on the hash grid, and (where CUDA, tinycudann and nerfacc
+exist) the cuda backend. The field is a fresh one (the default blob) with its occupancy grid refreshed, rendered
+from random cameras; one timed step = render every pixel of one image + ``backward`` of the mean colour.
+Writes ``docs/benchmarks/scene.json`` and the section of ``docs/benchmarks.md`` between
+``<!-- scene:begin -->`` and ``<!-- scene:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from uni3d.io import atomic_write, save_json
+from uni3d.reconstruct.fit import FitConfig
+from uni3d.scene.backend import resolve_backend
+from uni3d.scene.cameras import CameraSampler
+from uni3d.scene.renderer import build_renderer
+
+BEGIN, END = "<!-- scene:begin -->", "<!-- scene:end -->"
+
+
+def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
+    """Register ``scene`` on the ``uni3d bench`` subparsers."""
+    p = bench_subparsers.add_parser("scene", help="renderer rays/s (forward + backward): eager, compiled, cuda")
+    p.add_argument("--sizes", default="64,128", help="image sizes, comma-separated (default 64,128)")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per case after one warm-up (default 3)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile case (about 30 s to compile)")
+    p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
+    p.set_defaults(func=_bench_scene)
+
+
+def rays_per_second(backend: str, compile: bool, size: int, repeats: int) -> dict[str, float]:
+    """Time ``repeats`` forward+backward renders of a ``size x size`` image; rays/s and samples per ray."""
+    torch.manual_seed(0)
+    cfg = FitConfig()
+    renderer = build_renderer(
+        cfg.field, backend=backend, background="random", render_steps=cfg.render_steps, compile=compile
+    )
+    device = "cuda" if backend == "cuda" else "cpu"
+    renderer.to(device).train()
+    renderer.estimator.update(renderer.field.density, warmup=True)
+    cams = CameraSampler().sample(repeats + 1, size, generator=torch.Generator().manual_seed(0))
+    origins, dirs = (t.reshape(repeats + 1, -1, 3).to(device) for t in cams.rays())
+    times, samples = [], []
+    for i in range(repeats + 1):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = renderer(origins[i], dirs[i])
+        out.rgb.mean().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i > 0:  # the first step warms up (and compiles)
+            times.append(time.perf_counter() - start)
+            samples.append(out.n_samples / origins.shape[1])
+    seconds = sum(times) / len(times)
+    return {
+        "rays_per_s": size * size / seconds,
+        "seconds_per_step": seconds,
+        "samples_per_ray": sum(samples) / len(samples),
+    }
+
+
+def _section(rows: list[dict[str, object]], info: dict[str, object]) -> str:
+    lines = [
+        BEGIN,
+        "## Scene renderer: rays per second (forward + backward)",
+        "",
+        f"`uni3d bench scene` on {info['cpu']} ({info['cores']} cores, {info['torch_threads']} torch threads), "
+        f"torch {info['torch']}, {info['date']}. Fresh default field (blob), occupancy grid refreshed, "
+        "one full image per step.",
+        "",
+        "| backend | image | rays/s | s/step | samples/ray |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r['case']} | {r['size']}x{r['size']} | {r['rays_per_s']:,.0f} | {r['seconds_per_step']:.3f} | "
+            f"{r['samples_per_ray']:.1f} |"
+            for r in rows
+        ],
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def _write(docs: Path, rows: list[dict[str, object]], info: dict[str, object]) -> None:
+    save_json(docs / "benchmarks" / "scene.json", {"machine": info, "rows": rows})
+    path = docs / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = _section(rows, info)
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    atomic_write(path, text)
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _bench_scene(args: argparse.Namespace) -> int:
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    cases = [("torch eager", "torch", False)]
+    if not args.no_compile:
+        cases.append(("torch compiled", "torch", True))
+    if resolve_backend("auto") == "cuda":
+        cases.append(("tinycudann + nerfacc", "cuda", False))
+    rows = []
+    for name, backend, compile in cases:
+        for size in sizes:
+            row = {"case": name, "size": size, **rays_per_second(backend, compile, size, args.repeats)}
+            print(
+                f"{name:22s} {size:4d}px  {row['rays_per_s']:10,.0f} rays/s  {row['samples_per_ray']:.1f} samples/ray"
+            )
+            rows.append(row)
+    info = {
+        "cpu": _cpu(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    _write(args.docs, rows, info)
+    return 0
