@@ -35,6 +35,7 @@ test: lint
 
 demo: $(STAMP)
 	$(VENV)/bin/uni3d check divergences
+	$(VENV)/bin/uni3d toy --preset uni-jeffreys --out $(DEMO_OUT)/toy
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -30,6 +30,8 @@ from uni3d.toy.train import ToyResult, run_toy
 BEGIN, END = "<!-- toy:begin -->", "<!-- toy:end -->"
 RATIO_PRESETS = ("fkl", "jeffreys", "js", "chi2")
 """Divergences whose ratio-weighted presets must never produce non-finite samples (the target)."""
+TIME_BUDGET_S = 60.0
+"""The target's training-time budget per preset on 2 CPU cores."""
 
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +55,7 @@ def machine() -> dict[str, object]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
 
 
@@ -103,6 +106,8 @@ def target_notes(results: list[ToyResult], teacher_ed11: float | None) -> dict[s
                 problems.append("ED not below teacher NFE 11")
         if r.preset.split("-")[-1] in RATIO_PRESETS and m.nonfinite:
             problems.append(f"{m.nonfinite} non-finite samples")
+        if r.train_seconds > TIME_BUDGET_S:
+            problems.append(f"{r.train_seconds:.0f} s > {TIME_BUDGET_S:.0f} s")
         if r.preset.startswith("uni-") or r.preset.split("-")[-1] in RATIO_PRESETS:
             notes[r.preset] = "target met" if not problems else "MISSED: " + "; ".join(problems)
         elif m.modes_covered < m.n_modes or m.energy_distance is None:
@@ -128,8 +133,9 @@ def markdown(results: list[ToyResult], baselines: list[BaselineResult], info: di
         f"score exact. Metrics on {info['eval_samples']} samples: squared energy distance (ED) to a target "
         f"sample (floor: another target sample of the same size, **{floor:.4f}**), modes holding at least 5% "
         f"of samples, share of samples within 3 std of a mode. Seconds: training (students) or sampling "
-        f"(teacher). Target: every `uni-*` covers 8/8 with ED below the teacher at NFE 11; ratio-weighted "
-        f"presets ({', '.join(RATIO_PRESETS)}) stay finite. Scatter plots: `benchmarks/toy.png`; raw numbers: "
+        f"(teacher); load average at the end {m['load_average_1min_at_end']} (timings are only comparable on an "
+        f"idle machine). Target: every `uni-*` covers 8/8 with ED below the teacher at NFE 11; ratio-weighted "
+        f"presets ({', '.join(RATIO_PRESETS)}) stay finite; each preset trains within {TIME_BUDGET_S:.0f} s. Scatter plots: `benchmarks/toy.png`; raw numbers: "
         f"`benchmarks/toy.json`.",
         "",
         "| method | NFE | ED | modes | near a mode | non-finite | seconds | note |",

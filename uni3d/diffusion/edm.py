@@ -7,6 +7,7 @@ distribution of ``sigma`` and the preconditioning coefficients (Table 1). A deno
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,10 +69,21 @@ def heun_sample(denoiser: Denoiser, noise: Tensor, nfe: int, sigma_max: float = 
 
 
 def lognormal_sigma(
-    n: int, p_mean: float = P_MEAN, p_std: float = P_STD, generator: torch.Generator | None = None
+    n: int,
+    p_mean: float = P_MEAN,
+    p_std: float = P_STD,
+    generator: torch.Generator | None = None,
+    sigma_min: float = 0.0,
 ) -> Tensor:
-    """EDM's training distribution (Table 1): ``ln sigma ~ N(p_mean, p_std^2)``, shape ``[n]``."""
-    return (p_mean + p_std * torch.randn(n, generator=generator)).exp()
+    """EDM's training distribution (Table 1): ``ln sigma ~ N(p_mean, p_std^2)``, shape ``[n]``.
+
+    With ``sigma_min > 0`` the normal is truncated to ``ln sigma >= ln sigma_min`` (no point mass at the bound).
+    """
+    if sigma_min <= 0:
+        return (p_mean + p_std * torch.randn(n, generator=generator)).exp()
+    lo = (math.log(sigma_min) - p_mean) / p_std
+    z = torch.nn.init.trunc_normal_(torch.empty(n), a=lo, b=math.inf, generator=generator)
+    return (p_mean + p_std * z).exp()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("seed", int, "training seed"),
     ("batch_size", int, "batch size"),
     ("ratio_clamp", float, "clamp on |log r| of the ratio head"),
+    ("gen_sigma_min", float, "generator-loss noise levels start here (w(t) = 0 below)"),
 )
 """Config fields with a command-line flag: ``(field, type, help)``; the default comes from :class:`ToyConfig`."""
 
@@ -60,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> ToyConfig:
 
 
 def _summary(result: ToyResult, out: Path) -> str:
-    m = result.metrics
+    m, c = result.metrics, result.counters
     ed = f"{m.energy_distance:.5f}" if m.energy_distance is not None else f"undefined ({m.nonfinite} non-finite)"
     fit = "" if result.fit_cached else f" (+ {result.fit_seconds:.1f} s fitting the teacher network, now cached)"
     return "\n".join(
@@ -69,6 +70,8 @@ def _summary(result: ToyResult, out: Path) -> str:
             f"energy distance  {ed}  (floor {m.floor:.5f}: a target sample of the same size)",
             f"modes covered    {m.modes_covered}/{m.n_modes}  ({100 * m.near_share:.1f}% of samples near a mode)",
             f"wall time        {result.train_seconds:.1f} s training{fit}",
+            f"ratio head       {c.ratio_clamped} clamped, {c.ratio_nonfinite} non-finite of {c.ratio_evaluations} "
+            f"evaluations; {c.skipped_generator_steps} generator steps skipped (non-finite loss)",
             f"outputs          {out}/ (config.json, metrics.json, samples.png)",
         ]
     )

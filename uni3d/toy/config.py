@@ -20,7 +20,9 @@ class ToyConfig:
 
     Noise levels are log-normal, ``ln sigma ~ N(p_mean, p_std^2)``: ``gen_*`` for the generator loss and
     the ratio head (the ratio is needed where the generator loss evaluates it), ``fake_*`` for the
-    fake-score denoising loss (EDM's training distribution).
+    fake-score denoising loss (EDM's training distribution). ``gen_sigma_min`` truncates the generator's
+    levels from below: the time weighting is zero there (METHOD.md section 4's ``w(t)``), which keeps the
+    ratio-motion and DI terms (an extra ``1/sigma^2``) finite. ``fake_steps`` fake-score steps per iteration.
     """
 
     preset: str = "uni-jeffreys"
@@ -33,6 +35,8 @@ class ToyConfig:
     lr_ratio: float = 3e-4
     gen_p_mean: float = -0.5
     gen_p_std: float = 1.0
+    gen_sigma_min: float = 0.3
+    fake_steps: int = 1
     fake_p_mean: float = -0.5
     fake_p_std: float = 1.2
     ratio_clamp: float = 5.0
@@ -51,6 +55,10 @@ class ToyConfig:
             raise UsageError(
                 f"need steps >= 0, batch size >= 1, eval samples >= 2; got {self.steps}, {self.batch_size}, "
                 f"{self.eval_samples}"
+            )
+        if self.gen_sigma_min < 0 or self.fake_steps < 1:
+            raise UsageError(
+                f"need gen_sigma_min >= 0 and fake_steps >= 1; got {self.gen_sigma_min}, {self.fake_steps}"
             )
         if not 0 <= self.ema < 1 or self.sigma_init <= 0 or self.ratio_clamp <= 0:
             raise UsageError(

@@ -121,7 +121,7 @@ class Distiller:
         self.opt_f.step()
 
     def _gen_sigma(self, n: int) -> Tensor:
-        return lognormal_sigma(n, self.cfg.gen_p_mean, self.cfg.gen_p_std, self.gen)
+        return lognormal_sigma(n, self.cfg.gen_p_mean, self.cfg.gen_p_std, self.gen, self.cfg.gen_sigma_min)
 
     def ratio_step(self, x0: Tensor) -> None:
         """Balanced BCE step of the ratio head: real = noised ring samples, fake = noised generator samples."""
@@ -184,7 +184,8 @@ class Distiller:
         z = self._randn(self.cfg.batch_size)
         x0 = self.generator(z)
         if self.preset.fake_score == "learned":
-            self.fake_step(x0)
+            for _ in range(self.cfg.fake_steps):
+                self.fake_step(x0)
         if self.preset.uses_ratio:
             self.ratio_step(x0)
         self.generator_step(x0)
