@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from uni3d.bench.toy import BEGIN, END, replace_section
 from uni3d.diffusion.edm import lognormal_sigma
 from uni3d.errors import UsageError
 from uni3d.toy.cli import add_commands
@@ -177,14 +176,3 @@ def test_unknown_config_keys_are_usage_errors() -> None:
         ToyConfig.from_dict({"stepz": 3})
     with pytest.raises(UsageError, match="unknown fit config"):
         ToyConfig.from_dict({"fit": {"widht": 3}})
-
-
-def test_benchmark_section_is_replaced_in_place(tmp_path: Path) -> None:
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text(f"# Benchmarks\n\nintro\n\n{BEGIN}\nold\n{END}\n\n<!-- other:begin -->\nkeep\n<!-- other:end -->\n")
-    replace_section(doc, f"{BEGIN}\nnew\n{END}")
-    text = doc.read_text()
-    assert "new" in text and "old" not in text and "keep" in text and text.count(BEGIN) == 1
-    fresh = tmp_path / "fresh.md"
-    replace_section(fresh, f"{BEGIN}\nx\n{END}")
-    assert fresh.read_text().startswith("# Benchmarks") and BEGIN in fresh.read_text()

@@ -10,22 +10,19 @@ Writes ``docs/benchmarks/scene.json`` and the section of ``docs/benchmarks.md`` 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from uni3d.io import atomic_write, save_json
+from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.io import save_json
 from uni3d.reconstruct.fit import FitConfig
 from uni3d.scene.backend import resolve_backend
 from uni3d.scene.cameras import CameraSampler
 from uni3d.scene.renderer import build_renderer
 
-BEGIN, END = "<!-- scene:begin -->", "<!-- scene:end -->"
+BEGIN, END = section_markers("scene")
 
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
@@ -76,7 +73,7 @@ def _section(rows: list[dict[str, object]], info: dict[str, object]) -> str:
         "## Scene renderer: rays per second (forward + backward)",
         "",
         f"`uni3d bench scene` on {info['cpu']} ({info['cores']} cores, {info['torch_threads']} torch threads), "
-        f"torch {info['torch']}, {info['date']}. Fresh default field (blob), occupancy grid refreshed, "
+        f"torch {info['torch']}, {info['date']}, load average {info['load_average_1min']}. Fresh default field (blob), occupancy grid refreshed, "
         "one full image per step.",
         "",
         "| backend | image | rays/s | s/step | samples/ray |",
@@ -93,22 +90,7 @@ def _section(rows: list[dict[str, object]], info: dict[str, object]) -> str:
 
 def _write(docs: Path, rows: list[dict[str, object]], info: dict[str, object]) -> None:
     save_json(docs / "benchmarks" / "scene.json", {"machine": info, "rows": rows})
-    path = docs / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = _section(rows, info)
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    atomic_write(path, text)
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    replace_section(docs / "benchmarks.md", _section(rows, info))
 
 
 def _bench_scene(args: argparse.Namespace) -> int:
@@ -126,13 +108,6 @@ def _bench_scene(args: argparse.Namespace) -> int:
                 f"{name:22s} {size:4d}px  {row['rays_per_s']:10,.0f} rays/s  {row['samples_per_ray']:.1f} samples/ray"
             )
             rows.append(row)
-    info = {
-        "cpu": _cpu(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    info = machine()
     _write(args.docs, rows, info)
     return 0

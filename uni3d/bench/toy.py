@@ -8,18 +8,13 @@ section of ``docs/benchmarks.md`` between ``<!-- toy:begin -->`` and ``<!-- toy:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import sys
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
-
+from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.errors import UsageError
-from uni3d.io import atomic_write, save_json
+from uni3d.io import save_json
 from uni3d.losses import PRESET_NAMES
 from uni3d.toy.baseline import TEACHER_NFES, BaselineResult, eval_noise, teacher_baseline
 from uni3d.toy.config import ToyConfig
@@ -27,7 +22,7 @@ from uni3d.toy.metrics import SampleMetrics, make_reference
 from uni3d.toy.plot import scatter_grid_png
 from uni3d.toy.train import ToyResult, run_toy
 
-BEGIN, END = "<!-- toy:begin -->", "<!-- toy:end -->"
+BEGIN, END = section_markers("toy")
 RATIO_PRESETS = ("fkl", "jeffreys", "js", "chi2")
 """Divergences whose ratio-weighted presets must never produce non-finite samples (the target)."""
 TIME_BUDGET_S = 60.0
@@ -43,29 +38,6 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
     p.add_argument("--cache-dir", type=Path, default=None, help="teacher-network cache (default ~/.cache/uni3d)")
     p.set_defaults(func=_bench_toy)
-
-
-def machine() -> dict[str, object]:
-    """CPU model, cores, threads, Python/torch versions, and the UTC date."""
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    return match.group(1).strip() if match else platform.processor() or "unknown"
 
 
 def run_bench(
@@ -87,10 +59,11 @@ def _ed(m: SampleMetrics) -> str:
     return f"{m.energy_distance:.4f}" if m.energy_distance is not None else "non-finite"
 
 
-def _row(name: str, nfe: int, m: SampleMetrics, seconds: float, note: str) -> str:
+def _row(name: str, nfe: int, m: SampleMetrics, seconds: float, cpu: float | None, note: str) -> str:
+    cpu_text = f"{cpu:.1f}" if cpu is not None else "–"
     return (
         f"| {name} | {nfe} | {_ed(m)} | {m.modes_covered}/{m.n_modes} | {100 * m.near_share:.1f}% "
-        f"| {m.nonfinite} | {seconds:.1f} | {note} |"
+        f"| {m.nonfinite} | {seconds:.1f} | {cpu_text} | {note} |"
     )
 
 
@@ -132,32 +105,21 @@ def markdown(results: list[ToyResult], baselines: list[BaselineResult], info: di
         f"one-step generator and fake score initialised from an MLP fit of the analytic teacher; teacher "
         f"score exact. Metrics on {info['eval_samples']} samples: squared energy distance (ED) to a target "
         f"sample (floor: another target sample of the same size, **{floor:.4f}**), modes holding at least 5% "
-        f"of samples, share of samples within 3 std of a mode. Seconds: training (students) or sampling "
-        f"(teacher); load average at the end {m['load_average_1min_at_end']} (timings are only comparable on an "
+        f"of samples, share of samples within 3 std of a mode. Seconds: wall time of training (students) or "
+        f"sampling (teacher); CPU seconds: the training process's CPU time over all its threads; load average at the end {m['load_average_1min']} (timings are only comparable on an "
         f"idle machine). Target: every `uni-*` covers 8/8 with ED below the teacher at NFE 11; ratio-weighted "
-        f"presets ({', '.join(RATIO_PRESETS)}) stay finite; each preset trains within {TIME_BUDGET_S:.0f} s. Scatter plots: `benchmarks/toy.png`; raw numbers: "
-        f"`benchmarks/toy.json`.",
+        f"presets ({', '.join(RATIO_PRESETS)}) stay finite; each preset trains within {TIME_BUDGET_S:.0f} s (wall). "
+        f"Scatter plots: `benchmarks/toy.png`; raw numbers: `benchmarks/toy.json`.",
         "",
-        "| method | NFE | ED | modes | near a mode | non-finite | seconds | note |",
-        "|---|---|---|---|---|---|---|---|",
-        *(_row("teacher Heun (exact score)", b.nfe, b.metrics, b.seconds, "") for b in baselines),
-        *(_row(f"`{r.preset}`", 1, r.metrics, r.train_seconds, notes[r.preset]) for r in results),
+        "| method | NFE | ED | modes | near a mode | non-finite | seconds | CPU seconds | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(_row("teacher Heun (exact score)", b.nfe, b.metrics, b.seconds, None, "") for b in baselines),
+        *(_row(f"`{r.preset}`", 1, r.metrics, r.train_seconds, r.train_cpu_seconds, notes[r.preset]) for r in results),
         "",
         "![toy scatter plots](benchmarks/toy.png)",
         END,
     ]
     return "\n".join(lines)
-
-
-def replace_section(path: Path, section: str) -> None:
-    """Put ``section`` between the toy markers of ``path`` (appended if absent; the file created if missing)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write(path, text.rstrip("\n") + "\n")
 
 
 def write_outputs(

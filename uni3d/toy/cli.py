@@ -69,7 +69,7 @@ def _summary(result: ToyResult, out: Path) -> str:
             f"preset           {result.preset}",
             f"energy distance  {ed}  (floor {m.floor:.5f}: a target sample of the same size)",
             f"modes covered    {m.modes_covered}/{m.n_modes}  ({100 * m.near_share:.1f}% of samples near a mode)",
-            f"wall time        {result.train_seconds:.1f} s training{fit}",
+            f"wall time        {result.train_seconds:.1f} s training ({result.train_cpu_seconds:.1f} s CPU){fit}",
             f"ratio head       {c.ratio_clamped} clamped, {c.ratio_nonfinite} non-finite of {c.ratio_evaluations} "
             f"evaluations; {c.skipped_generator_steps} generator steps skipped (non-finite loss)",
             f"outputs          {out}/ (config.json, metrics.json, samples.png)",

@@ -57,6 +57,8 @@ class ToyResult:
     preset: str
     metrics: SampleMetrics
     train_seconds: float
+    train_cpu_seconds: float
+    """Process CPU time of training (all threads): with ``train_seconds`` it shows how busy the machine was."""
     fit_seconds: float
     fit_cached: bool
     counters: Counters
@@ -67,6 +69,7 @@ class ToyResult:
             "preset": self.preset,
             **self.metrics.as_dict(),
             "train_seconds": self.train_seconds,
+            "train_cpu_seconds": self.train_cpu_seconds,
             "fit_seconds": self.fit_seconds,
             "fit_cached": self.fit_cached,
             **asdict(self.counters),
@@ -199,15 +202,15 @@ def run_toy(cfg: ToyConfig, out: Path | None = None, cache_dir: Path | None = No
     fit_seconds = time.perf_counter() - t0
     torch.manual_seed(cfg.seed)
     distiller = Distiller(cfg, base, torch.Generator().manual_seed(cfg.seed))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in tqdm(range(cfg.steps), desc=f"toy {cfg.preset}", disable=not progress, leave=False):
         distiller.step()
-    train_seconds = time.perf_counter() - t0
+    train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     reference = make_reference(cfg.teacher, cfg.eval_samples, cfg.eval_seed)
     with torch.no_grad():
         samples = distiller.ema(eval_noise(cfg.eval_samples, cfg.eval_seed))
     metrics = evaluate(samples, reference.samples, reference.floor, cfg.teacher)
-    result = ToyResult(cfg.preset, metrics, train_seconds, fit_seconds, cached, distiller.counters, samples)
+    result = ToyResult(cfg.preset, metrics, train_seconds, train_cpu, fit_seconds, cached, distiller.counters, samples)
     if out is not None:
         write_run(out, cfg, result)
     return result
