@@ -7,11 +7,15 @@ import json
 import sys
 from collections.abc import Sequence
 
-from uni3d import __version__, scene_cli
+from uni3d import __version__, images_cli, scene_cli
+from uni3d.bench import images as bench_images
 from uni3d.bench import scene as bench_scene
 from uni3d.bench import toy as bench_toy
 from uni3d.checks.divergences import format_table, run_check
 from uni3d.errors import UsageError
+from uni3d.pipeline import cli as pipeline_cli
+from uni3d.prior import cli as prior_cli
+from uni3d.prior import train_cli as prior_train_cli
 from uni3d.toy import cli as toy_cli
 
 
@@ -41,12 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     div.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
     div.set_defaults(func=_check_divergences)
 
+    pipeline_cli.add_commands(sub)
     toy_cli.add_commands(sub)
     scene_cli.add_commands(sub)
+    prior_cli.add_commands(sub)
+    prior_train_cli.add_commands(sub)
+    images_cli.add_commands(sub)
     bench = sub.add_parser("bench", help="benchmarks that write docs/benchmarks.md")
     bench_sub = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
     bench_toy.add_commands(bench_sub)
     bench_scene.add_commands(bench_sub)
+    bench_images.add_commands(bench_sub)
 
     return parser
 

@@ -17,7 +17,7 @@ import torch
 
 from uni3d.errors import UsageError
 from uni3d.reconstruct.views import ViewSet
-from uni3d.scene.field import FieldConfig
+from uni3d.scene.field import FieldConfig, RadianceField
 from uni3d.scene.hashgrid import HashGridConfig
 from uni3d.scene.renderer import VolumeRenderer, build_renderer
 
@@ -59,6 +59,21 @@ class FitResult:
     losses: list[float]
 
 
+def field_optimizer(renderer: VolumeRenderer, lr: float) -> torch.optim.Adam:
+    """Adam with Instant-NGP's settings: ``betas = (0.9, 0.99)``, ``eps = 1e-15``, weight decay ``1e-6`` on the
+    MLPs and background only (never on the hash tables)."""
+    grid_params = list(renderer.field.encoding.parameters())
+    other = [p for n, p in renderer.named_parameters() if not n.startswith("field.encoding.") and p.requires_grad]
+    return torch.optim.Adam(
+        [{"params": grid_params}, {"params": other, "weight_decay": 1e-6}], lr=lr, betas=(0.9, 0.99), eps=1e-15
+    )
+
+
+def unmask_levels(field_: RadianceField, start_levels: int, progress: float) -> None:
+    """Progressive unmasking: ``start_levels`` levels at ``progress = 0``, all of them from ``progress = 1/2``."""
+    field_.set_active_levels(start_levels + round(2 * progress * (field_.n_levels - start_levels)))
+
+
 def fit_field(views: ViewSet, cfg: FitConfig, progress: Callable[[int, float], None] | None = None) -> FitResult:
     """Fit a fresh field to ``views``; ``progress(step, loss)`` is called every 50 steps."""
     torch.manual_seed(cfg.seed)
@@ -72,11 +87,7 @@ def fit_field(views: ViewSet, cfg: FitConfig, progress: Callable[[int, float], N
     device = next(renderer.parameters()).device
     origins, dirs = (t.reshape(-1, 3).to(device) for t in views.cameras.rays())
     rgb, alpha = views.rgb.reshape(-1, 3).to(device), views.alpha.reshape(-1, 1).to(device)
-    grid_params = list(renderer.field.encoding.parameters())
-    other = [p for n, p in renderer.named_parameters() if not n.startswith("field.encoding.")]
-    opt = torch.optim.Adam(
-        [{"params": grid_params}, {"params": other, "weight_decay": 1e-6}], lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15
-    )
+    opt = field_optimizer(renderer, cfg.lr)
     field_ = renderer.field
     renderer.train()
     losses: list[float] = []
@@ -88,7 +99,7 @@ def fit_field(views: ViewSet, cfg: FitConfig, progress: Callable[[int, float], N
             step -= 1
             break
         frac = elapsed / cfg.time_budget_s if cfg.time_budget_s else step / cfg.steps
-        field_.set_active_levels(cfg.start_levels + round(2 * frac * (field_.n_levels - cfg.start_levels)))
+        unmask_levels(field_, cfg.start_levels, frac)
         if step == 1 or step % cfg.grid_every == 0:
             renderer.estimator.update(field_.density, warmup=step == 1)
         n_rays = cfg.rays_per_step if frac > 0.2 else cfg.warmup_rays

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import trimesh
 
 from uni3d.errors import UsageError
 from uni3d.export.bake import bake_texture, vertex_colored
@@ -27,6 +28,7 @@ from uni3d.reconstruct.meshes import load_mesh
 from uni3d.reconstruct.metrics import chamfer, psnr
 from uni3d.reconstruct.views import camera_distance, render_views
 from uni3d.scene.background import SolidBackground
+from uni3d.scene.renderer import VolumeRenderer
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,41 @@ class ReconstructConfig:
             raise UsageError(f"field of view must be 10-120 degrees, got {self.fov_deg}")
 
 
+@dataclass
+class ExportedAsset:
+    """What :func:`export_asset` wrote: the (untextured) mesh in scene units, its iso-level, the video file."""
+
+    mesh: trimesh.Trimesh
+    iso_level: float
+    video: Path
+
+
+def export_asset(
+    renderer: VolumeRenderer,
+    out: Path,
+    mc_resolution: int,
+    max_faces: int,
+    texture_size: int,
+    n_frames: int,
+    frame_size: int,
+    distance: float,
+    threshold: float | None = None,
+) -> ExportedAsset:
+    """Mesh, bake and write a field into ``out`` (each file atomically): ``model.glb`` (textured),
+    ``model_vertex_color.glb``, ``model.obj`` + ``.mtl`` + texture PNG, ``turntable.mp4`` (or ``.gif``) and
+    ``contact_sheet.png``; the turntable orbits at ``distance`` with ``n_frames`` frames of ``frame_size`` px.
+    ``threshold``: the density iso-level (``None``: :func:`uni3d.export.mesh.auto_threshold`)."""
+    mesh, level = extract_mesh(renderer, mc_resolution, threshold=threshold, max_faces=max_faces)
+    textured = bake_texture(mesh, renderer.field, texture_size)
+    write_glb(textured, out / "model.glb")
+    write_glb(vertex_colored(mesh, renderer.field), out / "model_vertex_color.glb")
+    write_obj(textured, out / "model.obj")
+    frames = turntable_frames(renderer, n_frames, frame_size, distance=distance)
+    video = write_video(frames, out / "turntable.mp4")
+    contact_sheet(frames, out / "contact_sheet.png")
+    return ExportedAsset(mesh, level, video)
+
+
 def reconstruct(cfg: ReconstructConfig, out: Path, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run the whole proof; returns (and saves as ``metrics.json``) the report."""
     if not 16 <= cfg.mc_resolution <= 512:  # fail before the fit, not after it
@@ -73,16 +110,19 @@ def reconstruct(cfg: ReconstructConfig, out: Path, log: Callable[[str], None] = 
     last = sum(result.losses[-20:]) / max(1, len(result.losses[-20:]))
     held_out = psnr(renderer.render_images(test.cameras)["rgb"], test.on_background(1.0))
     t1 = time.perf_counter()
-    mesh, level = extract_mesh(renderer, cfg.mc_resolution, max_faces=cfg.max_faces)
-    cd, to_src, to_pred = chamfer(mesh, source.mesh)
-    textured = bake_texture(mesh, renderer.field, cfg.texture_size)
-    write_glb(textured, out / "model.glb")
-    write_glb(vertex_colored(mesh, renderer.field), out / "model_vertex_color.glb")
-    write_obj(textured, out / "model.obj")
     distance = camera_distance(source, cfg.fov_deg)
-    frames = turntable_frames(renderer, cfg.turntable_frames, cfg.image_size, distance=distance)
-    video = write_video(frames, out / "turntable.mp4")
-    contact_sheet(frames, out / "contact_sheet.png")
+    asset = export_asset(
+        renderer,
+        out,
+        cfg.mc_resolution,
+        cfg.max_faces,
+        cfg.texture_size,
+        cfg.turntable_frames,
+        cfg.image_size,
+        distance,
+    )
+    mesh, level, video = asset.mesh, asset.iso_level, asset.video
+    cd, to_src, to_pred = chamfer(mesh, source.mesh)
     report = {
         "mesh": str(cfg.mesh),
         "source_faces": len(source.mesh.faces),

@@ -1,0 +1,348 @@
+"""Image distiller on CPU with tiny networks: data, UNet/EDM, teacher, FID, distill, resume, errors, EDM pickles, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import subprocess
+import sys
+import types
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uni3d.bench.images import replace_section
+from uni3d.cli import main
+from uni3d.diffusion.edm import preconditioning
+from uni3d.errors import UsageError
+from uni3d.images.data import load_dataset, split_indices
+from uni3d.images.denoiser import EDMDenoiser
+from uni3d.images.distill_config import DistillConfig
+from uni3d.images.distill_run import load_teacher, run_distill
+from uni3d.images.edm_pickle import read_edm_network
+from uni3d.images.features import FeatureNet, save_feature_net
+from uni3d.images.fid import FeatureStats, features_and_probs, frechet_distance, score_samples
+from uni3d.images.files import denoiser_record, load_denoiser, load_torch, save_torch
+from uni3d.images.teacher import TeacherConfig, TeacherRun, train_teacher
+from uni3d.images.unet import UNet, UNetConfig
+
+TINY = UNetConfig(channels=(8, 16), emb_dim=16, num_classes=10)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: these tiny networks only lose time to thread hand-offs on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_teacher_config(**changes: object) -> TeacherConfig:
+    base = TeacherConfig(
+        unet=TINY, batch_size=8, steps=4, warmup_steps=1, checkpoint_every=2, sample_every=100, sample_nfe=1
+    )
+    return replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny class-conditional teacher (a few training steps) and a tiny random feature net, as files."""
+    root = tmp_path_factory.mktemp("images")
+    torch.manual_seed(0)
+    run = TeacherRun(tiny_teacher_config())
+    for _ in range(3):
+        run.step()
+    teacher = save_torch(root / "teacher.pt", denoiser_record(run.ema))
+    features = save_feature_net(root / "features.pt", FeatureNet(width=4), {"note": "untrained, for tests"})
+    return {"teacher": teacher, "features": features, "root": root}
+
+
+def distill_config(files: dict[str, Path], **changes: object) -> DistillConfig:
+    base = DistillConfig(
+        teacher=str(files["teacher"]),
+        features=str(files["features"]),
+        steps=4,
+        batch_size=4,
+        eval_samples=20,
+        eval_every=4,
+        checkpoint_every=2,
+        sample_every=4,
+        ratio_width=8,
+    )
+    return replace(base, **changes)
+
+
+def test_split_is_fixed_stratified_and_disjoint() -> None:
+    train, held = load_dataset("mnist", "train"), load_dataset("mnist", "heldout")
+    assert (len(train), len(held)) == (4000, 1000)
+    assert train.images.shape[1:] == (1, 32, 32) and train.images.min() >= -1 and train.images.max() <= 1
+    assert torch.bincount(train.labels).tolist() == [400] * 10 and torch.bincount(held.labels).tolist() == [100] * 10
+    idx = split_indices(load_dataset("mnist", "all").labels)
+    assert set(idx["train"].tolist()).isdisjoint(idx["heldout"].tolist())
+    assert len(set(idx["train"].tolist()) | set(idx["heldout"].tolist())) == 5000
+    assert torch.equal(load_dataset("mnist", "train").images, train.images)
+
+
+def test_unet_shapes_and_edm_preconditioning() -> None:
+    torch.manual_seed(0)
+    net = UNet(TINY)
+    x, c_noise, labels = torch.randn(3, 1, 32, 32), torch.randn(3), torch.tensor([0, 5, 9])
+    out, bottleneck = net(x, c_noise, labels)
+    assert out.shape == x.shape and bottleneck.shape == (3, 16, 16, 16)
+    assert torch.count_nonzero(out) == 0  # zero-initialised output layer: F = 0, so D = c_skip x at init
+    with pytest.raises(ValueError, match="class-conditional"):
+        net(x, c_noise)
+    torch.nn.init.normal_(net.out.weight, std=0.1)
+    model = EDMDenoiser(net, sigma_data=0.5)
+    sigma = torch.tensor([0.01, 1.0, 50.0])
+    pre = preconditioning(sigma, 0.5)
+    col = [c.reshape(-1, 1, 1, 1) for c in (pre.c_skip, pre.c_out, pre.c_in)]
+    expected = col[0] * x + col[1] * net(col[2] * x, pre.c_noise, labels)[0]
+    assert torch.allclose(model(x, sigma, labels), expected, atol=1e-6)
+    d, feats = model.with_features(x, sigma, labels)
+    assert torch.allclose(d, expected, atol=1e-6) and torch.allclose(feats, model.bottleneck(x, sigma, labels))
+
+
+def test_teacher_loss_decreases() -> None:
+    run = TeacherRun(tiny_teacher_config(batch_size=16, lr=3e-3))
+    for _ in range(40):
+        run.step()
+    losses = run._losses
+    assert run.nonfinite_steps == 0
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+
+
+def test_teacher_resume_is_bit_for_bit(tmp_path: Path) -> None:
+    cfg = tiny_teacher_config()
+    train_teacher(cfg, tmp_path / "straight", progress=False)
+    train_teacher(replace(cfg, steps=2), tmp_path / "resumed", progress=False)
+    train_teacher(cfg, tmp_path / "resumed", resume=True, progress=False)
+    a, b = load_torch(tmp_path / "straight" / "teacher.pt"), load_torch(tmp_path / "resumed" / "teacher.pt")
+    assert a["step"] == b["step"] == 4
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert isinstance(load_denoiser(tmp_path / "straight" / "teacher.pt"), EDMDenoiser)
+
+
+def test_fid_is_zero_against_itself_and_positive_after_a_shift() -> None:
+    torch.manual_seed(0)
+    net = FeatureNet(width=4).eval()
+    images = load_dataset("mnist", "heldout").images[:300]
+    ref = FeatureStats.of(features_and_probs(net, images)[0])
+    same = score_samples(net, images, ref).fid
+    shifted = score_samples(net, (images + 0.5).clamp(-1, 1), ref).fid
+    assert abs(same) < 1e-6 * shifted and shifted > 0.1 * float(np.trace(ref.cov))
+    a = FeatureStats(np.zeros(2), np.diag([1.0, 4.0]))
+    b = FeatureStats(np.array([1.0, 0.0]), np.diag([4.0, 1.0]))
+    assert frechet_distance(a, b) == pytest.approx(1.0 + 1.0 + 1.0)  # |dmu|^2 + sum (sqrt(a_i) - sqrt(b_i))^2
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("preset", ["uni-fkl", "uni-rkl"])
+def test_distill_runs_and_writes_outputs(files: dict[str, Path], tmp_path: Path, preset: str) -> None:
+    row = run_distill(distill_config(files, preset=preset), tmp_path, progress=False)
+    assert row["step"] == 4 and np.isfinite(row["fid"]) and 0 <= row["accuracy"] <= 1
+    for key in ("loss_generator", "loss_fake"):
+        assert np.isfinite(row[key])
+    assert (row["ratio_evaluations"] > 0) == (preset == "uni-fkl")
+    assert row["skipped_generator_steps"] == 0
+    rows = _rows(tmp_path / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert (tmp_path / "samples" / "step_000004.png").stat().st_size > 0
+    assert load_torch(tmp_path / "generator.pt")["sigma_init"] == 2.5
+
+
+def test_distill_resume_is_bit_for_bit(files: dict[str, Path], tmp_path: Path) -> None:
+    cfg = distill_config(files, preset="uni-jeffreys", features="none")
+    run_distill(cfg, tmp_path / "straight", progress=False)
+    run_distill(replace(cfg, steps=2), tmp_path / "resumed", progress=False)
+    run_distill(cfg, tmp_path / "resumed", resume=True, progress=False)
+    a = load_torch(tmp_path / "straight" / "checkpoint.pt")
+    b = load_torch(tmp_path / "resumed" / "checkpoint.pt")
+    for name in ("generator", "ema", "fake", "ratio"):
+        assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
+    with pytest.raises(UsageError, match="other settings"):
+        run_distill(replace(cfg, lr_generator=1e-3), tmp_path / "resumed", progress=False)
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("uni3d: error:") and needle in err, err
+
+
+def test_bad_input_gives_one_line_errors(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "run")
+    common = ["distill", "--teacher", str(files["teacher"]), "--out", out, "--features", "none"]
+    _one_line_error(capsys, [*common, "--preset", "uni-nope"], "unknown preset")
+    _one_line_error(capsys, [*common, "--batch-size", "0"], "batch size")
+    _one_line_error(capsys, ["distill", "--teacher", str(tmp_path / "missing.pt"), "--out", out], "neither a name")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x04not a checkpoint")
+    _one_line_error(capsys, ["distill", "--teacher", str(corrupt), "--out", out], "cannot read")
+    with pytest.raises(UsageError, match="unknown dataset"):
+        load_dataset("cifar10")
+    with pytest.raises(UsageError, match="gen_sigma_min"):
+        DistillConfig(gen_sigma_min=-1.0)
+    with pytest.raises(UsageError, match="ema"):
+        DistillConfig(ema=1.5)
+    small = EDMDenoiser.build(replace(TINY, resolution=16))
+    save_torch(tmp_path / "small.pt", denoiser_record(small))
+    with pytest.raises(UsageError, match="resolution"):
+        load_teacher(str(tmp_path / "small.pt"), load_dataset("mnist", "train"))
+
+
+# ---- NVlabs EDM pickles: written here in the same format (persistence calls), read by the restricted unpickler
+
+
+class _Persistent:
+    """Pickles as ``torch_utils.persistence`` does: a call ``_reconstruct_persistent_obj(meta)``."""
+
+    def __init__(self, reconstruct: types.FunctionType, class_name: str, state: dict[str, object]) -> None:
+        self.reconstruct, self.class_name, self.state = reconstruct, class_name, state
+
+    def __reduce__(self) -> tuple[object, tuple[dict[str, object]]]:
+        meta = {
+            "type": "class",
+            "version": 6,
+            "module_src": "raise SystemExit('module_src must never be executed')",
+            "class_name": self.class_name,
+            "state": self.state,
+        }
+        return self.reconstruct, (meta,)
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture
+def persistence(monkeypatch: pytest.MonkeyPatch) -> types.FunctionType:
+    """A stand-in ``torch_utils.persistence`` module, so pickle can name the reconstruct function."""
+    package, module = types.ModuleType("torch_utils"), types.ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta: dict[str, object]) -> object:
+        raise AssertionError("only used as a name while pickling")
+
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    module._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
+    package.persistence = module  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch_utils", package)
+    monkeypatch.setitem(sys.modules, "torch_utils.persistence", module)
+    return _reconstruct_persistent_obj
+
+
+def _edm_snapshot(reconstruct: types.FunctionType, resolution: int = 32, class_name: str = "Conv2d") -> dict:
+    weight, bias = torch.nn.Parameter(torch.randn(4, 1, 3, 3)), torch.randn(4)
+    conv = _Persistent(reconstruct, class_name, {"_parameters": OrderedDict(weight=weight, bias=bias)})
+    unet = _Persistent(reconstruct, "SongUNet", {"_modules": OrderedDict(enc=torch.nn.ModuleDict(), conv=conv)})
+    kwargs = {"img_resolution": resolution, "img_channels": 1, "label_dim": 10, "model_type": "SongUNet"}
+    ema = _Persistent(
+        reconstruct, "EDMPrecond", {"_init_kwargs": kwargs, "sigma_data": 0.5, "_modules": {"model": unet}}
+    )
+    loss = _Persistent(reconstruct, "EDMLoss", {"P_mean": -1.2, "P_std": 1.2, "sigma_data": 0.5})
+    return {"ema": ema, "loss_fn": loss, "augment_pipe": None, "dataset_kwargs": {"resolution": resolution}}
+
+
+def test_edm_pickle_is_read_without_running_code(persistence: types.FunctionType, tmp_path: Path) -> None:
+    snapshot = _edm_snapshot(persistence)
+    path = tmp_path / "network-snapshot.pkl"
+    path.write_bytes(pickle.dumps(snapshot))
+    net = read_edm_network(path, resolution=32, channels=1)
+    conv = snapshot["ema"].state["_modules"]["model"].state["_modules"]["conv"].state["_parameters"]
+    assert net.class_name == "EDMPrecond" and net.model_type == "SongUNet" and net.label_dim == 10
+    assert set(net.state_dict) == {"model.conv.weight", "model.conv.bias"}
+    assert torch.equal(net.state_dict["model.conv.weight"], conv["weight"].detach())
+    assert torch.equal(net.state_dict["model.conv.bias"], conv["bias"])
+    with pytest.raises(UsageError, match="resolution mismatch"):
+        read_edm_network(path, resolution=64)
+    with pytest.raises(UsageError, match="SongUNet") as err:
+        load_teacher(str(path), load_dataset("mnist", "train"))
+    assert "\n" not in str(err.value)
+
+
+def test_edm_pickle_rejects_foreign_and_corrupt_files(persistence: types.FunctionType, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"ema": _Evil(marker)}))
+    with pytest.raises(UsageError, match="refusing to load posix.system"):
+        read_edm_network(evil)
+    assert not marker.exists()
+    odd = tmp_path / "odd.pkl"
+    odd.write_bytes(pickle.dumps(_edm_snapshot(persistence, class_name="Backdoor")))
+    with pytest.raises(UsageError, match="Backdoor"):
+        read_edm_network(odd)
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(UsageError, match="not an EDM network snapshot"):
+        read_edm_network(plain)
+    corrupt = tmp_path / "corrupt.pkl"
+    corrupt.write_bytes(pickle.dumps(_edm_snapshot(persistence))[:-40])
+    with pytest.raises(UsageError, match="not a readable pickle") as err:
+        read_edm_network(corrupt)
+    assert "\n" not in str(err.value)
+
+
+def test_ddp_gloo_two_processes_match_one(files: dict[str, Path], tmp_path: Path) -> None:
+    cfg = distill_config(files, preset="uni-jeffreys", features="none", steps=2, checkpoint_every=2, sample_every=2)
+    run_distill(cfg, tmp_path / "one", progress=False)
+    argv = ["--teacher", cfg.teacher, "--preset", cfg.preset, "--features", "none", "--steps", "2"]
+    argv += ["--batch-size", "4", "--checkpoint-every", "2", "--sample-every", "2", "--ratio-width", "8"]
+    argv += ["--eval-samples", str(cfg.eval_samples), "--eval-every", str(cfg.eval_every)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "uni3d", "distill", *argv, "--out", str(tmp_path / "two"), "--json"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one, two = load_torch(tmp_path / "one" / "checkpoint.pt"), load_torch(tmp_path / "two" / "checkpoint.pt")
+    assert two["config"] == one["config"]
+    for row_one, row_two in zip(one["rows"], two["rows"], strict=True):  # losses of every step but the last
+        for key in ("loss_fake", "loss_ratio", "loss_generator", "grad_norm"):
+            assert row_two[key] == pytest.approx(row_one[key], rel=1e-4, abs=1e-6), key
+    # Gradients: Adam's second moments (sums of squared gradients) agree relative to the largest entry; the
+    # parameters agree to a fraction of a learning rate (Adam turns rounding noise of near-zero gradient entries
+    # into updates of up to lr, so an exact parameter match is not expected from any all-reduce).
+    for opt in ("opt_g", "opt_f", "opt_r"):
+        v1 = torch.cat([state["exp_avg_sq"].flatten() for state in one[opt]["state"].values()])
+        v2 = torch.cat([state["exp_avg_sq"].flatten() for state in two[opt]["state"].values()])
+        assert (v1 - v2).abs().max() <= 1e-3 * v1.max(), opt
+    for name, lr in (("generator", cfg.lr_generator), ("fake", cfg.lr_fake), ("ratio", cfg.lr_ratio)):
+        for key, value in one[name].items():
+            assert (value - two[name][key]).abs().max() <= 2 * cfg.steps * lr, (name, key)
+
+
+def test_bench_images_writes_its_section_only(files: dict[str, Path], tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "benchmarks.md").write_text("# Benchmarks\n\n<!-- toy:begin -->\ntoy table\n<!-- toy:end -->\n")
+    argv = ["bench", "images", "--teacher", str(files["teacher"]), "--features", str(files["features"])]
+    argv += ["--cpu-seconds", "0.5", "--eval-samples", "20", "--nfes", "1,3", "--presets", "di,uni-fkl@1e-4"]
+    assert main([*argv, "--docs", str(docs)]) == 0
+    text = (docs / "benchmarks.md").read_text()
+    assert "toy table" in text and text.count("<!-- images:begin -->") == 1
+    assert "| `uni-fkl@0.0001` | 1 |" in text and "| teacher Heun | 3 |" in text
+    result = json.loads((docs / "benchmarks" / "images.json").read_text())
+    assert [r["nfe"] for r in result["teacher"]] == [1, 3] and len(result["students"]) == 2
+    assert (docs / "benchmarks" / "images" / "di@0.0003.png").exists()
+    replace_section(docs / "benchmarks.md", "<!-- images:begin -->\nnew\n<!-- images:end -->")  # as a rerun does
+    text = (docs / "benchmarks.md").read_text()
+    assert text.count("<!-- images:begin -->") == 1 and "\nnew\n" in text and "toy table" in text

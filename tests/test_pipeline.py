@@ -1,0 +1,257 @@
+"""Text to 3D on a tiny random Stable Diffusion folder (offline, CPU): runs, resume, rollback, batch, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from uni3d.cli import main
+from uni3d.errors import UsageError
+from uni3d.io import save_json
+from uni3d.pipeline.batch import format_summary, parse_shard, read_prompts, run_batch, select_shard
+from uni3d.pipeline.config import GenerateConfig
+
+SMALL: dict[str, Any] = {
+    "steps": 3,
+    "grid_resolution": 16,
+    "render_steps": 32,
+    "bank_size": 2,
+    "bank_nfe": 3,
+    "preview_every": 2,
+    "checkpoint_every": 2,
+    "export": {
+        "iso_level": 5.0,
+        "mc_resolution": 32,
+        "max_faces": 2000,
+        "texture_size": 64,
+        "turntable_frames": 4,
+        "turntable_size": 16,
+    },
+}
+"""Settings small enough for a test: 16 px renders of the tiny prior, 3 steps, a fixed iso-level (no auto pass)."""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    from uni3d.prior.stable_diffusion import StableDiffusionPrior
+    from uni3d.prior.tiny import build_tiny_pipeline
+
+    folder = build_tiny_pipeline(tmp_path_factory.mktemp("prior") / "tiny-sd", seed=0, sample_size=8)
+    return folder, StableDiffusionPrior.from_pretrained(folder)
+
+
+def _cfg(folder: Path, **changes: Any) -> GenerateConfig:
+    return GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(folder), **SMALL, **changes})
+
+
+def _glb_mesh(path: Path) -> trimesh.Trimesh:
+    mesh = trimesh.load(path, force="mesh")
+    assert len(mesh.faces) > 0 and np.isfinite(mesh.vertices).all()
+    return mesh
+
+
+@pytest.mark.parametrize("preset", ["sds", "vsd", "uni-jeffreys"])
+def test_generate_writes_a_finite_asset(tiny, tmp_path: Path, preset: str) -> None:
+    from uni3d.pipeline.run import generate
+
+    folder, prior = tiny
+    out = tmp_path / preset
+    metrics = generate(_cfg(folder, preset=preset), out, prior=prior, progress=False)
+    assert metrics["status"] == "done" and metrics["steps"] == 3 and metrics["rollbacks"] == 0
+    assert math.isfinite(metrics["loss_first"]) and math.isfinite(metrics["loss_last"])
+    assert metrics["render_size"] == metrics["prior_image_size"] == 16
+    _glb_mesh(out / "model.glb")
+    _glb_mesh(out / "model_vertex_color.glb")
+    for name in ("model.obj", "preview.png", "previews/step_000002.png", "contact_sheet.png", metrics["files"][3]):
+        assert (out / name).is_file(), name
+    saved = GenerateConfig.from_dict(json.loads((out / "config.json").read_text()))
+    assert saved.t_min == (0.2 if preset == "uni-jeffreys" else 0.02) and saved.render_size == 16
+    assert metrics["ratio_evaluations"] == (3 if preset == "uni-jeffreys" else 0)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+
+
+def _state(path: Path) -> dict[str, Any]:
+    return torch.load(path / "checkpoint.pt")
+
+
+def test_resume_continues_and_matches_the_uninterrupted_run(tiny, tmp_path: Path) -> None:
+    from uni3d.pipeline.run import generate
+
+    folder, prior = tiny
+    cfg = _cfg(folder, preset="uni-jeffreys", steps=4)
+    generate(cfg, tmp_path / "whole", prior=prior, progress=False)
+
+    def interrupt(step: int, stats: object) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        generate(cfg, part, prior=prior, progress=False, callback=interrupt)
+    assert _state(part)["step"] == 2 and not (part / "metrics.json").exists()
+    with pytest.raises(UsageError, match="other settings") as err:
+        generate(_cfg(folder, preset="uni-jeffreys", steps=4, seed=1), part, prior=prior, progress=False)
+    assert "\n" not in str(err.value)
+    metrics = generate(cfg, part, prior=prior, progress=False)
+    assert metrics["resumed_from_step"] == 2 and metrics["steps"] == 4
+    whole, resumed = _state(tmp_path / "whole"), _state(part)
+    assert resumed["losses"] == pytest.approx(whole["losses"], rel=1e-5, abs=1e-6)
+    for key in ("renderer", "fake", "head"):
+        for name, value in whole[key].items():
+            torch.testing.assert_close(resumed[key][name], value, rtol=1e-5, atol=1e-6, msg=f"{key}.{name}")
+    torch.testing.assert_close(resumed["bank"]["latents"], whole["bank"]["latents"])
+    again = generate(cfg, part, prior=prior, progress=False)  # finished: returned, not run again
+    assert again == metrics
+    with pytest.raises(UsageError, match="other settings"):  # never taken for a run with other settings
+        generate(_cfg(folder, preset="vsd", steps=4), part, prior=prior, progress=False)
+
+
+def test_nonfinite_loss_is_rolled_back_and_reported(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uni3d.pipeline.trainer as trainer_mod
+    from uni3d.pipeline.run import generate
+
+    folder, prior = tiny
+    real = trainer_mod.generator_loss
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * math.nan if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(trainer_mod, "generator_loss", flaky)
+    out = tmp_path / "nan"
+    metrics = generate(_cfg(folder, preset="vsd"), out, prior=prior, progress=False)
+    assert metrics["rollbacks"] == 1 and metrics["nonfinite_steps"] == [2] and metrics["steps"] == 3
+    assert calls["n"] == 5  # rolled back to the snapshot at step 0, then steps 1-3 again
+    assert all(torch.isfinite(v).all() for v in _state(out)["renderer"].values() if v.is_floating_point())
+    _glb_mesh(out / "model.glb")
+
+    monkeypatch.setattr(trainer_mod, "generator_loss", lambda *a, **k: real(*a, **k) * math.nan)
+    with pytest.raises(trainer_mod.NonFiniteError, match="diverged"):
+        generate(_cfg(folder, preset="sds", max_rollbacks=2), tmp_path / "bad", prior=prior, progress=False)
+    assert not (tmp_path / "bad" / "model.glb").exists() and not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_generate_command_end_to_end(tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, _ = tiny
+    config = tmp_path / "small.json"
+    save_json(config, {**SMALL, "steps": 2})
+    out = tmp_path / "cli"
+    argv = ["generate", "a blue sphere", "--prior", str(folder), "--config", str(config), "--out", str(out)]
+    assert main([*argv, "--preset", "sds", "--seed", "3", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["steps"] == 2 and printed["prompt"] == "a blue sphere" and printed["out"] == str(out)
+    assert json.loads((out / "config.json").read_text())["seed"] == 3
+    _glb_mesh(out / "model.glb")
+
+
+# ---- batch ----------------------------------------------------------------------------------------------------
+
+
+def _fake_generate(calls: list[str]):
+    def generate(cfg: GenerateConfig, out: Path, prior: object = None, progress: bool = True, **_: Any) -> dict:
+        calls.append(cfg.prompt)
+        if cfg.prompt == "boom":
+            raise RuntimeError("exploded\nwith a second line")
+        metrics = {"status": "done", "steps": cfg.steps, "rollbacks": 0}
+        save_json(Path(out) / "config.json", cfg.as_dict())
+        save_json(Path(out) / "metrics.json", metrics)
+        return metrics
+
+    return generate
+
+
+def test_batch_skips_finished_records_failures_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uni3d.pipeline.run as run_mod
+
+    calls: list[str] = []
+    monkeypatch.setattr(run_mod, "generate", _fake_generate(calls))
+    monkeypatch.setattr(run_mod, "load_prior", lambda cfg: object())
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(
+        "# benchmark\na red cube\n\n  a blue sphere   # inline comment\nboom\na red cube\na green torus\n"
+    )
+    out = tmp_path / "out"
+    rows = run_batch(prompts, out, {"steps": 2, "prior": "some/prior"}, progress=False)
+    assert [(r.line, r.prompt, r.status) for r in rows] == [
+        (2, "a red cube", "done"),
+        (4, "a blue sphere", "done"),
+        (5, "boom", "failed"),
+        (7, "a green torus", "done"),
+    ]
+    assert rows[2].error == "RuntimeError: exploded" and "Traceback" in (Path(rows[2].folder) / "error.txt").read_text()
+    assert calls == ["a red cube", "a blue sphere", "boom", "a green torus"]
+    assert json.loads((out / "batch.json").read_text())[2]["status"] == "failed"
+
+    calls.clear()
+    assert main(["batch", str(prompts), "--out", str(out), "--prior", "some/prior", "--quiet"]) == 1
+    assert calls == ["boom"]  # finished prompts skipped, the failed one retried
+    table = capsys.readouterr().out
+    assert "0 done, 3 skipped, 1 failed" in table and "error: RuntimeError: exploded" in table
+    assert format_summary(rows).splitlines()[0].split() == ["line", "status", "seconds", "steps", "rollb", "prompt"]
+
+    calls.clear()  # the same folders with another preset: reported as failures, never skipped as finished
+    rows = run_batch(prompts, out, {"steps": 2, "prior": "some/prior", "preset": "vsd"}, progress=False)
+    assert [r.status for r in rows] == ["failed"] * 4 and calls == ["boom"]
+    assert "other settings" in (rows[0].error or "") and "\n" not in (rows[0].error or "")
+
+
+def test_shards_partition_the_prompt_file(tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt number {i}\n" for i in range(10)))
+    lines = read_prompts(prompts)
+    parts = [select_shard(lines, k, 3) for k in (1, 2, 3)]
+    assert sorted((p for part in parts for p in part), key=lambda p: p.line) == lines
+    assert [len(p) for p in parts] == [4, 3, 3] and parts[1][0].prompt == "prompt number 1"
+    assert parse_shard("2/3") == (2, 3) and parse_shard(None) == (1, 1)
+    for bad in ("0/2", "3/2", "x", "2", "/3", "1/0"):
+        with pytest.raises(UsageError, match="--shard") as err:
+            parse_shard(bad)
+        assert "\n" not in str(err.value)
+
+
+# ---- one-line errors ------------------------------------------------------------------------------------------
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("uni3d: error:") and needle in err, err
+
+
+def test_bad_input_gives_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = ["--out", str(tmp_path / "run")]
+    _one_line_error(capsys, ["generate", "   ", *out], "prompt is empty")
+    _one_line_error(capsys, ["generate", "a cube", "--preset", "nope", *out], "unknown preset")
+    _one_line_error(capsys, ["generate", "a cube", "--preset", "dmd", *out], "teacher ODE samples")
+    _one_line_error(capsys, ["generate", "a cube", "--prior", str(tmp_path / "missing"), *out], "no such folder")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"a red cube\n# fine\n\xff\xfe broken\n")
+    _one_line_error(capsys, ["batch", str(bad), *out], "bad.txt:3:")
+    good = tmp_path / "good.txt"
+    good.write_text("a red cube\n")
+    _one_line_error(capsys, ["batch", str(good), "--shard", "3/2", *out], "--shard")
+    _one_line_error(capsys, ["batch", str(tmp_path / "none.txt"), *out], "cannot read prompt file")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    _one_line_error(capsys, ["batch", str(empty), *out], "holds no prompts")
+    _one_line_error(capsys, ["batch", str(good), "--preset", "uni-nope", *out], "unknown preset")
+
+
+def test_missing_embedded_prior_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uni3d.pipeline.config as config_mod
+
+    monkeypatch.setattr(config_mod, "REPO_ROOT", tmp_path)
+    _one_line_error(capsys, ["generate", "a red cube", "--out", str(tmp_path / "run")], "uni3d train-prior")

@@ -1,0 +1,168 @@
+"""Training, resuming, shipping and measuring the embedded prior (tiny runs on a 16 px dataset, CPU, offline)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from uni3d.cli import main
+from uni3d.errors import UsageError
+from uni3d.prior import ShapesDatasetConfig, make_shapes_dataset, save_shapes_dataset
+from uni3d.prior import train as train_mod
+from uni3d.prior.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
+from uni3d.prior.evaluate import EvalConfig, evaluate_prior
+from uni3d.prior.stable_diffusion import StableDiffusionPrior
+from uni3d.prior.train import PriorTrainConfig, train_prior
+
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "priors" / "shapes"
+TINY = {
+    "vae_steps": 6,
+    "batch_size": 8,
+    "vae_batch_size": 4,
+    "log_every": 1,
+    "checkpoint_every": 3,
+    "sample_every": 1000,
+    "sample_steps": 2,
+    "warmup": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = make_shapes_dataset(ShapesDatasetConfig(n=48, size=16, seed=1, supersample=1))
+    return save_shapes_dataset(data, tmp_path_factory.mktemp("prior-train") / "shapes16.npz")
+
+
+def _losses(run: Path, phase: str) -> list[float]:
+    with open(run / "metrics.csv", newline="") as fh:
+        return [float(r["loss"]) for r in csv.DictReader(fh) if r["phase"] == phase]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    prior = StableDiffusionPrior.from_pretrained(folder)
+    return {k: v.clone() for k, v in prior.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6 + 16 step run (the reference for the loss and resume tests)."""
+    run = tmp_path_factory.mktemp("prior-run") / "run"
+    train_prior(PriorTrainConfig(steps=16, **TINY), dataset, run, progress=False)
+    return run
+
+
+def test_training_lowers_both_losses(trained: Path) -> None:
+    vae, diffusion = _losses(trained, "vae"), _losses(trained, "diffusion")
+    assert len(vae) == 6 and len(diffusion) == 16
+    assert vae[-1] < vae[0]
+    assert sum(diffusion[-4:]) < sum(diffusion[:4])
+    assert (trained / "samples" / "final.png").is_file()
+    assert (trained / "samples" / "vae_reconstructions.png").is_file()
+
+
+def test_interrupted_run_resumes_to_the_same_weights(
+    dataset: Path, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    calls = {"n": 0}
+    real_step = train_mod._diffusion_step
+
+    def interrupted(*args: object) -> float:
+        calls["n"] += 1
+        if calls["n"] == 8:  # after the checkpoint at global step 12, mid-way to the next one
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(train_mod, "_diffusion_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_prior(PriorTrainConfig(steps=16, **TINY), dataset, run, progress=False)
+    monkeypatch.undo()
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 12
+    train_prior(PriorTrainConfig(steps=16, **TINY), dataset, run, progress=False)
+    assert _losses(run, "diffusion") == _losses(trained, "diffusion")
+    resumed, reference = _weights(run / "pipeline"), _weights(trained / "pipeline")
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_changed_settings_refuse_to_resume(dataset: Path, trained: Path) -> None:
+    with pytest.raises(UsageError, match="lr"):
+        train_prior(PriorTrainConfig(steps=16, **{**TINY, "lr": 1e-4}), dataset, trained, progress=False)
+
+
+def test_exported_folder_is_a_stable_diffusion_prior(trained: Path) -> None:
+    prior = StableDiffusionPrior.from_pretrained(trained / "pipeline")
+    index = json.loads((trained / "pipeline" / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    rgb = torch.rand(2, 3, 16, 16)
+    latents = prior.encode(rgb)
+    assert latents.shape == (2, 4, 8, 8)
+    cond, uncond = prior.embed(["a red cube, front view"] * 2), prior.embed([""] * 2)
+    d = prior.denoise(latents + 0.5 * torch.randn_like(latents), torch.full((2,), 0.5), cond, uncond, 3.0)
+    assert d.shape == latents.shape and torch.isfinite(d).all()
+    assert prior.decode(d).shape == rgb.shape
+
+
+def test_classifier_judges_the_prior(dataset: Path, trained: Path, tmp_path: Path) -> None:
+    from uni3d.prior import load_shapes_dataset
+
+    model, report = train_classifier(load_shapes_dataset(dataset), ClassifierConfig(steps=3, width=8), progress=False)
+    path = save_classifier(model, report, tmp_path / "judge.pt")
+    loaded, loaded_report = load_classifier(path)
+    assert loaded_report == report and 0 <= report.shape_accuracy <= 1
+    result = evaluate_prior(
+        trained / "pipeline", path, tmp_path / "eval", EvalConfig(samples_per_prompt=1, steps=2, batch_size=60)
+    )
+    assert result.n_samples == 60 and 0 <= result.shape_accuracy <= 1 and 0 <= result.colour_accuracy <= 1
+    assert (tmp_path / "eval" / "samples.png").is_file()
+    saved = json.loads((tmp_path / "eval" / "prior_eval.json").read_text())
+    assert saved["shape_accuracy"] == result.shape_accuracy and set(saved["per_shape"]) == {
+        "sphere",
+        "cube",
+        "cylinder",
+        "cone",
+        "torus",
+        "pyramid",
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dataset", "{tmp}/missing.npz"], "no shapes dataset"),
+        (["--dataset", "{tmp}/corrupt.npz"], "not a readable"),
+        (["--dataset", "{data}", "--steps", "0"], "--steps must be between"),
+        (["--dataset", "{data}", "--steps", "2000000"], "--steps must be between"),
+        (["--dataset", "{data}", "--vae-steps", "-1"], "--vae-steps must be between"),
+        (["--dataset", "{data}", "--threads", "0"], "--threads"),
+    ],
+)
+def test_bad_input_is_one_line(
+    extra: list[str], message: str, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    args = [a.format(tmp=tmp_path, data=dataset) for a in extra]
+    assert main(["train-prior", *args, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_missing_classifier_is_one_line(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["eval-prior", "--prior", str(trained / "pipeline"), "--classifier", str(tmp_path / "nope.pt")]
+    assert main([*args, "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no shape classifier" in err and "\n" not in err
+
+
+def test_shipped_prior_loads_and_denoises() -> None:
+    """The embedded prior in assets/ (required: the generate pipeline's default prior)."""
+    prior = StableDiffusionPrior.from_pretrained(SHIPPED)
+    assert prior.prediction == "eps"
+    latents = prior.encode(torch.full((1, 3, 32, 32), 0.8))
+    assert latents.shape == (1, 4, 16, 16)
+    cond, uncond = prior.view_conditions("a red cube", torch.tensor([10.0]), torch.tensor([0.0]))
+    d = prior.denoise(latents + torch.randn_like(latents), torch.ones(1), cond, uncond, 3.0)
+    assert torch.isfinite(d).all()

@@ -1,0 +1,81 @@
+"""EDM-preconditioned denoiser, SiD's one-step generator and the ratio head on the denoiser's bottleneck.
+
+``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)`` (EDM eq. 7, Table 1, :func:`uni3d.diffusion.edm.preconditioning`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from uni3d.diffusion.edm import Preconditioning, preconditioning
+from uni3d.images.unet import UNet, UNetConfig
+
+
+def _columns(x: Tensor, sigma: Tensor, sigma_data: float) -> tuple[Preconditioning, Tensor]:
+    """EDM coefficients as ``[B, 1, 1, 1]`` in the dtype of ``x``, and ``c_noise [B]``."""
+    pre = preconditioning(sigma.reshape(-1).to(x.dtype), sigma_data)
+    col = Preconditioning(*(c.reshape(-1, 1, 1, 1) for c in (pre.c_skip, pre.c_out, pre.c_in, pre.c_noise)))
+    return col, pre.c_noise
+
+
+class EDMDenoiser(nn.Module):
+    """A :class:`UNet` inside EDM's preconditioning; ``sigma`` is ``[B]`` (VE units)."""
+
+    def __init__(self, net: UNet, sigma_data: float = 0.5) -> None:
+        super().__init__()
+        self.net = net
+        self.sigma_data = sigma_data
+
+    @classmethod
+    def build(cls, cfg: UNetConfig, sigma_data: float = 0.5) -> EDMDenoiser:
+        return cls(UNet(cfg), sigma_data)
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.cfg.num_classes
+
+    def with_features(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(D(x; sigma), bottleneck features)``: one pass gives the denoiser and the ratio head's input."""
+        col, c_noise = _columns(x, sigma, self.sigma_data)
+        out, bottleneck = self.net(col.c_in * x, c_noise, class_labels)
+        return col.c_skip * x + col.c_out * out.to(x.dtype), bottleneck
+
+    def forward(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        return self.with_features(x, sigma, class_labels)[0]
+
+    def bottleneck(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """Encoder features only (no decoder pass), as in :meth:`with_features`."""
+        col, c_noise = _columns(x, sigma, self.sigma_data)
+        return self.net.encode(col.c_in * x, self.net.embedding(c_noise, class_labels))[0]
+
+
+class OneStepGenerator(nn.Module):
+    """SiD's generator ``G(z) = D(sigma_init z; sigma_init)``, initialised as a copy of the teacher."""
+
+    def __init__(self, teacher: EDMDenoiser, sigma_init: float) -> None:
+        super().__init__()
+        self.denoiser = copy.deepcopy(teacher)
+        self.sigma_init = sigma_init
+
+    def forward(self, z: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        sigma = torch.full((z.shape[0],), self.sigma_init, dtype=z.dtype, device=z.device)
+        return self.denoiser(self.sigma_init * z, sigma, class_labels)
+
+
+class RatioHead(nn.Module):
+    """Logit ``l(x_t, sigma)`` from the fake score's bottleneck ``[B, C, h, w]``: conv, SiLU, mean pool, linear.
+
+    Trained by balanced BCE, its optimum is ``log(q_sigma / p_sigma)`` (METHOD.md section 5). The features
+    come detached from the fake score, so the head never changes the fake-score network.
+    """
+
+    def __init__(self, channels: int, width: int = 64) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, width, 3, padding=1)
+        self.linear = nn.Linear(width, 1)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear(torch.nn.functional.silu(self.conv(features)).mean(dim=(2, 3))).squeeze(1)

@@ -1,0 +1,176 @@
+"""``uni3d distill``: run folder, resume, periodic sample grids, scores and ``metrics.csv`` of a distillation.
+
+The run folder holds ``config.json``, ``checkpoint.pt`` (the same command continues bit-for-bit),
+``generator.pt`` (the EMA generator as a denoiser file plus ``sigma_init``), ``metrics.csv`` (losses,
+gradient norm, counters; FID, accuracy and entropies of the EMA generator every ``eval_every`` steps) and
+``samples/step_NNNNNN.png`` (EMA generator, fixed noise, one column per class when class-conditional).
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) every rank trains its slice of the global batch
+(:class:`~uni3d.images.distill.ImageDistiller`); only rank 0 evaluates and writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from tqdm import tqdm
+
+from uni3d.errors import UsageError
+from uni3d.images.data import ImageSet, load_dataset
+from uni3d.images.denoiser import EDMDenoiser
+from uni3d.images.distill import ImageDistiller, World
+from uni3d.images.distill_config import NAMED_FEATURES, NAMED_TEACHERS, RESUMABLE_CHANGES, DistillConfig, resolve_file
+from uni3d.images.edm_pickle import read_edm_network
+from uni3d.images.features import FeatureNet, load_feature_net
+from uni3d.images.fid import FeatureStats, SampleScores, features_and_probs, score_samples
+from uni3d.images.files import (
+    check_resumable,
+    denoiser_record,
+    image_grid_png,
+    load_denoiser,
+    load_torch,
+    save_torch,
+    write_csv,
+)
+from uni3d.io import save_json
+
+TEACHER_COMMAND = "uni3d train-teacher --dataset mnist --out runs/teacher (then pass --teacher runs/teacher)"
+FEATURES_COMMAND = "uni3d train-features --out assets/mnist_features.pt"
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """Fixed evaluation noise and labels, the feature net and the training split's reference statistics."""
+
+    net: FeatureNet
+    reference: FeatureStats
+    noise: Tensor
+    labels: Tensor | None
+
+    @torch.no_grad()
+    def samples(self, distiller: ImageDistiller, batch: int = 250) -> Tensor:
+        gen = distiller.ema
+        chunks = [
+            gen(self.noise[i : i + batch], None if self.labels is None else self.labels[i : i + batch])
+            for i in range(0, self.noise.shape[0], batch)
+        ]
+        return torch.cat(chunks)
+
+    def scores(self, distiller: ImageDistiller) -> SampleScores:
+        return score_samples(self.net, self.samples(distiller), self.reference, self.labels)
+
+
+def make_evaluator(cfg: DistillConfig, num_classes: int, reference_images: Tensor) -> Evaluator | None:
+    """The evaluator of ``cfg.features`` (``none``: no scores, only sample grids)."""
+    if cfg.features == "none":
+        return None
+    net = load_feature_net(resolve_file(cfg.features, NAMED_FEATURES, "features.pt", "feature net", FEATURES_COMMAND))
+    reference = FeatureStats.of(features_and_probs(net, reference_images)[0])
+    gen = torch.Generator().manual_seed(cfg.eval_seed)
+    noise = torch.randn(cfg.eval_samples, *reference_images.shape[1:], generator=gen)
+    labels = torch.arange(cfg.eval_samples) % num_classes if num_classes else None
+    return Evaluator(net, reference, noise, labels)
+
+
+def _grid(distiller: ImageDistiller, out: Path) -> None:
+    n, nc = 100, distiller.num_classes
+    noise = torch.randn(n, *distiller.data.images.shape[1:], generator=torch.Generator().manual_seed(1234))
+    with torch.no_grad():
+        images = distiller.ema(noise, torch.arange(n) % nc if nc else None)
+    image_grid_png(out / "samples" / f"step_{distiller.step_count:06d}.png", images)
+
+
+def save_run(distiller: ImageDistiller, cfg: DistillConfig, rows: list[dict[str, Any]], out: Path) -> None:
+    """Checkpoint, EMA generator file and metrics CSV (all atomic)."""
+    save_torch(out / "checkpoint.pt", {**distiller.state(), "config": cfg.as_dict(), "rows": rows})
+    record = {**denoiser_record(distiller.ema.denoiser), "sigma_init": cfg.sigma_init, "step": distiller.step_count}
+    save_torch(out / "generator.pt", record)
+    write_csv(out / "metrics.csv", rows)
+
+
+def init_world() -> World:
+    """The ``torchrun`` world from ``RANK`` / ``WORLD_SIZE`` (gloo on CPU); a single process without them."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def check_teacher(teacher: EDMDenoiser, data: ImageSet) -> None:
+    """One-line error when the teacher's channels or resolution differ from the data's."""
+    cfg, (c, h, w) = teacher.net.cfg, data.images.shape[1:]
+    if (cfg.in_channels, cfg.resolution, cfg.resolution) != (c, h, w):
+        raise UsageError(
+            f"the teacher is made for {cfg.in_channels}x{cfg.resolution}x{cfg.resolution} images, "
+            f"the data is {c}x{h}x{w} (resolution or channel mismatch)"
+        )
+
+
+def load_teacher(spec: str, data: ImageSet) -> EDMDenoiser:
+    """The teacher named by ``spec`` (``mnist``, a ``teacher.pt`` or run folder, or an NVlabs EDM ``.pkl``).
+
+    An EDM pickle is read with the restricted unpickler and checked against the data's resolution and
+    channels; uni3d has no implementation of EDM's SongUNet / DhariwalUNet yet, so it ends in a one-line
+    error naming the architecture.
+    """
+    path = resolve_file(spec, NAMED_TEACHERS, "teacher.pt", "teacher", TEACHER_COMMAND)
+    if path.suffix == ".pkl":
+        net = read_edm_network(path, resolution=data.images.shape[-1], channels=data.images.shape[1])
+        raise UsageError(
+            f"{path}: an EDM {net.class_name}/{net.model_type or '?'} network; uni3d reads and checks it but has no "
+            "implementation of that architecture yet (use a teacher.pt from uni3d train-teacher)"
+        )
+    teacher = load_denoiser(path)
+    check_teacher(teacher, data)
+    return teacher
+
+
+def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Distill (or continue distilling) in ``out`` up to ``cfg.steps``; return the last metrics row."""
+    ckpt = out / "checkpoint.pt"
+    if resume and not ckpt.exists():
+        raise UsageError(f"--resume given but {ckpt} does not exist")
+    data = load_dataset("mnist", "train")
+    teacher = load_teacher(cfg.teacher, data)
+    world = init_world()
+    distiller = ImageDistiller(cfg, teacher, data, world)
+    lead = world.rank == 0
+    rows: list[dict[str, Any]] = []
+    if ckpt.exists():
+        state = load_torch(ckpt)
+        check_resumable(state["config"], cfg.as_dict(), out, RESUMABLE_CHANGES)
+        distiller.load_state(state)
+        rows = list(state["rows"])
+    evaluator = make_evaluator(cfg, distiller.num_classes, data.images) if lead else None
+    if lead:
+        save_json(out / "config.json", cfg.as_dict())
+    total, start = cfg.steps, min(distiller.step_count, cfg.steps)
+    bar = tqdm(total=total, initial=start, desc=cfg.preset, disable=not (progress and lead))
+    while distiller.step_count < cfg.steps:
+        distiller.step()
+        bar.update(1)
+        step = distiller.step_count
+        bar.set_postfix({k: f"{v:.3g}" for k, v in distiller.last.items() if k != "grad_norm"}, refresh=False)
+        if not lead:
+            continue
+        evaluate = evaluator is not None and (step % cfg.eval_every == 0 or step == total)
+        if evaluate or step % cfg.checkpoint_every == 0 or step == total:
+            row: dict[str, Any] = {"step": step, **distiller.last, **asdict(distiller.counters)}
+            if evaluate:
+                row.update(evaluator.scores(distiller).as_dict())
+            rows.append(row)
+            save_run(distiller, cfg, rows, out)
+        if step % cfg.sample_every == 0 or step == total:
+            _grid(distiller, out)
+    bar.close()
+    if world.size > 1:
+        dist.barrier()
+    return rows[-1] if rows else {"step": distiller.step_count}

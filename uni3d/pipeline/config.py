@@ -1,0 +1,229 @@
+"""Settings of one text-to-3D run: one typed, frozen dataclass; YAML/JSON files (a saved ``config.json`` too).
+
+Defaults are sized for a CPU and the embedded prior (a small field, one view per step, a coarse occupancy
+grid, a rank-4 LoRA); a GPU run with Stable Diffusion raises them from a config file or flags. Settings left
+``None`` are resolved when the prior is loaded (:meth:`GenerateConfig.resolved`) and saved resolved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from uni3d.errors import UsageError
+from uni3d.losses import get_preset
+from uni3d.prior.timesteps import TimestepRange
+from uni3d.scene.background import BACKGROUNDS
+from uni3d.scene.field import FieldConfig
+from uni3d.scene.hashgrid import HashGridConfig
+from uni3d.scene.shading import SHADING_MODES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EMBEDDED_PRIOR = "assets/priors/shapes"
+"""The embedded prior's folder, relative to the repository root (made by ``uni3d train-prior``)."""
+T_MIN = 0.02
+"""Lower end of the generator's timestep range (fraction of ``T``), DreamFusion / threestudio."""
+T_MIN_RATIO = 0.2
+"""Lower end for presets whose weight ``h(r)`` uses the density ratio: with small ``t`` in the range the
+ratio-weighted gradient diverged in the 2-D toy (``w(t) = 0`` below ``t_min`` fixed it)."""
+MAX_RENDER_SIZE = 128
+"""Largest default render side; a bigger prior image (SD: 512) is reached by bilinear upsampling, as threestudio."""
+LIGHTS = ("world", "camera")
+
+
+def _small_field() -> FieldConfig:
+    return FieldConfig(
+        encoding=HashGridConfig(n_levels=6, log2_table_size=16, base_resolution=16, max_resolution=128),
+        hidden=32,
+        blob_density=5.0,
+        blob_radius=0.35,
+    )
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Mesh and video export at the end of a run (:func:`uni3d.reconstruct.run.export_asset`); ``iso_level=None``
+    puts the surface where the renderer does (:func:`uni3d.export.mesh.auto_threshold`)."""
+
+    iso_level: float | None = None
+    mc_resolution: int = 96
+    max_faces: int = 10000
+    texture_size: int = 512
+    turntable_frames: int = 24
+    turntable_size: int = 96
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Everything a run depends on (METHOD.md section 7); saved resolved as ``config.json`` in the run folder.
+
+    Timesteps: ``t ~ U[t_min, t_max(p)] T`` with ``t_max`` annealed from ``t_max_start`` to ``t_max_end`` by
+    progress ``anneal_until`` (:class:`uni3d.prior.TimestepRange`); ``t_min=None`` resolves to
+    :data:`T_MIN`, or :data:`T_MIN_RATIO` for ratio-weighted presets. The LoRA fake score trains on
+    ``t ~ U[lora_t_min, lora_t_max] T``. ``render_size=None`` resolves to the prior's image side (capped at
+    :data:`MAX_RENDER_SIZE`). ``light="world"`` is the embedded prior's key light; ``"camera"`` a headlight.
+    """
+
+    prompt: str
+    prior: str = EMBEDDED_PRIOR
+    preset: str = "sds"
+    steps: int = 400
+    seed: int = 0
+    negative_prompt: str = ""
+    guidance_scale: float = 7.5
+    view_dependent: bool = True
+    t_min: float | None = None
+    t_max_start: float = 0.98
+    t_max_end: float = 0.5
+    anneal_until: float = 0.5
+    views_per_step: int = 1
+    render_size: int | None = None
+    elevation_deg: tuple[float, float] = (-10.0, 60.0)
+    azimuth_deg: tuple[float, float] = (-180.0, 180.0)
+    distance: tuple[float, float] = (2.5, 3.5)
+    fov_deg: tuple[float, float] = (35.0, 45.0)
+    shading: str = "lambertian"
+    light: str = "world"
+    background: str = "solid"
+    field: FieldConfig = dataclasses.field(default_factory=_small_field)
+    grid_resolution: int = 32
+    render_steps: int = 64
+    grid_every: int = 16
+    start_levels: int = 2
+    lr: float = 1e-2
+    lr_warmup_steps: int = 20
+    lr_final: float = 0.1
+    grad_clip: float = 100.0
+    lambda_sparsity: float = 1e-2
+    lambda_opaque: float = 0.0
+    lambda_orient: float = 1e-2
+    lora_rank: int = 4
+    lr_lora: float = 1e-3
+    lora_t_min: float = 0.02
+    lora_t_max: float = 0.98
+    camera_drop: float = 0.1
+    ratio_hidden: int = 64
+    lr_ratio: float = 1e-3
+    ratio_clamp: float = 5.0
+    bank_size: int = 4
+    bank_nfe: int = 9
+    checkpoint_every: int = 50
+    snapshot_every: int = 10
+    max_rollbacks: int = 20
+    preview_every: int = 100
+    export: ExportSettings = dataclasses.field(default_factory=ExportSettings)
+    device: str = "auto"
+    dtype: str = "fp32"
+    allow_download: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise UsageError("the prompt is empty; give a text such as 'a red cube'")
+        if get_preset(self.preset).regression_weight > 0:
+            raise UsageError(
+                f"preset {self.preset!r} regresses onto teacher ODE samples of a one-step generator's noise, which a "
+                "3D field does not have; use sds, vsd, di, sid, sim, uni-<f> or fdistill-<f>"
+            )
+        checks = {
+            "steps >= 1": self.steps >= 1,
+            "views_per_step >= 1": self.views_per_step >= 1,
+            "guidance_scale >= 0": self.guidance_scale >= 0,
+            "0 <= lora_t_min < lora_t_max <= 1": 0 <= self.lora_t_min < self.lora_t_max <= 1,
+            "0 <= camera_drop <= 1": 0 <= self.camera_drop <= 1,
+            "positive learning rates": min(self.lr, self.lr_lora, self.lr_ratio) > 0,
+            "0 < lr_final <= 1": 0 < self.lr_final <= 1,
+            "non-negative regularizer weights": min(self.lambda_sparsity, self.lambda_opaque, self.lambda_orient) >= 0,
+            "lora_rank >= 1 and ratio_hidden >= 4": self.lora_rank >= 1 and self.ratio_hidden >= 4,
+            "bank_size >= 1 and odd bank_nfe >= 1": self.bank_size >= 1 and self.bank_nfe >= 1 and self.bank_nfe % 2,
+            "positive checkpoint/snapshot/preview intervals": min(
+                self.checkpoint_every, self.snapshot_every, self.preview_every, self.grid_every
+            )
+            >= 1,
+            "render_size 16-1024": self.render_size is None or 16 <= self.render_size <= 1024,
+        }
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            raise UsageError(f"invalid generate settings: need {'; '.join(failed)}")
+        if self.shading not in SHADING_MODES or self.background not in BACKGROUNDS or self.light not in LIGHTS:
+            raise UsageError(
+                f"shading, background, light must be one of {SHADING_MODES}, {BACKGROUNDS}, {LIGHTS}; "
+                f"got {self.shading!r}, {self.background!r}, {self.light!r}"
+            )
+        self.timestep_range()  # validates the range
+
+    @property
+    def prior_path(self) -> str:
+        """The prior as given, except that the embedded default is found from any working directory."""
+        return str(REPO_ROOT / EMBEDDED_PRIOR) if self.prior == EMBEDDED_PRIOR else self.prior
+
+    def timestep_range(self) -> TimestepRange:
+        """The generator's annealed :class:`uni3d.prior.TimestepRange`."""
+        return TimestepRange(self.resolved_t_min(), self.t_max_start, self.t_max_end, self.anneal_until)
+
+    def resolved_t_min(self) -> float:
+        """``t_min``, or its default by preset (see the class docstring)."""
+        if self.t_min is not None:
+            return self.t_min
+        return T_MIN_RATIO if get_preset(self.preset).uses_ratio else T_MIN
+
+    def resolved(self, prior_image_size: int) -> GenerateConfig:
+        """A copy with every ``None`` setting decided (``prior_image_size``: the prior's image side in pixels)."""
+        size = self.render_size or min(prior_image_size, MAX_RENDER_SIZE)
+        return dataclasses.replace(self, t_min=self.resolved_t_min(), render_size=size)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able settings (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerateConfig:
+        """A config from a (possibly partial, possibly nested) mapping, e.g. a saved ``config.json``."""
+        return _build(cls, data, "generate")
+
+
+def _build(kind: type, data: dict[str, Any], where: str) -> Any:
+    """Instantiate the dataclass ``kind`` from ``data``, recursing into nested dataclasses and tuples."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{where} settings must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(kind)
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(f"unknown {where} setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    values = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _build(hint, value, f"{where}.{key}")
+        elif _is_tuple(hint) and isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    try:
+        return kind(**values)
+    except TypeError as err:
+        raise UsageError(f"bad {where} settings: {err}") from None
+
+
+def _is_tuple(hint: Any) -> bool:
+    if typing.get_origin(hint) is tuple:
+        return True
+    if isinstance(hint, types.UnionType):
+        return any(_is_tuple(h) for h in typing.get_args(hint))
+    return False
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings mapping in a YAML or JSON file (then overridden by flags, given to ``from_dict``)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UsageError(f"cannot read generate config {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"generate config {path} must hold a mapping of settings")
+    return data

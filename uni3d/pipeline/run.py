@@ -1,0 +1,204 @@
+"""``generate``: prompt -> optimised field -> exported asset, with checkpoints, resume, previews and metrics.
+
+Run folder (every file written atomically): ``config.json`` (resolved settings), ``checkpoint.pt`` (every
+``checkpoint_every`` steps and at the end of training; the same command resumes from it), ``previews/step_*.png``
+(4 orbit views every ``preview_every`` steps), then ``model.glb``, ``model_vertex_color.glb``, ``model.obj``
+(+ ``.mtl`` + texture PNG), ``turntable.mp4`` (or ``.gif``), ``contact_sheet.png`` and, last, ``metrics.json``
+with ``"status": "done"`` (its presence marks a finished run).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from uni3d.errors import UsageError
+from uni3d.export.video import contact_sheet
+from uni3d.io import atomic_write, save_json
+from uni3d.pipeline.bank import TeacherBank
+from uni3d.pipeline.config import EMBEDDED_PRIOR, GenerateConfig
+from uni3d.pipeline.trainer import NonFiniteError, StepStats, TextTo3D, prior_image_size
+from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
+from uni3d.reconstruct.run import export_asset
+from uni3d.scene.background import SolidBackground
+
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "checkpoint_every", "snapshot_every", "max_rollbacks", "preview_every", "export", "device"}
+)
+"""Settings a resumed run may change (the rest must equal the checkpoint's)."""
+Callback = Callable[[int, StepStats], None]
+"""``callback(step, stats)`` after every completed step (progress bars, the app, tests)."""
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; other names pass through."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
+    return name
+
+
+def load_prior(cfg: GenerateConfig) -> StableDiffusionPrior:
+    """The prior of ``cfg``; a missing embedded prior is a one-line error saying how to make it."""
+    if cfg.prior == EMBEDDED_PRIOR and not Path(cfg.prior_path).is_dir():
+        raise UsageError(
+            f"the embedded prior {EMBEDDED_PRIOR} is missing: train it with `uni3d train-prior` (it writes "
+            f"{EMBEDDED_PRIOR}), or pass --prior with a Stable Diffusion folder or a cached hub id"
+        )
+    opts = PriorOptions(dtype=cfg.dtype, device=resolve_device(cfg.device), allow_download=cfg.allow_download)
+    return StableDiffusionPrior.from_pretrained(cfg.prior_path, opts)
+
+
+def _check_resumable(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
+    """One-line error when settings outside :data:`RESUMABLE_CHANGES` differ (``None`` in ``now``: unresolved)."""
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and now[k] is not None and saved.get(k) != now[k])
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed[:3])
+        raise UsageError(
+            f"{out} holds a run with other settings ({shown}); resume it with the same settings or use another --out"
+        )
+
+
+def _save_checkpoint(path: Path, trainer: TextTo3D, config: dict[str, Any], seconds: float) -> None:
+    buf = io.BytesIO()
+    torch.save({"config": config, **trainer.checkpoint(seconds)}, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def finished_metrics(cfg: GenerateConfig, out: Path) -> dict[str, Any] | None:
+    """The metrics of a finished run of ``cfg`` in ``out`` (``metrics.json`` with status ``done``), ``None`` if
+    there is none; a finished run with other settings is a one-line error (never silently taken as this one)."""
+    try:
+        metrics = json.loads((Path(out) / "metrics.json").read_text())
+        saved = json.loads((Path(out) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or metrics.get("status") != "done":
+        return None
+    _check_resumable(saved, json.loads(json.dumps(cfg.as_dict())), Path(out))
+    return metrics
+
+
+def generate(
+    cfg: GenerateConfig,
+    out: Path,
+    prior: StableDiffusionPrior | None = None,
+    progress: bool = True,
+    callback: Callback | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Run (or resume, or return the finished) ``cfg`` in ``out``; returns the metrics (also ``metrics.json``)."""
+    out = Path(out)
+    finished = finished_metrics(cfg, out)
+    if finished is not None:
+        log(f"{out} is finished already (delete its metrics.json to train on or export again)")
+        return finished
+    prior = prior if prior is not None else load_prior(cfg)
+    resolved = cfg.resolved(prior_image_size(prior))
+    config = json.loads(json.dumps(resolved.as_dict()))
+    ckpt_path = out / "checkpoint.pt"
+    state = torch.load(ckpt_path, map_location=prior.log_sigmas.device) if ckpt_path.is_file() else None
+    if state is not None:
+        _check_resumable(state["config"], config, out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "config.json", config)
+    torch.manual_seed(resolved.seed)
+    bank = TeacherBank(**state["bank"]) if state is not None and state["bank"] is not None else None
+    trainer = TextTo3D(resolved, prior, bank=bank)
+    seconds = trainer.load_checkpoint(state) if state is not None else 0.0
+    resumed_from = trainer.step
+    if state is not None:
+        log(f"resuming {out} from step {trainer.step}")
+    seconds = _train(trainer, out, config, seconds, progress, callback)
+    return _finish(trainer, out, resumed_from, seconds)
+
+
+def _train(
+    trainer: TextTo3D,
+    out: Path,
+    config: dict[str, Any],
+    seconds: float,
+    progress: bool,
+    callback: Callback | None,
+) -> float:
+    """The loop: steps with rollback, checkpoints, previews; a final checkpoint when training ends. Returns the
+    training seconds (this call's plus those before the checkpoint it resumed from)."""
+    cfg = trainer.cfg
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc=cfg.preset, disable=not progress, leave=False)
+    start = time.perf_counter() - seconds
+    with bar:
+        while trainer.step < cfg.steps:
+            stats = trainer.train_step()
+            bar.n = trainer.step
+            if stats is None:
+                bar.set_postfix(rollbacks=trainer.counters.rollbacks, refresh=True)
+                continue
+            bar.set_postfix(loss=f"{stats.loss:.3g}", opacity=f"{stats.opacity:.2f}", refresh=False)
+            bar.update(0)
+            step = trainer.step
+            if step % cfg.preview_every == 0:
+                contact_sheet(trainer.preview().numpy(), out / "previews" / f"step_{step:06d}.png", columns=4)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                _save_checkpoint(out / "checkpoint.pt", trainer, config, time.perf_counter() - start)
+            if callback is not None:
+                callback(step, stats)
+    return time.perf_counter() - start
+
+
+def _finish(trainer: TextTo3D, out: Path, resumed_from: int, seconds: float) -> dict[str, Any]:
+    """Export the asset and write ``metrics.json`` last."""
+    cfg, ex = trainer.cfg, trainer.cfg.export
+    if not trainer.field_is_finite():
+        raise NonFiniteError("the field has non-finite parameters; refusing to export")
+    t0 = time.perf_counter()
+    preview = out / "preview.png"
+    contact_sheet(trainer.preview().numpy(), preview, columns=4)
+    renderer = trainer.renderer.eval()
+    if renderer.backend == "torch":
+        renderer = renderer.cpu()  # the exporter builds its cameras and grids on the CPU
+    renderer.background = SolidBackground((1.0, 1.0, 1.0)).to(next(renderer.buffers()).device)
+    distance = sum(cfg.distance) / 2
+    asset = export_asset(
+        renderer,
+        out,
+        ex.mc_resolution,
+        ex.max_faces,
+        ex.texture_size,
+        ex.turntable_frames,
+        ex.turntable_size,
+        distance,
+        ex.iso_level,
+    )
+    losses = trainer.losses
+    tail = losses[-20:]
+    metrics = {
+        "status": "done",
+        "prompt": cfg.prompt,
+        "preset": cfg.preset,
+        "prior": cfg.prior,
+        "steps": trainer.step,
+        "resumed_from_step": resumed_from,
+        "render_size": trainer.size,
+        "prior_image_size": trainer.prior_size,
+        "train_seconds": round(seconds, 2),
+        "seconds_per_step": round(seconds / max(1, trainer.step), 4),
+        "export_seconds": round(time.perf_counter() - t0, 2),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": sum(tail) / len(tail) if tail else None,
+        **asdict(trainer.counters),
+        "iso_level": asset.iso_level,
+        "mesh_vertices": len(asset.mesh.vertices),
+        "mesh_faces": len(asset.mesh.faces),
+        "files": ["model.glb", "model_vertex_color.glb", "model.obj", asset.video.name, "preview.png"],
+    }
+    save_json(out / "metrics.json", metrics)
+    return metrics
