@@ -23,13 +23,18 @@ from uni3d.scene.cameras import CameraSampler
 from uni3d.scene.renderer import build_renderer
 
 BEGIN, END = section_markers("scene")
+WARMUP = 3
+"""Untimed steps first: torch.compile compiles at the first and, once the ray-sample count varies, recompiles
+with dynamic shapes at the second; timing those would measure the compiler, not the renderer."""
 
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     """Register ``scene`` on the ``uni3d bench`` subparsers."""
     p = bench_subparsers.add_parser("scene", help="renderer rays/s (forward + backward): eager, compiled, cuda")
     p.add_argument("--sizes", default="64,128", help="image sizes, comma-separated (default 64,128)")
-    p.add_argument("--repeats", type=int, default=3, help="timed steps per case after one warm-up (default 3)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help=f"timed steps per case after {WARMUP} warm-up steps (default 3)"
+    )
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile case (about 30 s to compile)")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
     p.set_defaults(func=_bench_scene)
@@ -45,10 +50,10 @@ def rays_per_second(backend: str, compile: bool, size: int, repeats: int) -> dic
     device = "cuda" if backend == "cuda" else "cpu"
     renderer.to(device).train()
     renderer.estimator.update(renderer.field.density, warmup=True)
-    cams = CameraSampler().sample(repeats + 1, size, generator=torch.Generator().manual_seed(0))
-    origins, dirs = (t.reshape(repeats + 1, -1, 3).to(device) for t in cams.rays())
+    cams = CameraSampler().sample(WARMUP + repeats, size, generator=torch.Generator().manual_seed(0))
+    origins, dirs = (t.reshape(WARMUP + repeats, -1, 3).to(device) for t in cams.rays())
     times, samples = [], []
-    for i in range(repeats + 1):
+    for i in range(WARMUP + repeats):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -56,7 +61,7 @@ def rays_per_second(backend: str, compile: bool, size: int, repeats: int) -> dic
         out.rgb.mean().backward()
         if device == "cuda":
             torch.cuda.synchronize()
-        if i > 0:  # the first step warms up (and compiles)
+        if i >= WARMUP:
             times.append(time.perf_counter() - start)
             samples.append(out.n_samples / origins.shape[1])
     seconds = sum(times) / len(times)
@@ -74,7 +79,7 @@ def _section(rows: list[dict[str, object]], info: dict[str, object]) -> str:
         "",
         f"`uni3d bench scene` on {info['cpu']} ({info['cores']} cores, {info['torch_threads']} torch threads), "
         f"torch {info['torch']}, {info['date']}, load average {info['load_average_1min']}. Fresh default field (blob), occupancy grid refreshed, "
-        "one full image per step.",
+        f"one full image per step, timed after {WARMUP} untimed warm-up steps (compilation included there).",
         "",
         "| backend | image | rays/s | s/step | samples/ray |",
         "|---|---|---|---|---|",
@@ -83,9 +88,22 @@ def _section(rows: list[dict[str, object]], info: dict[str, object]) -> str:
             f"{r['samples_per_ray']:.1f} |"
             for r in rows
         ],
+        *_compile_verdict(rows),
         END,
     ]
     return "\n".join(lines)
+
+
+def _compile_verdict(rows: list[dict[str, object]]) -> list[str]:
+    """One sentence per image size comparing compiled with eager, computed from the rows (it may say we lose)."""
+    by = {(r["case"], r["size"]): float(r["rays_per_s"]) for r in rows}  # type: ignore[arg-type]
+    lines = []
+    for (case, size), eager in by.items():
+        compiled = by.get(("torch compiled", size))
+        if case == "torch eager" and compiled is not None:
+            verdict = "faster" if compiled > eager else "SLOWER"
+            lines.append(f"- {size}x{size}: torch.compile is {verdict} than eager ({compiled / eager:.2f}x).")
+    return ["", *lines] if lines else []
 
 
 def _write(docs: Path, rows: list[dict[str, object]], info: dict[str, object]) -> None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +39,7 @@ from uni3d.losses import (
     ratio_from_logits,
     regression_loss,
 )
+from uni3d.modules import frozen
 
 
 @dataclass(frozen=True)
@@ -61,18 +60,6 @@ class Counters:
     ratio_clamped: int = 0
     ratio_nonfinite: int = 0
     ratio_evaluations: int = 0
-
-
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[nn.Module]:
-    """Parameters detached for the block, so gradient flows through ``module`` into its input only."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, flag in zip(module.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
 
 
 class ImageDistiller:

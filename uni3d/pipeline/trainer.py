@@ -37,6 +37,7 @@ from uni3d.losses import (
     get_preset,
     ratio_from_logits,
 )
+from uni3d.modules import frozen
 from uni3d.pipeline.bank import TeacherBank, draw_bank
 from uni3d.pipeline.config import GenerateConfig
 from uni3d.pipeline.fake_score import LoraFakeScore, RatioHead, camera_condition
@@ -47,7 +48,6 @@ from uni3d.reconstruct.fit import field_optimizer, unmask_levels
 from uni3d.reconstruct.raster import LIGHT_DIR
 from uni3d.scene.cameras import Cameras, CameraSampler, orbit_cameras
 from uni3d.scene.renderer import build_renderer
-from uni3d.toy.train import frozen
 
 SPARSITY_EPS = 0.01
 """``sqrt(o^2 + eps)``: the smooth L1 of threestudio's sparsity loss on the opacity ``o``."""

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from uni3d.diffusion.edm import heun_sample, lognormal_sigma
@@ -29,6 +27,7 @@ from uni3d.losses import (
     ratio_from_logits,
     regression_loss,
 )
+from uni3d.modules import frozen
 from uni3d.toy.baseline import eval_noise
 from uni3d.toy.config import ToyConfig
 from uni3d.toy.fit import load_or_fit
@@ -74,18 +73,6 @@ class ToyResult:
             "fit_cached": self.fit_cached,
             **asdict(self.counters),
         }
-
-
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[nn.Module]:
-    """Parameters detached for the block, so gradient flows through ``module`` into its input only."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, flag in zip(module.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
 
 
 class Distiller:
