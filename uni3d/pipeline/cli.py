@@ -8,14 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from uni3d.losses import PRESET_NAMES
+from uni3d.losses import PRESET_NAMES, get_preset
 from uni3d.pipeline.batch import format_summary, parse_shard, run_batch, run_folder
 from uni3d.pipeline.config import EMBEDDED_PRIOR, GenerateConfig, read_config_file
 
 _DEFAULTS = GenerateConfig(prompt="-")
+TEXT_TO_3D_PRESETS = tuple(name for name in PRESET_NAMES if get_preset(name).regression_weight == 0)
+"""Every preset but DMD, whose regression to teacher ODE samples has no 3D form."""
 _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("prior", str, f"Stable Diffusion folder or hub id (default the embedded prior, {EMBEDDED_PRIOR})"),
-    ("preset", str, f"loss preset: {', '.join(PRESET_NAMES)} (default {_DEFAULTS.preset})"),
+    ("preset", str, f"loss preset: {', '.join(TEXT_TO_3D_PRESETS)} (default {_DEFAULTS.preset})"),
     ("steps", int, f"optimisation steps (default {_DEFAULTS.steps})"),
     ("seed", int, f"seed (default {_DEFAULTS.seed})"),
     ("guidance_scale", float, f"classifier-free guidance scale (default {_DEFAULTS.guidance_scale})"),
