@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from uni3d.bench.images import replace_section
+from uni3d.bench.common import replace_section
 from uni3d.cli import main
 from uni3d.diffusion.edm import preconditioning
 from uni3d.errors import UsageError

@@ -26,7 +26,7 @@ def cpu_model() -> str:
 def machine() -> dict[str, object]:
     """CPU, cores, torch threads, versions, GPU (if any), the UTC date and the 1-minute load average.
 
-    The load average is taken when called (at the end of a benchmark): timings are only comparable
+    The load average is taken when called (the start or the end of a benchmark): timings are only comparable
     between runs on an otherwise idle machine, and this says whether it was.
     """
     return {

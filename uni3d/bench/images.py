@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
-import platform
-import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.diffusion.edm import heun_sample
 from uni3d.errors import UsageError
 from uni3d.images.data import load_dataset
@@ -38,10 +35,10 @@ from uni3d.images.distill_config import DistillConfig
 from uni3d.images.distill_run import Evaluator, load_teacher, make_evaluator
 from uni3d.images.fid import FeatureStats, features_and_probs, score_samples
 from uni3d.images.files import image_grid_png
-from uni3d.io import atomic_write, save_json
+from uni3d.io import save_json
 from uni3d.losses import PRESET_NAMES, fake_score_loss
 
-BEGIN, END = "<!-- images:begin -->", "<!-- images:end -->"
+BEGIN, END = section_markers("images")
 TEACHER_NFES: tuple[int, ...] = (1, 3, 5, 11, 35)
 STUDENTS: tuple[str, ...] = ("di", "sid", "uni-rkl", "uni-fkl", "uni-jeffreys", "uni-js", "fdistill-fkl")
 GRID = 50
@@ -66,24 +63,6 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1, help="students trained in parallel processes (default 1)")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
     p.set_defaults(func=_bench_images)
-
-
-def machine() -> dict[str, object]:
-    """CPU model, cores, torch threads, versions, load average at the start, UTC date."""
-    try:
-        cpu = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-        cpu_name = cpu.group(1).strip() if cpu else platform.processor()
-    except OSError:
-        cpu_name = platform.processor()
-    return {
-        "cpu": cpu_name or "unknown",
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
 
 
 def _scores(evaluator: Evaluator, images: torch.Tensor) -> dict[str, Any]:
@@ -189,7 +168,7 @@ def markdown(
         "## Images: one-step MNIST students vs the EDM teacher",
         "",
         f"`{info['command']}` on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, {m['torch_threads']} thread; "
-        f"load average {_fmt(m['load_average'])} at the start: the machine was shared with other jobs, so wall "
+        f"load average {_fmt(m['load_average_1min'])} at the start: the machine was shared with other jobs, so wall "
         f"times are inflated, CPU times less so), {m['date']}. Teacher `assets/mnist_teacher.pt`, feature net "
         f"`assets/mnist_features.pt` (commands in `docs/benchmarks/images.md`). FID: feature-net space, "
         f"{info['eval_samples']} samples (class `i % 10` for sample `i`, fixed noise) against the 4,000 training "
@@ -238,14 +217,6 @@ def markdown(
         lines += ["| " + " | ".join(f"![](benchmarks/images/{r['method']}.png)" for r in students) + " |"]
     lines.append(END)
     return "\n".join(lines)
-
-
-def replace_section(path: Path, section: str) -> None:
-    """Put ``section`` between the images markers of ``path`` (appended if absent; the file created if missing)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    atomic_write(path, text.rstrip("\n") + "\n")
 
 
 def _parse_list(text: str, valid: tuple[str, ...] | None, what: str) -> list[str]:
