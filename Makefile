@@ -8,6 +8,7 @@ STAMP := $(VENV)/.uni3d-installed
 # driver present the default (CUDA) build is kept. Override with `make TORCH_SPEC=... test`.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 DEMO_OUT ?= runs/demo
+DEMO_PROMPT ?= a red cube
 
 .PHONY: install test lint demo clean
 
@@ -24,18 +25,25 @@ $(STAMP): pyproject.toml
 	# Khronos glTF validator (npm) for the GLB tests; needs node + npm (Debian: apt-get install nodejs npm).
 	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
 	bash tools/install_gltf_validator.sh
+	# Debian chromium for the web app's browser test (Playwright drives it through executable_path; Playwright's
+	# own browser download is never used).
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	@touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check uni3d tests
-	$(VENV)/bin/ruff format --check uni3d tests
+	$(VENV)/bin/ruff check uni3d tests apps
+	$(VENV)/bin/ruff format --check uni3d tests apps
 
 test: lint
 	$(PY) -m pytest
 
+# Text to 3D on the embedded prior (assets/priors/shapes), default preset and settings; a finished run folder
+# is not run again (delete it, or set DEMO_OUT, to run afresh).
 demo: $(STAMP)
 	$(VENV)/bin/uni3d check divergences
-	$(VENV)/bin/uni3d toy --preset uni-jeffreys --out $(DEMO_OUT)/toy
+	$(VENV)/bin/uni3d generate "$(DEMO_PROMPT)" --out $(DEMO_OUT)/text-to-3d
+	@echo "GLB:   $(DEMO_OUT)/text-to-3d/model.glb"
+	@echo "video: $$(ls $(DEMO_OUT)/text-to-3d/turntable.* | head -n 1)"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

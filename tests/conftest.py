@@ -1,6 +1,13 @@
-"""Shared fixtures: tiny frozen "networks" whose outputs depend on a live input, as the loss module expects."""
+"""Shared fixtures: tiny frozen denoisers with a live input (as the loss module expects), a stand-in for EDM's
+``torch_utils.persistence`` (to write EDM-format pickles), and the web app on a free local port."""
 
 from __future__ import annotations
+
+import socket
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,3 +37,52 @@ def denoisers() -> tuple[TinyDenoiser, TinyDenoiser]:
     for net in nets:
         net.requires_grad_(False)
     return nets
+
+
+@pytest.fixture
+def persistence(monkeypatch: pytest.MonkeyPatch) -> types.FunctionType:
+    """A stand-in ``torch_utils.persistence`` module, so pickle can name the reconstruct function."""
+    package, module = types.ModuleType("torch_utils"), types.ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta: dict[str, object]) -> object:
+        raise AssertionError("only used as a name while pickling")
+
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    module._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
+    package.persistence = module  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch_utils", package)
+    monkeypatch.setitem(sys.modules, "torch_utils.persistence", module)
+    return _reconstruct_persistent_obj
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The app on a free port of 127.0.0.1 with an empty output folder: ``(url, out)``."""
+    from uni3d.app.ui import launch
+
+    root = tmp_path_factory.mktemp("app")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        mp.setenv("GRADIO_TEMP_DIR", str(root / "gradio"))
+        demo = launch(root / "out", port=_free_port(), block=False)
+        try:
+            yield demo.local_url, root / "out"
+        finally:
+            demo.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny networks only
+    lose time to thread hand-offs on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import types
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 import torch
 
 from uni3d.bench.common import replace_section
+from uni3d.bench.image_runs import summarize
 from uni3d.cli import main
 from uni3d.diffusion.edm import preconditioning
 from uni3d.errors import UsageError
@@ -29,7 +29,7 @@ from uni3d.images.distill_run import load_teacher, run_distill
 from uni3d.images.edm_pickle import read_edm_network
 from uni3d.images.features import FeatureNet, save_feature_net
 from uni3d.images.fid import FeatureStats, features_and_probs, frechet_distance, score_samples
-from uni3d.images.files import denoiser_record, load_denoiser, load_torch, save_torch
+from uni3d.images.files import check_resumable, denoiser_record, load_denoiser, load_torch, save_torch
 from uni3d.images.teacher import TeacherConfig, TeacherRun, train_teacher
 from uni3d.images.unet import UNet, UNetConfig
 
@@ -37,13 +37,7 @@ TINY = UNetConfig(channels=(8, 16), emb_dim=16, num_classes=10)
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: these tiny networks only lose time to thread hand-offs on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_teacher_config(**changes: object) -> TeacherConfig:
@@ -160,8 +154,25 @@ def test_distill_runs_and_writes_outputs(files: dict[str, Path], tmp_path: Path,
     assert row["skipped_generator_steps"] == 0
     rows = _rows(tmp_path / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [2, 4]
+    assert 0 < float(rows[0]["cpu_seconds"]) <= float(rows[1]["cpu_seconds"])
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "samples" / "step_000004.png").stat().st_size > 0
     assert load_torch(tmp_path / "generator.pt")["sigma_init"] == 2.5
+
+
+def test_warmup_trains_only_the_fake_score_and_ratio_head(files: dict[str, Path], tmp_path: Path) -> None:
+    cfg = distill_config(files, preset="uni-fkl", features="none", steps=3, warmup_steps=2, checkpoint_every=1)
+    run_distill(replace(cfg, steps=2), tmp_path, progress=False)
+    state = load_torch(tmp_path / "checkpoint.pt")
+    start = load_teacher(cfg.teacher, load_dataset("mnist", "train")).state_dict()
+    assert all(torch.equal(state["generator"]["denoiser." + k], v) for k, v in start.items())
+    assert all(torch.equal(state["ema"]["denoiser." + k], v) for k, v in start.items())
+    assert not all(torch.equal(state["fake"][k], v) for k, v in start.items())
+    assert state["opt_r"]["state"] and not state["opt_g"]["state"]
+    row = run_distill(cfg, tmp_path, progress=False)  # the third step is the first generator step
+    assert load_torch(tmp_path / "checkpoint.pt")["opt_g"]["state"] and row["skipped_generator_steps"] == 0
+    with pytest.raises(UsageError, match="warmup steps"):
+        replace(cfg, warmup_steps=4)
 
 
 def test_distill_resume_is_bit_for_bit(files: dict[str, Path], tmp_path: Path) -> None:
@@ -232,23 +243,6 @@ class _Evil:
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return os.system, (f"touch {self.marker}",)
-
-
-@pytest.fixture
-def persistence(monkeypatch: pytest.MonkeyPatch) -> types.FunctionType:
-    """A stand-in ``torch_utils.persistence`` module, so pickle can name the reconstruct function."""
-    package, module = types.ModuleType("torch_utils"), types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta: dict[str, object]) -> object:
-        raise AssertionError("only used as a name while pickling")
-
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    module._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
-    package.persistence = module  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torch_utils", package)
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", module)
-    return _reconstruct_persistent_obj
 
 
 def _edm_snapshot(reconstruct: types.FunctionType, resolution: int = 32, class_name: str = "Conv2d") -> dict:
@@ -346,3 +340,69 @@ def test_bench_images_writes_its_section_only(files: dict[str, Path], tmp_path: 
     replace_section(docs / "benchmarks.md", "<!-- images:begin -->\nnew\n<!-- images:end -->")  # as a rerun does
     text = (docs / "benchmarks.md").read_text()
     assert text.count("<!-- images:begin -->") == 1 and "\nnew\n" in text and "toy table" in text
+
+
+def test_image_runs_summary_uses_the_last_evaluation_within_the_budget() -> None:
+    rows = [
+        {"step": s, "cpu_seconds": c, "fid": f} for s, c, f in ((10, 10.0, 50.0), (20, 20.0, 30.0), (30, 40.0, 20.0))
+    ]
+    rows.insert(1, {"step": 15, "cpu_seconds": 15.0, "fid": None})  # a checkpoint row without evaluation
+    cfg = DistillConfig(preset="sid")
+    row = summarize("r", cfg, [*rows, {"step": 40, "cpu_seconds": 41.0, "fid": 25.0}], budget=30.0)
+    assert (row["fid"], row["step"], row["best_fid"], row["trained_steps"]) == (30.0, 20, 30.0, 40)
+    assert summarize("r", cfg, rows, budget=100.0)["fid"] == 20.0
+    rows[2]["fid"] = 60.0  # the last in budget is worse than an earlier one: reported, not replaced by the best
+    row = summarize("r", cfg, rows, budget=30.0)
+    assert (row["fid"], row["best_fid"], row["best_step"]) == (60.0, 50.0, 10)
+    with pytest.raises(UsageError, match="no FID evaluation within 5"):
+        summarize("r", cfg, rows, budget=5.0)
+
+
+def test_bench_images_runs_compares_runs_with_the_teacher(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for preset in ("sid", "uni-fkl"):
+        run_distill(
+            distill_config(files, preset=preset, eval_every=2, warmup_steps=1), tmp_path / preset, progress=False
+        )
+    docs = tmp_path / "docs"
+    runs = [str(tmp_path / "sid"), str(tmp_path / "uni-fkl")]
+    assert main(["bench", "images-runs", *runs, "--nfe", "3", "--docs", str(docs)]) == 0
+    result = json.loads((docs / "benchmarks" / "images_runs.json").read_text())
+    assert result["teacher"]["nfe"] == 3 and [r["run"] for r in result["runs"]] == ["sid", "uni-fkl"]
+    assert all(r["step"] == 4 and r["trained_steps"] == 4 for r in result["runs"])
+    text = (docs / "benchmarks.md").read_text()
+    best = min(r["fid"] for r in result["runs"])
+    assert ("Target **met**" in text) == (best < result["teacher"]["fid"])
+    assert (docs / "benchmarks" / "images_runs.png").exists() and (
+        docs / "benchmarks" / "images_runs" / "sid.png"
+    ).exists()
+    capsys.readouterr()
+    assert main(["bench", "images-runs", str(tmp_path / "missing"), "--docs", str(docs)]) == 2
+    err = capsys.readouterr().err
+    assert "missing is not a uni3d distill run folder" in err and err.count("\n") == 1
+
+
+def test_a_setting_added_after_the_run_counts_as_its_default(tmp_path: Path) -> None:
+    saved = {k: v for k, v in DistillConfig().as_dict().items() if k != "warmup_steps"}  # an older run's config
+    check_resumable(saved, DistillConfig().as_dict(), tmp_path, (), DistillConfig().as_dict())
+    with pytest.raises(UsageError, match="warmup_steps=0"):
+        check_resumable(saved, DistillConfig(warmup_steps=5).as_dict(), tmp_path, (), DistillConfig().as_dict())
+
+
+def test_distill_terms_reports_each_expanded_term(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for preset in ("uni-fkl", "uni-rkl", "sid"):
+        run_distill(distill_config(files, preset=preset, features="none", steps=2), tmp_path / preset, progress=False)
+    capsys.readouterr()
+    reports = {}
+    for preset in ("uni-fkl", "uni-rkl"):
+        assert main(["distill-terms", str(tmp_path / preset), "--batch-size", "4", "--json"]) == 0
+        reports[preset] = json.loads(capsys.readouterr().out)
+    fkl, rkl = reports["uni-fkl"]["grad_norms"], reports["uni-rkl"]["grad_norms"]
+    assert list(fkl) == ["sim", "ratio_motion", "di", "fgm"] and reports["uni-fkl"]["step"] == 2
+    assert fkl["sim"] > 0 and fkl["ratio_motion"] > 0 and fkl["di"] == 0  # fkl: h = r, so r h' = r and r^2 h'' = 0
+    assert rkl["sim"] > 0 and rkl["fgm"] > 0 and rkl["ratio_motion"] == rkl["di"] == 0  # rkl: h constant, no ratio
+    assert main(["distill-terms", str(tmp_path / "sid")]) == 2
+    assert "does not use the expanded form" in capsys.readouterr().err

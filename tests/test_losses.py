@@ -206,6 +206,7 @@ def test_ratio_counts_clamped_and_nonfinite() -> None:
     est = ratio_from_logits(torch.tensor([0.0, 7.0, -9.0, float("nan"), float("inf"), 1.0]), clamp=5.0)
     assert est.n_clamped == 2 and est.n_nonfinite == 2
     torch.testing.assert_close(est.log_r, torch.tensor([0.0, 5.0, -5.0, 0.0, 0.0, 1.0]))
+    assert est.moves.tolist() == [True, False, False, False, False, True]
     assert torch.isfinite(est.r).all() and not est.log_r.requires_grad
 
 
@@ -230,3 +231,21 @@ def test_unknown_preset_lists_valid_names() -> None:
         get_preset("uni-fkl").with_options(weighting="nope")
     assert get_preset("uni-alpha(0.5)").divergence.name == "alpha(0.5)"
     assert get_preset("fdistill-0.4*fkl+0.6*rkl").form == "integral"
+
+
+@pytest.mark.parametrize("name", ["fkl", "jeffreys", "js", "chi2"])
+def test_frozen_ratio_drops_only_the_motion_terms(denoisers, name: str) -> None:
+    """A sample whose ratio is a constant (clamped logit) gets ``h(r)`` times the ratio-free (rkl) loss, in
+    value and gradient; samples whose ratio moves keep all four terms (the default)."""
+    theta, sigma, noise, log_r = _batch(seed=3)
+    x0, x_t, d_q, d_p = _eval(denoisers, theta, sigma, noise)
+    div = get_divergence(name)
+    moves = torch.tensor([True, False, True, False])
+    mixed = expanded_loss(x0, x_t, sigma, d_q, d_p, div, log_r, ratio_moves=moves)
+    full = expanded_loss(x0, x_t, sigma, d_q, d_p, div, log_r)
+    frozen = div.h(log_r.exp()) * expanded_loss(x0, x_t, sigma, d_q, d_p, get_divergence("rkl"))
+    want = torch.where(moves, full, frozen)
+    torch.testing.assert_close(mixed, want)
+    for i in range(4):
+        torch.testing.assert_close(_grad(mixed[i], theta), _grad(want[i], theta))
+    assert not torch.allclose(_grad(full[1], theta), _grad(frozen[1], theta))  # the motion terms matter here

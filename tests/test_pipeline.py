@@ -113,6 +113,31 @@ def test_resume_continues_and_matches_the_uninterrupted_run(tiny, tmp_path: Path
         generate(_cfg(folder, preset="vsd", steps=4), part, prior=prior, progress=False)
 
 
+def test_should_stop_cancels_cleanly_keeps_the_partial_asset_and_resumes(tiny, tmp_path: Path) -> None:
+    from uni3d.pipeline.run import finished_metrics, generate
+
+    folder, prior = tiny
+    cfg = _cfg(folder, steps=4, checkpoint_every=3)
+    seen: list[int] = []
+    out = tmp_path / "cancel"
+    metrics = generate(
+        cfg,
+        out,
+        prior=prior,
+        progress=False,
+        callback=lambda step, _: seen.append(step),
+        should_stop=lambda: seen[-1] >= 2,
+    )
+    assert seen == [1, 2] and metrics["status"] == "cancelled" and metrics["cancelled_at_step"] == 2
+    assert metrics["steps"] == 2 and json.loads((out / "metrics.json").read_text()) == metrics
+    assert _state(out)["step"] == 2  # saved on cancel, though checkpoint_every is 3
+    _glb_mesh(out / "model.glb")
+    assert finished_metrics(cfg, out) is None  # a cancelled run is not finished: the same command resumes it
+    again = generate(cfg, out, prior=prior, progress=False)
+    assert again["status"] == "done" and again["resumed_from_step"] == 2 and again["steps"] == 4
+    assert "cancelled_at_step" not in again
+
+
 def test_nonfinite_loss_is_rolled_back_and_reported(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import uni3d.pipeline.trainer as trainer_mod
     from uni3d.pipeline.run import generate

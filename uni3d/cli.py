@@ -8,8 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from uni3d import __version__, images_cli, scene_cli
+from uni3d.app import cli as app_cli
+from uni3d.bench import image_runs as bench_image_runs
 from uni3d.bench import images as bench_images
 from uni3d.bench import scene as bench_scene
+from uni3d.bench import shapes as bench_shapes
 from uni3d.bench import toy as bench_toy
 from uni3d.checks.divergences import format_table, run_check
 from uni3d.errors import UsageError
@@ -51,11 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     prior_cli.add_commands(sub)
     prior_train_cli.add_commands(sub)
     images_cli.add_commands(sub)
+    app_cli.add_commands(sub)
     bench = sub.add_parser("bench", help="benchmarks that write docs/benchmarks.md")
     bench_sub = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
     bench_toy.add_commands(bench_sub)
     bench_scene.add_commands(bench_sub)
     bench_images.add_commands(bench_sub)
+    bench_image_runs.add_commands(bench_sub)
+    bench_shapes.add_commands(bench_sub)
 
     return parser
 

@@ -7,6 +7,7 @@ distribution of ``sigma`` and the preconditioning coefficients (Table 1). A deno
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,3 +112,48 @@ def preconditioning(sigma: Tensor, sigma_data: float) -> Preconditioning:
 def loss_weight(sigma: Tensor, sigma_data: float) -> Tensor:
     """EDM's ``lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2`` (Table 1): unit loss at init."""
     return (sigma.pow(2) + sigma_data**2) / (sigma * sigma_data).pow(2)
+
+
+def vp_preconditioning(sigma: Tensor, beta_d: float = 19.9, beta_min: float = 0.1, m: int = 1000) -> Preconditioning:
+    """EDM Table 1 "VP" (Song et al. 2021's DDPM++ VP SDE in VE units): ``c_skip = 1``, ``c_out = -s``,
+    ``c_in = 1 / sqrt(s^2 + 1)``, ``c_noise = (M - 1) t(s)`` with the inverse schedule
+    ``t(s) = (sqrt(beta_min^2 + 2 beta_d ln(1 + s^2)) - beta_min) / beta_d``."""
+    t = ((beta_min**2 + 2 * beta_d * sigma.pow(2).log1p()).sqrt() - beta_min) / beta_d
+    return Preconditioning(
+        c_skip=torch.ones_like(sigma), c_out=-sigma, c_in=(sigma.pow(2) + 1).rsqrt(), c_noise=(m - 1) * t
+    )
+
+
+def ve_preconditioning(sigma: Tensor) -> Preconditioning:
+    """EDM Table 1 "VE" (NCSN++): ``c_skip = 1``, ``c_out = s``, ``c_in = 1``, ``c_noise = ln(s / 2)``."""
+    return Preconditioning(
+        c_skip=torch.ones_like(sigma), c_out=sigma, c_in=torch.ones_like(sigma), c_noise=(0.5 * sigma).log()
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def iddpm_sigmas(c_1: float = 0.001, c_2: float = 0.008, m: int = 1000) -> Tensor:
+    """Improved DDPM's ``M + 1`` discrete noise levels ``u_0 > ... > u_M = 0`` in VE units (EDM's iDDPMPrecond,
+    Table 1): ``u_{j-1} = sqrt((u_j^2 + 1) / max(abar(j-1) / abar(j), C_1) - 1)``,
+    ``abar(j) = sin(pi j / (2 M (C_2 + 1)))^2``; in float32 like EDM's buffer ``u``, so that rounding a
+    noise level to its nearest ``u_j`` picks the same ``j``."""
+    j = torch.arange(m + 1, dtype=torch.float32)
+    alpha_bar = (0.5 * math.pi * j / m / (c_2 + 1)).sin() ** 2
+    u = torch.zeros(m + 1)
+    for k in range(m, 0, -1):
+        u[k - 1] = ((u[k] ** 2 + 1) / (alpha_bar[k - 1] / alpha_bar[k]).clamp(min=c_1) - 1).sqrt()
+    return u
+
+
+def iddpm_preconditioning(sigma: Tensor, c_1: float = 0.001, c_2: float = 0.008, m: int = 1000) -> Preconditioning:
+    """EDM Table 1 "iDDPM": ``c_skip = 1``, ``c_out = -s``, ``c_in = 1 / sqrt(s^2 + 1)``,
+    ``c_noise = M - 1 - j`` for the index ``j`` of the level ``u_j`` nearest to ``s`` (:func:`iddpm_sigmas`)."""
+    u = iddpm_sigmas(c_1, c_2, m).to(sigma.device)
+    # nearest level as EDM's round_sigma finds it (cdist in float32), so ties break the same way
+    index = torch.cdist(sigma.detach().float().reshape(1, -1, 1), u.reshape(1, -1, 1)).argmin(2).reshape(-1)
+    return Preconditioning(
+        c_skip=torch.ones_like(sigma),
+        c_out=-sigma,
+        c_in=(sigma.pow(2) + 1).rsqrt(),
+        c_noise=(m - 1 - index).to(sigma.dtype),
+    )

@@ -1,6 +1,8 @@
 """EDM-preconditioned denoiser, SiD's one-step generator and the ratio head on the denoiser's bottleneck.
 
-``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)`` (EDM eq. 7, Table 1, :func:`uni3d.diffusion.edm.preconditioning`).
+``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)`` (EDM eq. 7, Table 1, :func:`uni3d.diffusion.edm.preconditioning`;
+VP / VE coefficients for EDM's baseline pickles: :mod:`uni3d.images.precond`). ``F`` is uni3d's
+:class:`~uni3d.images.unet.UNet` or one of EDM's networks (:mod:`uni3d.images.edm_nets`), same interface.
 """
 
 from __future__ import annotations
@@ -10,24 +12,30 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from uni3d.diffusion.edm import Preconditioning, preconditioning
+from uni3d.diffusion.edm import Preconditioning
+from uni3d.images.edm_nets import DhariwalUNet, SongUNet
+from uni3d.images.precond import EDM, Precond
 from uni3d.images.unet import UNet, UNetConfig
 
 
-def _columns(x: Tensor, sigma: Tensor, sigma_data: float) -> tuple[Preconditioning, Tensor]:
+def _columns(x: Tensor, sigma: Tensor, sigma_data: float, precond: Precond = EDM) -> tuple[Preconditioning, Tensor]:
     """EDM coefficients as ``[B, 1, 1, 1]`` in the dtype of ``x``, and ``c_noise [B]``."""
-    pre = preconditioning(sigma.reshape(-1).to(x.dtype), sigma_data)
+    pre = precond.coefficients(sigma.reshape(-1).to(x.dtype), sigma_data)
     col = Preconditioning(*(c.reshape(-1, 1, 1, 1) for c in (pre.c_skip, pre.c_out, pre.c_in, pre.c_noise)))
     return col, pre.c_noise
 
 
 class EDMDenoiser(nn.Module):
-    """A :class:`UNet` inside EDM's preconditioning; ``sigma`` is ``[B]`` (VE units)."""
+    """A :class:`UNet` (or an EDM network) inside EDM's preconditioning; ``sigma`` is ``[B]`` (VE units).
 
-    def __init__(self, net: UNet, sigma_data: float = 0.5) -> None:
+    ``sigma_data`` is also the fake score's loss scale when the preconditioning is ``vp`` / ``ve``.
+    """
+
+    def __init__(self, net: UNet | SongUNet | DhariwalUNet, sigma_data: float = 0.5, precond: Precond = EDM) -> None:
         super().__init__()
         self.net = net
         self.sigma_data = sigma_data
+        self.precond = precond
 
     @classmethod
     def build(cls, cfg: UNetConfig, sigma_data: float = 0.5) -> EDMDenoiser:
@@ -39,8 +47,9 @@ class EDMDenoiser(nn.Module):
 
     def with_features(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(D(x; sigma), bottleneck features)``: one pass gives the denoiser and the ratio head's input."""
-        col, c_noise = _columns(x, sigma, self.sigma_data)
+        col, c_noise = _columns(x, sigma, self.sigma_data, self.precond)
         out, bottleneck = self.net(col.c_in * x, c_noise, class_labels)
+        out = out[:, : x.shape[1]]  # iDDPM networks also output a variance: dropped, as in EDM's iDDPMPrecond
         return col.c_skip * x + col.c_out * out.to(x.dtype), bottleneck
 
     def forward(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
@@ -48,7 +57,7 @@ class EDMDenoiser(nn.Module):
 
     def bottleneck(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """Encoder features only (no decoder pass), as in :meth:`with_features`."""
-        col, c_noise = _columns(x, sigma, self.sigma_data)
+        col, c_noise = _columns(x, sigma, self.sigma_data, self.precond)
         return self.net.encode(col.c_in * x, self.net.embedding(c_noise, class_labels))[0]
 
 

@@ -32,6 +32,7 @@ from uni3d.images.denoiser import EDMDenoiser, OneStepGenerator, RatioHead
 from uni3d.images.distill_config import DistillConfig
 from uni3d.images.teacher import ema_update
 from uni3d.losses import (
+    RatioEstimate,
     discriminator_loss,
     fake_score_loss,
     generator_loss,
@@ -69,14 +70,17 @@ class ImageDistiller:
         if cfg.batch_size % world.size:
             raise UsageError(f"batch size {cfg.batch_size} must be a multiple of the {world.size} processes")
         self.cfg, self.data, self.world = cfg, data, world
+        self.device = torch.device(cfg.device)
+        if self.device.type != "cpu" and world.size > 1:
+            raise UsageError(f"--device {cfg.device} with several processes is not supported; use cpu under torchrun")
         self.preset = get_preset(cfg.preset)
-        self.teacher = teacher.requires_grad_(False).eval()
+        self.teacher = teacher.requires_grad_(False).eval().to(self.device)
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.generator = OneStepGenerator(teacher, cfg.sigma_init).requires_grad_(True)
         self.ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.fake = copy.deepcopy(teacher).requires_grad_(True)
-        self.ratio = RatioHead(teacher.net.cfg.channels[-1], cfg.ratio_width)
+        self.ratio = RatioHead(teacher.net.cfg.channels[-1], cfg.ratio_width).to(self.device)
         self._generator_call = self._wrap(self.generator)
         self._fake_call = self._wrap(self.fake)
         self._ratio_call = self._wrap(self.ratio)
@@ -102,8 +106,11 @@ class ImageDistiller:
         return t[self.world.rank * n : (self.world.rank + 1) * n]
 
     def _randn(self, shape: tuple[int, ...]) -> Tensor:
-        """Normal noise of the global batch ``shape`` (same stream on every rank), this rank's slice."""
-        return self._share(torch.randn(shape, generator=self.gen))
+        """Normal noise of the global batch ``shape`` (same stream on every rank), this rank's slice.
+
+        Every random number is drawn on the CPU from ``self.gen`` and then moved to ``self.device``.
+        """
+        return self._share(torch.randn(shape, generator=self.gen).to(self.device))
 
     def _image_noise(self) -> Tensor:
         return self._randn((self.cfg.batch_size, *self.data.images.shape[1:]))
@@ -111,20 +118,21 @@ class ImageDistiller:
     def _labels(self) -> Tensor | None:
         if not self.num_classes:
             return None
-        return self._share(torch.randint(self.num_classes, (self.cfg.batch_size,), generator=self.gen))
+        return self._share(torch.randint(self.num_classes, (self.cfg.batch_size,), generator=self.gen).to(self.device))
 
     def _indices(self, n: int) -> Tensor:
         return self._share(torch.randint(n, (self.cfg.batch_size,), generator=self.gen))
 
     def _sigma(self, p_mean: float, p_std: float, sigma_min: float = 0.0) -> Tensor:
-        return self._share(lognormal_sigma(self.cfg.batch_size, p_mean, p_std, self.gen, sigma_min))
+        return self._share(lognormal_sigma(self.cfg.batch_size, p_mean, p_std, self.gen, sigma_min).to(self.device))
 
     def _regression_pairs(self) -> tuple[Tensor, Tensor | None, Tensor]:
         """DMD's fixed ``(z, labels, teacher Heun sample from the same noise)`` pairs (the same on every rank)."""
         z = torch.randn((self.cfg.regression_pairs, *self.data.images.shape[1:]), generator=self.gen)
         labels = None
         if self.num_classes:
-            labels = torch.randint(self.num_classes, (z.shape[0],), generator=self.gen)
+            labels = torch.randint(self.num_classes, (z.shape[0],), generator=self.gen).to(self.device)
+        z = z.to(self.device)
         return z, labels, heun_sample(lambda x, s: self.teacher(x, s, labels), z, self.cfg.regression_nfe)
 
     def _global_mean(self, value: Tensor) -> float:
@@ -169,9 +177,9 @@ class ImageDistiller:
         n = x0.shape[0]
         sigma = self._gen_sigma()
         idx = self._indices(len(self.data))
-        real = self.data.images[idx] + sigma[:, None, None, None] * self._image_noise()
+        real = self.data.images[idx].to(self.device) + sigma[:, None, None, None] * self._image_noise()
         fake = x0.detach() + sigma[:, None, None, None] * self._image_noise()
-        both_labels = None if labels is None else torch.cat([self.data.labels[idx], labels])
+        both_labels = None if labels is None else torch.cat([self.data.labels[idx].to(self.device), labels])
         with torch.no_grad():
             features = self.fake.bottleneck(torch.cat([real, fake]), sigma.repeat(2), both_labels)
         logits = self._ratio_call(features)
@@ -179,31 +187,34 @@ class ImageDistiller:
         if self._apply(loss, self.opt_r, "skipped_ratio_steps", "loss_ratio"):
             self.opt_r.step()
 
-    def _log_ratio(self, features: Tensor) -> Tensor:
+    def _log_ratio(self, features: Tensor) -> RatioEstimate:
         with torch.no_grad():
             est = ratio_from_logits(self.ratio(features.detach()), self.cfg.ratio_clamp)
-        self.counters.ratio_clamped += est.n_clamped
-        self.counters.ratio_nonfinite += est.n_nonfinite
-        self.counters.ratio_evaluations += features.shape[0]
-        return est.log_r
+        est.count_into(self.counters)
+        return est
+
+    def loss_inputs(self, x0: Tensor, labels: Tensor | None) -> dict[str, Any]:
+        """The keyword arguments of :func:`~uni3d.losses.generator_loss` for the live generator output ``x0``:
+        noise levels, ``x_t``, the teacher's and the fake score's denoisers (frozen parameters, live input when
+        the preset needs it) and the ratio estimate."""
+        sigma = self._gen_sigma()
+        x_t = x0 + sigma[:, None, None, None] * self._image_noise()
+        live = self.preset.needs_input_grad
+        x_in = x_t if live else x_t.detach()
+        d_fake, ratio = None, None
+        with torch.set_grad_enabled(live), frozen(self.fake):
+            d_real = self.teacher(x_in, sigma, labels)
+            if self.preset.fake_score == "learned":
+                d_fake, features = self.fake.with_features(x_in, sigma, labels)
+                ratio = self._log_ratio(features) if self.preset.uses_ratio else None
+        return {"x0": x0, "x_t": x_t, "sigma": sigma, "d_real": d_real, "d_fake": d_fake, "ratio": ratio}
 
     def generator_step(self, x0: Tensor, labels: Tensor | None, regression: tuple[Tensor, Tensor] | None) -> None:
         """One step on the preset's loss (plus DMD's regression ``(prediction, target)``).
 
         One ``D_p`` pass gives ``d_fake`` and the features of ``log r``.
         """
-        sigma = self._gen_sigma()
-        x_t = x0 + sigma[:, None, None, None] * self._image_noise()
-        live = self.preset.needs_input_grad
-        x_in = x_t if live else x_t.detach()
-        d_fake, log_r = None, None
-        with torch.set_grad_enabled(live), frozen(self.fake):
-            d_real = self.teacher(x_in, sigma, labels)
-            if self.preset.fake_score == "learned":
-                d_fake, features = self.fake.with_features(x_in, sigma, labels)
-                log_r = self._log_ratio(features) if self.preset.uses_ratio else None
-        loss = generator_loss(self.preset, x0=x0, x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, log_r=log_r)
-        loss = loss.mean()
+        loss = generator_loss(self.preset, **self.loss_inputs(x0, labels)).mean()
         if regression is not None:
             loss = loss + self.preset.regression_weight * regression_loss(*regression).mean()
         if self._apply(loss, self.opt_g, "skipped_generator_steps", "loss_generator"):
@@ -211,8 +222,24 @@ class ImageDistiller:
             self.last["grad_norm"] = float(norm)
             self.opt_g.step()
 
+    def warmup_step(self) -> None:
+        """Fake score and ratio head only, on a batch of the (fixed) generator: they start close to their optima
+        for the generator's initial distribution before the generator loss reads them."""
+        z, labels = self._image_noise(), self._labels()
+        with torch.no_grad():
+            x0 = self.generator(z, labels)
+        if self.preset.fake_score == "learned":
+            self.fake_step(x0, labels)
+        if self.preset.uses_ratio:
+            self.ratio_step(x0, labels)
+        self.step_count += 1
+
     def step(self) -> None:
-        """Fake score, ratio head, generator, EMA: one iteration (one generator forward, DMD's pairs included)."""
+        """Fake score, ratio head, generator, EMA: one iteration (one generator forward, DMD's pairs included);
+        a :meth:`warmup_step` during the first ``warmup_steps``."""
+        if self.step_count < self.cfg.warmup_steps:
+            self.warmup_step()
+            return
         z, labels = self._image_noise(), self._labels()
         regression_target = None
         if self.pairs is not None:
@@ -255,4 +282,5 @@ class ImageDistiller:
         self.gen.set_state(state["rng"])
         self.step_count = int(state["step"])
         self.counters = Counters(**state["counters"])
-        self.pairs = state["pairs"]
+        pairs = state["pairs"]
+        self.pairs = None if pairs is None else tuple(None if t is None else t.to(self.device) for t in pairs)

@@ -25,7 +25,7 @@ from uni3d.losses import get_preset
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 NAMED_TEACHERS = {"mnist": ASSETS / "mnist_teacher.pt"}
 NAMED_FEATURES = {"mnist": ASSETS / "mnist_features.pt"}
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "eval_every")
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "eval_every", "device")
 """Settings a resumed run may change; any other difference from the saved config is an error."""
 
 
@@ -36,6 +36,8 @@ class DistillConfig:
     teacher: str = "mnist"
     preset: str = "uni-jeffreys"
     steps: int = 1000
+    warmup_steps: int = 0
+    """The first ``warmup_steps`` of ``steps`` train only the fake score and the ratio head (no generator step)."""
     batch_size: int = 32
     seed: int = 0
     sigma_init: float = 2.5
@@ -61,10 +63,16 @@ class DistillConfig:
     checkpoint_every: int = 50
     sample_every: int = 100
     eval_every: int = 250
+    device: str = "cpu"
+    """``cpu`` or ``cuda[:N]``; the random numbers are drawn on the CPU either way (a resumed run may switch)."""
 
     def __post_init__(self) -> None:
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise UsageError(f"unknown device {self.device!r}; use cpu or cuda")
         get_preset(self.preset)
         heun_steps(self.regression_nfe)
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise UsageError(f"need 0 <= warmup steps <= steps, got {self.warmup_steps} and {self.steps}")
         if self.steps < 0 or self.batch_size < 1 or self.eval_samples < 2 or self.regression_pairs < 1:
             raise UsageError(
                 f"need steps >= 0, batch size >= 1, eval samples >= 2, regression pairs >= 1; got {self.steps}, "

@@ -3,7 +3,8 @@
 The run folder holds ``config.json``, ``checkpoint.pt`` (the same command continues bit-for-bit),
 ``generator.pt`` (the EMA generator as a denoiser file plus ``sigma_init``), ``metrics.csv`` (losses,
 gradient norm, counters; FID, accuracy and entropies of the EMA generator every ``eval_every`` steps) and
-``samples/step_NNNNNN.png`` (EMA generator, fixed noise, one column per class when class-conditional).
+``samples/step_NNNNNN.png`` (EMA generator, fixed noise, one column per class when class-conditional) and
+``curves.png`` (FID against training CPU seconds, redrawn at every evaluation).
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) every rank trains its slice of the global batch
 (:class:`~uni3d.images.distill.ImageDistiller`); only rank 0 evaluates and writes files.
@@ -12,6 +13,7 @@ Under ``torchrun`` (``WORLD_SIZE > 1``) every rank trains its slice of the globa
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from uni3d.errors import UsageError
+from uni3d.images.curves import fid_curves_png
 from uni3d.images.data import ImageSet, load_dataset
 from uni3d.images.denoiser import EDMDenoiser
+from uni3d.images.devices import resolve_device
 from uni3d.images.distill import ImageDistiller, World
 from uni3d.images.distill_config import NAMED_FEATURES, NAMED_TEACHERS, RESUMABLE_CHANGES, DistillConfig, resolve_file
-from uni3d.images.edm_pickle import read_edm_network
+from uni3d.images.edm_teacher import load_edm_teacher
 from uni3d.images.features import FeatureNet, load_feature_net
 from uni3d.images.fid import FeatureStats, SampleScores, features_and_probs, score_samples
 from uni3d.images.files import (
@@ -55,11 +59,12 @@ class Evaluator:
 
     @torch.no_grad()
     def samples(self, distiller: ImageDistiller, batch: int = 250) -> Tensor:
-        gen = distiller.ema
-        chunks = [
-            gen(self.noise[i : i + batch], None if self.labels is None else self.labels[i : i + batch])
-            for i in range(0, self.noise.shape[0], batch)
-        ]
+        """EMA-generator samples of the fixed noise (on the distiller's device), returned on the CPU."""
+        gen, dev = distiller.ema, distiller.device
+        chunks = []
+        for i in range(0, self.noise.shape[0], batch):
+            labels = None if self.labels is None else self.labels[i : i + batch].to(dev)
+            chunks.append(gen(self.noise[i : i + batch].to(dev), labels).cpu())
         return torch.cat(chunks)
 
     def scores(self, distiller: ImageDistiller) -> SampleScores:
@@ -82,13 +87,16 @@ def _grid(distiller: ImageDistiller, out: Path) -> None:
     n, nc = 100, distiller.num_classes
     noise = torch.randn(n, *distiller.data.images.shape[1:], generator=torch.Generator().manual_seed(1234))
     with torch.no_grad():
-        images = distiller.ema(noise, torch.arange(n) % nc if nc else None)
+        images = distiller.ema(noise.to(distiller.device), (torch.arange(n) % nc).to(distiller.device) if nc else None)
     image_grid_png(out / "samples" / f"step_{distiller.step_count:06d}.png", images)
 
 
-def save_run(distiller: ImageDistiller, cfg: DistillConfig, rows: list[dict[str, Any]], out: Path) -> None:
+def save_run(
+    distiller: ImageDistiller, cfg: DistillConfig, rows: list[dict[str, Any]], out: Path, cpu_seconds: float
+) -> None:
     """Checkpoint, EMA generator file and metrics CSV (all atomic)."""
-    save_torch(out / "checkpoint.pt", {**distiller.state(), "config": cfg.as_dict(), "rows": rows})
+    state = {**distiller.state(), "config": cfg.as_dict(), "rows": rows, "cpu_seconds": cpu_seconds}
+    save_torch(out / "checkpoint.pt", state)
     record = {**denoiser_record(distiller.ema.denoiser), "sigma_init": cfg.sigma_init, "step": distiller.step_count}
     save_torch(out / "generator.pt", record)
     write_csv(out / "metrics.csv", rows)
@@ -117,17 +125,12 @@ def check_teacher(teacher: EDMDenoiser, data: ImageSet) -> None:
 def load_teacher(spec: str, data: ImageSet) -> EDMDenoiser:
     """The teacher named by ``spec`` (``mnist``, a ``teacher.pt`` or run folder, or an NVlabs EDM ``.pkl``).
 
-    An EDM pickle is read with the restricted unpickler and checked against the data's resolution and
-    channels; uni3d has no implementation of EDM's SongUNet / DhariwalUNet yet, so it ends in a one-line
-    error naming the architecture.
+    An EDM pickle is read with the restricted unpickler, checked against the data's resolution and channels
+    and rebuilt as uni3d's SongUNet / DhariwalUNet inside its preconditioning (:mod:`uni3d.images.edm_teacher`).
     """
     path = resolve_file(spec, NAMED_TEACHERS, "teacher.pt", "teacher", TEACHER_COMMAND)
     if path.suffix == ".pkl":
-        net = read_edm_network(path, resolution=data.images.shape[-1], channels=data.images.shape[1])
-        raise UsageError(
-            f"{path}: an EDM {net.class_name}/{net.model_type or '?'} network; uni3d reads and checks it but has no "
-            "implementation of that architecture yet (use a teacher.pt from uni3d train-teacher)"
-        )
+        return load_edm_teacher(path, resolution=data.images.shape[-1], channels=data.images.shape[1])
     teacher = load_denoiser(path)
     check_teacher(teacher, data)
     return teacher
@@ -139,23 +142,28 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
     if resume and not ckpt.exists():
         raise UsageError(f"--resume given but {ckpt} does not exist")
     data = load_dataset("mnist", "train")
+    resolve_device(cfg.device)
     teacher = load_teacher(cfg.teacher, data)
     world = init_world()
     distiller = ImageDistiller(cfg, teacher, data, world)
     lead = world.rank == 0
     rows: list[dict[str, Any]] = []
+    cpu_seconds = 0.0
     if ckpt.exists():
         state = load_torch(ckpt)
-        check_resumable(state["config"], cfg.as_dict(), out, RESUMABLE_CHANGES)
+        check_resumable(state["config"], cfg.as_dict(), out, RESUMABLE_CHANGES, DistillConfig().as_dict())
         distiller.load_state(state)
         rows = list(state["rows"])
+        cpu_seconds = float(state.get("cpu_seconds", 0.0))
     evaluator = make_evaluator(cfg, distiller.num_classes, data.images) if lead else None
     if lead:
         save_json(out / "config.json", cfg.as_dict())
     total, start = cfg.steps, min(distiller.step_count, cfg.steps)
     bar = tqdm(total=total, initial=start, desc=cfg.preset, disable=not (progress and lead))
     while distiller.step_count < cfg.steps:
+        t0 = time.process_time()
         distiller.step()
+        cpu_seconds += time.process_time() - t0
         bar.update(1)
         step = distiller.step_count
         bar.set_postfix({k: f"{v:.3g}" for k, v in distiller.last.items() if k != "grad_norm"}, refresh=False)
@@ -163,11 +171,18 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
             continue
         evaluate = evaluator is not None and (step % cfg.eval_every == 0 or step == total)
         if evaluate or step % cfg.checkpoint_every == 0 or step == total:
-            row: dict[str, Any] = {"step": step, **distiller.last, **asdict(distiller.counters)}
+            row: dict[str, Any] = {
+                "step": step,
+                "cpu_seconds": round(cpu_seconds, 2),
+                **distiller.last,
+                **asdict(distiller.counters),
+            }
             if evaluate:
                 row.update(evaluator.scores(distiller).as_dict())
             rows.append(row)
-            save_run(distiller, cfg, rows, out)
+            save_run(distiller, cfg, rows, out, cpu_seconds)
+            if evaluate:
+                fid_curves_png(out / "curves.png", [(cfg.preset, rows)])
         if step % cfg.sample_every == 0 or step == total:
             _grid(distiller, out)
     bar.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import pickle
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,8 @@ class EDMNetwork:
     class_name: str
     init_kwargs: dict[str, Any]
     state_dict: dict[str, Tensor]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Constructor arguments of the inner ``model`` (``SongUNet(img_resolution=..., in_channels=..., ...)``)."""
 
     @property
     def resolution(self) -> int:
@@ -179,6 +181,28 @@ def _flatten(node: Any, prefix: str, out: dict[str, Tensor]) -> None:
             _flatten(child, f"{prefix}{name}.", out)
 
 
+PRECOND_ONLY_KWARGS = frozenset(
+    {"img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_min", "sigma_max", "sigma_data"}
+    | {"model_type", "beta_d", "beta_min", "M", "epsilon_t", "C_1", "C_2"}
+)
+"""Arguments the preconditioning classes keep; the rest of their ``_init_kwargs`` goes to the inner model."""
+
+
+def _model_kwargs(record: PersistentRecord, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The inner model's ``_init_kwargs`` when the pickle stores them, else what the wrapper passes it (EDM's
+    ``*Precond.__init__``: ``img_resolution``, ``in_channels = out_channels = img_channels`` (twice that out
+    for iDDPM), ``label_dim`` and every argument the wrapper does not keep)."""
+    model = (record.state.get("_modules") or {}).get("model")
+    stored = model.state.get("_init_kwargs") if isinstance(model, PersistentRecord) else None
+    if isinstance(stored, dict) and stored:
+        return dict(stored)
+    out_scale = 2 if record.class_name == "iDDPMPrecond" else 1
+    derived = {k: v for k, v in kwargs.items() if k not in PRECOND_ONLY_KWARGS}
+    derived.update(img_resolution=kwargs["img_resolution"], in_channels=kwargs["img_channels"])
+    derived.update(out_channels=out_scale * kwargs["img_channels"], label_dim=kwargs.get("label_dim", 0))
+    return derived
+
+
 def read_edm_network(path: str | Path, resolution: int | None = None, channels: int | None = None) -> EDMNetwork:
     """The ``ema`` network of an EDM snapshot; one-line errors for a foreign file or a shape mismatch."""
     record = load_edm_pickle(path)["ema"]
@@ -193,7 +217,7 @@ def read_edm_network(path: str | Path, resolution: int | None = None, channels: 
     kwargs.setdefault("label_dim", record.state.get("label_dim", 0))
     state: dict[str, Tensor] = {}
     _flatten(record, "", state)
-    net = EDMNetwork(record.class_name, kwargs, state)
+    net = EDMNetwork(record.class_name, kwargs, state, _model_kwargs(record, kwargs))
     if resolution is not None and net.resolution != resolution:
         raise UsageError(
             f"{path}: the network is for {net.resolution}x{net.resolution} images, the data is "

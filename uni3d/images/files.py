@@ -17,7 +17,9 @@ from torch import Tensor
 
 from uni3d.errors import UsageError
 from uni3d.images.denoiser import EDMDenoiser
-from uni3d.images.unet import UNetConfig
+from uni3d.images.edm_nets import EDMNetConfig, build_edm_net
+from uni3d.images.precond import EDM, Precond
+from uni3d.images.unet import UNet, UNetConfig
 from uni3d.io import atomic_write
 
 DENOISER_KIND = "uni3d-edm-denoiser"
@@ -46,17 +48,30 @@ def load_torch(path: str | Path) -> dict[str, Any]:
 
 
 def denoiser_record(model: EDMDenoiser) -> dict[str, Any]:
-    """What a denoiser file holds: kind, architecture, ``sigma_data`` and the parameters."""
-    cfg = asdict(model.net.cfg)
-    cfg["channels"] = list(cfg["channels"])
-    return {"kind": DENOISER_KIND, "unet": cfg, "sigma_data": model.sigma_data, "state_dict": model.state_dict()}
+    """What a denoiser file holds: kind, architecture (``unet``: uni3d's UNet, or ``edm_net``: an EDM network
+    from :mod:`uni3d.images.edm_nets`), preconditioning, ``sigma_data`` and the parameters."""
+    record: dict[str, Any] = {"kind": DENOISER_KIND, "sigma_data": model.sigma_data}
+    if isinstance(model.net.cfg, EDMNetConfig):
+        record["edm_net"] = model.net.cfg.as_dict()
+    else:
+        cfg = asdict(model.net.cfg)
+        cfg["channels"] = list(cfg["channels"])
+        record["unet"] = cfg
+    if model.precond != EDM:
+        record["precond"] = model.precond.as_dict()
+    return {**record, "state_dict": model.state_dict()}
 
 
 def denoiser_from_record(record: dict[str, Any], source: str | Path) -> EDMDenoiser:
     """Rebuild an :class:`EDMDenoiser` from :func:`denoiser_record`'s mapping."""
     if record.get("kind") != DENOISER_KIND:
         raise UsageError(f"{source} is not a uni3d denoiser file (kind {record.get('kind')!r})")
-    model = EDMDenoiser.build(UNetConfig.from_dict(record["unet"]), float(record["sigma_data"]))
+    precond = Precond(**record["precond"]) if "precond" in record else EDM
+    if "edm_net" in record:
+        net: Any = build_edm_net(EDMNetConfig(record["edm_net"]["arch"], dict(record["edm_net"]["kwargs"])))
+    else:
+        net = UNet(UNetConfig.from_dict(record["unet"]))
+    model = EDMDenoiser(net, float(record["sigma_data"]), precond)
     model.load_state_dict(record["state_dict"])
     return model.requires_grad_(False).eval()
 
@@ -93,8 +108,19 @@ def image_grid_png(path: str | Path, images: Tensor, columns: int = 10) -> Path:
     return atomic_write(path, iio.imwrite("<bytes>", sheet.permute(1, 2, 0).numpy(), extension=".png"))
 
 
-def check_resumable(saved: dict[str, Any], new: dict[str, Any], out: Path, allowed: Sequence[str]) -> None:
-    """A one-line error naming every setting that differs from the saved run, except those in ``allowed``."""
+def check_resumable(
+    saved: dict[str, Any],
+    new: dict[str, Any],
+    out: Path,
+    allowed: Sequence[str],
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """A one-line error naming every setting that differs from the saved run, except those in ``allowed``.
+
+    A setting missing from ``saved`` (added to the config after the run was made) counts as its value in
+    ``defaults``: the run was made with the behaviour that default keeps.
+    """
+    saved = {**(defaults or {}), **saved}
     diff = [k for k in new if k not in allowed and saved.get(k) != new[k]]
     if diff:
         raise UsageError(

@@ -3,7 +3,7 @@
 from uni3d.losses.divergences import NAMED as NAMED_DIVERGENCES
 from uni3d.losses.divergences import Divergence, get_divergence
 from uni3d.losses.fake_score import fake_score_loss
-from uni3d.losses.forms import expanded_loss, integral_loss, sid_loss
+from uni3d.losses.forms import EXPANDED_TERMS, expanded_loss, expanded_terms, integral_loss, sid_loss
 from uni3d.losses.generator import generator_loss, regression_loss
 from uni3d.losses.presets import PRESET_NAMES, Preset, get_preset
 from uni3d.losses.ratio import RatioEstimate, discriminator_loss, generator_gan_loss, ratio_from_logits
@@ -18,7 +18,9 @@ __all__ = [
     "RatioEstimate",
     "data_weight",
     "discriminator_loss",
+    "EXPANDED_TERMS",
     "expanded_loss",
+    "expanded_terms",
     "fake_score_loss",
     "generator_gan_loss",
     "generator_loss",

@@ -46,6 +46,42 @@ def integral_loss(
     return batch_dot((coef * y).detach(), x_t.to(dt))
 
 
+EXPANDED_TERMS: tuple[str, ...] = ("sim", "ratio_motion", "di", "fgm")
+"""The four terms of the expanded form, in the order of :func:`expanded_loss`'s docstring."""
+
+
+def expanded_terms(
+    x0: Tensor,
+    x_t: Tensor,
+    sigma: Tensor,
+    d_real: Tensor,
+    d_fake: Tensor,
+    divergence: Divergence,
+    log_r: Tensor | None = None,
+    ratio_moves: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """The four per-sample terms ``[B]`` of :func:`expanded_loss` (unweighted), by name (:data:`EXPANDED_TERMS`).
+
+    Their sum is the loss; apart, each term's gradient shows which part of the expanded form drives a run.
+    """
+    dt = compute_dtype(x_t)
+    s2 = per_sample(sigma, x_t).pow(2)
+    y = (d_fake.to(dt) - d_real.to(dt)) / s2
+    c_minus_sp = (x0.to(dt) - d_fake.to(dt)) / s2
+    inner = batch_dot(y, c_minus_sp)
+    y_sq = y.flatten(1).pow(2).sum(1)
+    r = _ratio(log_r, x_t)
+    moves = torch.ones_like(r) if ratio_moves is None else ratio_moves.detach().to(r)
+    h, rh1, r2h2 = divergence.h(r), moves * divergence.rh_prime(r), moves * divergence.r2_h2(r)
+    x_live = x_t.to(dt)
+    return {
+        "sim": 2 * h * inner,
+        "ratio_motion": batch_dot((per_sample(-2 * rh1 * inner, x_t) * y).detach(), x_live),
+        "di": batch_dot((per_sample(r2h2 * y_sq, x_t) * y).detach(), x_live),
+        "fgm": (h - rh1) * y_sq,
+    }
+
+
 def expanded_loss(
     x0: Tensor,
     x_t: Tensor,
@@ -55,6 +91,7 @@ def expanded_loss(
     divergence: Divergence,
     log_r: Tensor | None = None,
     weight: Tensor | float = 1.0,
+    ratio_moves: Tensor | None = None,
 ) -> Tensor:
     """Expanded form (section 4), all four terms; exact gradient of ``w E_p[h(r) ||s_p - s_q||^2]``.
 
@@ -66,19 +103,14 @@ def expanded_loss(
           + sg(-2 r h' inner y) . x_t          # the ratio moves with x_t: grad log r = -y
           + sg(r^2 h'' ||y||^2 y) . x_t        # DI term
           + sg(h - r h') ||y||^2               # FGM term
+
+    ``ratio_moves`` (bool ``[B]``, default all true) marks the samples whose ``log r`` is the head's own
+    estimate. Where it is false (the logit was clamped or non-finite, :class:`~uni3d.losses.RatioEstimate`)
+    the ratio used is a constant, so ``h(r)`` does not move with ``x_t``: ``h'`` and ``h''`` are zero there and
+    the sample gets ``2 h inner + h ||y||^2``, the exact gradient of ``w E_p[h(clamp r) ||s_p - s_q||^2]``.
     """
-    dt = compute_dtype(x_t)
-    s2 = per_sample(sigma, x_t).pow(2)
-    y = (d_fake.to(dt) - d_real.to(dt)) / s2
-    c_minus_sp = (x0.to(dt) - d_fake.to(dt)) / s2
-    inner = batch_dot(y, c_minus_sp)
-    y_sq = y.flatten(1).pow(2).sum(1)
-    r = _ratio(log_r, x_t)
-    sim = 2 * divergence.h(r) * inner
-    fgm = divergence.h_minus_rh_prime(r) * y_sq
-    linear = per_sample(-2 * divergence.rh_prime(r) * inner + divergence.r2_h2(r) * y_sq, x_t) * y
-    moving = batch_dot(linear.detach(), x_t.to(dt))
-    return sample_weight(weight, x_t) * (sim + moving + fgm)
+    terms = expanded_terms(x0, x_t, sigma, d_real, d_fake, divergence, log_r, ratio_moves)
+    return sample_weight(weight, x_t) * sum(terms.values())
 
 
 def sid_loss(

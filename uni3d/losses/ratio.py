@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +21,18 @@ class RatioEstimate:
     log_r: Tensor
     n_clamped: int
     n_nonfinite: int
+    moves: Tensor
+    """Bool ``[B]``: ``log r`` is the head's own (finite, unclamped) estimate, so it moves with ``x_t``."""
 
     @property
     def r(self) -> Tensor:
         return self.log_r.exp()
+
+    def count_into(self, counters: Any) -> None:
+        """Add this batch to a pipeline's ``ratio_clamped`` / ``ratio_nonfinite`` / ``ratio_evaluations`` counters."""
+        counters.ratio_clamped += self.n_clamped
+        counters.ratio_nonfinite += self.n_nonfinite
+        counters.ratio_evaluations += self.log_r.shape[0]
 
 
 def ratio_from_logits(logits: Tensor, clamp: float = 5.0) -> RatioEstimate:
@@ -31,8 +40,9 @@ def ratio_from_logits(logits: Tensor, clamp: float = 5.0) -> RatioEstimate:
     logits = logits.detach().float().flatten()
     finite = torch.isfinite(logits)
     safe = torch.where(finite, logits, torch.zeros_like(logits))
-    n_clamped = int((finite & (safe.abs() > clamp)).sum())
-    return RatioEstimate(safe.clamp(-clamp, clamp), n_clamped, int((~finite).sum()))
+    inside = finite & (safe.abs() <= clamp)
+    n_clamped = int((finite & ~inside).sum())
+    return RatioEstimate(safe.clamp(-clamp, clamp), n_clamped, int((~finite).sum()), inside)
 
 
 def discriminator_loss(logit_real: Tensor, logit_fake: Tensor) -> Tensor:

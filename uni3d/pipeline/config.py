@@ -68,6 +68,9 @@ class GenerateConfig:
     :data:`T_MIN`, or :data:`T_MIN_RATIO` for ratio-weighted presets. The LoRA fake score trains on
     ``t ~ U[lora_t_min, lora_t_max] T``. ``render_size=None`` resolves to the prior's image side (capped at
     :data:`MAX_RENDER_SIZE`). ``light="world"`` is the embedded prior's key light; ``"camera"`` a headlight.
+    ``grid_min_density``: occupancy-grid cells with a lower density are skipped by the ray marcher (and the
+    mesh export); 1.0 prunes the initial blob's thin halo (density ``e^-1``), so only the blob itself is
+    marched at first (``None``: nerfacc's threshold of 0.01 on ``sigma dt``, which prunes nothing here).
     """
 
     prompt: str
@@ -95,6 +98,7 @@ class GenerateConfig:
     grid_resolution: int = 32
     render_steps: int = 64
     grid_every: int = 16
+    grid_min_density: float | None = 1.0
     start_levels: int = 2
     lr: float = 1e-2
     lr_warmup_steps: int = 20
@@ -146,6 +150,7 @@ class GenerateConfig:
             )
             >= 1,
             "render_size 16-1024": self.render_size is None or 16 <= self.render_size <= 1024,
+            "grid_min_density > 0": self.grid_min_density is None or self.grid_min_density > 0,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:

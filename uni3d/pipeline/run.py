@@ -4,7 +4,9 @@ Run folder (every file written atomically): ``config.json`` (resolved settings),
 ``checkpoint_every`` steps and at the end of training; the same command resumes from it), ``previews/step_*.png``
 (4 orbit views every ``preview_every`` steps), then ``model.glb``, ``model_vertex_color.glb``, ``model.obj``
 (+ ``.mtl`` + texture PNG), ``turntable.mp4`` (or ``.gif``), ``contact_sheet.png`` and, last, ``metrics.json``
-with ``"status": "done"`` (its presence marks a finished run).
+with ``"status": "done"`` (its presence marks a finished run). A run stopped by ``should_stop`` saves its checkpoint,
+exports the partial asset all the same and writes ``"status": "cancelled"`` with ``cancelled_at_step``: the same
+command then resumes it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ RESUMABLE_CHANGES = frozenset(
 """Settings a resumed run may change (the rest must equal the checkpoint's)."""
 Callback = Callable[[int, StepStats], None]
 """``callback(step, stats)`` after every completed step (progress bars, the app, tests)."""
+StopCheck = Callable[[], bool]
+"""``should_stop()`` after every completed step (and its callback): ``True`` ends training there (a clean cancel)."""
 
 
 def resolve_device(name: str) -> str:
@@ -95,8 +99,13 @@ def generate(
     progress: bool = True,
     callback: Callback | None = None,
     log: Callable[[str], None] = lambda _: None,
+    should_stop: StopCheck | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume, or return the finished) ``cfg`` in ``out``; returns the metrics (also ``metrics.json``)."""
+    """Run (or resume, or return the finished) ``cfg`` in ``out``; returns the metrics (also ``metrics.json``).
+
+    ``should_stop`` returning ``True`` after step ``k`` stops training there: the checkpoint is saved, the partial
+    asset exported and ``metrics.json`` says ``"status": "cancelled"``, ``"cancelled_at_step": k``.
+    """
     out = Path(out)
     finished = finished_metrics(cfg, out)
     if finished is not None:
@@ -118,8 +127,8 @@ def generate(
     resumed_from = trainer.step
     if state is not None:
         log(f"resuming {out} from step {trainer.step}")
-    seconds = _train(trainer, out, config, seconds, progress, callback)
-    return _finish(trainer, out, resumed_from, seconds)
+    seconds = _train(trainer, out, config, seconds, progress, callback, should_stop)
+    return _finish(trainer, out, resumed_from, seconds, cancelled=trainer.step < resolved.steps)
 
 
 def _train(
@@ -129,9 +138,10 @@ def _train(
     seconds: float,
     progress: bool,
     callback: Callback | None,
+    should_stop: StopCheck | None = None,
 ) -> float:
-    """The loop: steps with rollback, checkpoints, previews; a final checkpoint when training ends. Returns the
-    training seconds (this call's plus those before the checkpoint it resumed from)."""
+    """The loop: steps with rollback, checkpoints, previews; a final checkpoint when training ends or is stopped.
+    Returns the training seconds (this call's plus those before the checkpoint it resumed from)."""
     cfg = trainer.cfg
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc=cfg.preset, disable=not progress, leave=False)
     start = time.perf_counter() - seconds
@@ -147,15 +157,20 @@ def _train(
             step = trainer.step
             if step % cfg.preview_every == 0:
                 contact_sheet(trainer.preview().numpy(), out / "previews" / f"step_{step:06d}.png", columns=4)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            saved = step % cfg.checkpoint_every == 0 or step == cfg.steps
+            if saved:
                 _save_checkpoint(out / "checkpoint.pt", trainer, config, time.perf_counter() - start)
             if callback is not None:
                 callback(step, stats)
+            if step < cfg.steps and should_stop is not None and should_stop():
+                if not saved:
+                    _save_checkpoint(out / "checkpoint.pt", trainer, config, time.perf_counter() - start)
+                break
     return time.perf_counter() - start
 
 
-def _finish(trainer: TextTo3D, out: Path, resumed_from: int, seconds: float) -> dict[str, Any]:
-    """Export the asset and write ``metrics.json`` last."""
+def _finish(trainer: TextTo3D, out: Path, resumed_from: int, seconds: float, cancelled: bool = False) -> dict[str, Any]:
+    """Export the asset and write ``metrics.json`` last (status ``cancelled`` when training stopped early)."""
     cfg, ex = trainer.cfg, trainer.cfg.export
     if not trainer.field_is_finite():
         raise NonFiniteError("the field has non-finite parameters; refusing to export")
@@ -181,7 +196,8 @@ def _finish(trainer: TextTo3D, out: Path, resumed_from: int, seconds: float) -> 
     losses = trainer.losses
     tail = losses[-20:]
     metrics = {
-        "status": "done",
+        "status": "cancelled" if cancelled else "done",
+        **({"cancelled_at_step": trainer.step} if cancelled else {}),
         "prompt": cfg.prompt,
         "preset": cfg.preset,
         "prior": cfg.prior,

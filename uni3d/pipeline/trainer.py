@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from uni3d.losses import (
+    RatioEstimate,
     discriminator_loss,
     fake_score_loss,
     generator_loss,
@@ -123,6 +124,7 @@ class TextTo3D:
             shading=cfg.shading,
             grid_resolution=cfg.grid_resolution,
             render_steps=cfg.render_steps,
+            grid_min_density=cfg.grid_min_density,
         ).to(self.device)
         light = torch.nn.functional.normalize(torch.tensor(LIGHT_DIR), dim=0).to(self.device)
         self.light = light if cfg.light == "world" else None
@@ -180,14 +182,12 @@ class TextTo3D:
             rgb = F.interpolate(rgb, size=(self.prior_size, self.prior_size), mode="bilinear", align_corners=False)
         return rgb, out.opacity, out.normal, dirs
 
-    def _log_ratio(self, features: Tensor, sigma: Tensor) -> Tensor:
+    def _log_ratio(self, features: Tensor, sigma: Tensor) -> RatioEstimate:
         assert self.head is not None
         with torch.no_grad():
             est = ratio_from_logits(self.head(features, sigma), self.cfg.ratio_clamp)
-        self.counters.ratio_clamped += est.n_clamped
-        self.counters.ratio_nonfinite += est.n_nonfinite
-        self.counters.ratio_evaluations += len(sigma)
-        return est.log_r
+        est.count_into(self.counters)
+        return est
 
     def _ratio_step(self, fake_features: Tensor, sigma: Tensor) -> float:
         """Balanced BCE: real = bank latents noised at ``sigma`` (their own views), fake = the generator's."""
@@ -249,8 +249,8 @@ class TextTo3D:
                 with frozen(self.fake):
                     d_fake = self.fake.denoise(x_in, sigma, cond, camera_condition(c2w))
                 features = self.fake.mid_features
-        log_r = self._log_ratio(features, sigma) if self.head is not None and features is not None else None
-        loss = generator_loss(self.preset, x0=x0, x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, log_r=log_r)
+        ratio = self._log_ratio(features, sigma) if self.head is not None and features is not None else None
+        loss = generator_loss(self.preset, x0=x0, x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio=ratio)
         loss = loss.mean()
         reg = regularizers(c, opacity, normal, dirs)
         total = loss + reg

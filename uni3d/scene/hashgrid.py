@@ -101,7 +101,9 @@ class TorchHashGrid(nn.Module):
     def n_output_dims(self) -> int:
         return self.cfg.n_output_dims
 
-    def _encode_eager(self, x01: torch.Tensor) -> torch.Tensor:
+    def _corners(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Table rows ``(N, L, 8)`` of the 8 corners, their trilinear weights ``(N, L, 8)`` and the per-axis
+        weight factors ``w (N, L, 3, 2)`` (``1 - frac``, ``frac``) the weights are products of."""
         n, n_levels = x01.shape[0], self.cfg.n_levels
         pos = x01.clamp(0.0, 1.0).unsqueeze(1) * self.scale.view(1, -1, 1) + 0.5  # (N, L, 3)
         base = pos.floor()
@@ -109,20 +111,53 @@ class TorchHashGrid(nn.Module):
         grid = base.to(torch.int32)
         shape = [(n, n_levels, 2, 1, 1), (n, n_levels, 1, 2, 1), (n, n_levels, 1, 1, 2)]
         stride = self.stride.view(1, -1, 1)
-        lin, hashed, weight = 0, 0, 1
+        lin, hashed, weight, factors = 0, 0, 1, []
         for d in range(3):
             v = torch.stack([grid[..., d], grid[..., d] + 1], -1)  # (N, L, 2) the two corners along axis d
             lin = lin + (v * stride**d).view(shape[d])
             hashed = hashed ^ (v * _PRIMES[d]).view(shape[d])
             w = torch.stack([1 - frac[..., d], frac[..., d]], -1)
+            factors.append(w)
             weight = weight * w.view(shape[d])
         idx = torch.where(self.dense.view(1, -1, 1, 1, 1), lin, hashed).view(n, n_levels, 8)
         idx = idx.remainder(self.level_size.view(1, -1, 1)) + self.level_offset.view(1, -1, 1)
+        return idx, weight.reshape(n, n_levels, 8), torch.stack(factors, 2)
+
+    def _encode_eager(self, x01: torch.Tensor) -> torch.Tensor:
+        idx, weight, _ = self._corners(x01)
+        n, n_levels = idx.shape[:2]
         feats = _Gather.apply(self.table, idx.reshape(-1).long()).view(n, n_levels, 8, -1)
-        return (feats * weight.view(n, n_levels, 8, 1)).sum(2).reshape(n, -1)
+        return (feats * weight.unsqueeze(-1)).sum(2).reshape(n, -1)
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         return self._encode(x01)
+
+    def forward_with_jacobian(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(N, L * F)`` and their analytic spatial Jacobian ``d feats / d x01`` ``(N, L * F, 3)``.
+
+        The trilinear weight of corner ``c`` is ``prod_d w_d(c_d)`` with ``w_d = 1 - frac_d`` or ``frac_d`` and
+        ``d frac_d / d x01_d = s_l``, so ``d weight / d x01_d = +-s_l prod_{e != d} w_e``; both outputs come from
+        one table gather and stay differentiable in the table (no double backward; zero outside ``[0, 1]``
+        where the position is clamped).
+        """
+        idx, weight, w = self._corners(x01)
+        n, n_levels = idx.shape[:2]
+        feats = _Gather.apply(self.table, idx.reshape(-1).long()).view(n, n_levels, 8, -1)
+        sign = torch.tensor([-1.0, 1.0], dtype=w.dtype, device=w.device)
+        wx, wy, wz = w[:, :, 0], w[:, :, 1], w[:, :, 2]  # (N, L, 2) each
+        outer = "nli,nlj,nlk->nlijk"
+        dw = torch.stack(
+            [
+                torch.einsum(outer, sign.expand_as(wx), wy, wz),
+                torch.einsum(outer, wx, sign.expand_as(wy), wz),
+                torch.einsum(outer, wx, wy, sign.expand_as(wz)),
+            ],
+            -1,
+        ).reshape(n, n_levels, 8, 3) * self.scale.view(1, -1, 1, 1)
+        inside = ((x01 >= 0) & (x01 <= 1)).to(x01.dtype).view(n, 1, 1, 3)
+        jac = torch.einsum("nlcf,nlcd->nlfd", feats, dw * inside)
+        out = (feats * weight.unsqueeze(-1)).sum(2)
+        return out.reshape(n, -1), jac.reshape(n, -1, 3)
 
 
 class TcnnHashGrid(nn.Module):

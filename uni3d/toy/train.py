@@ -20,6 +20,7 @@ from uni3d.diffusion.edm import heun_sample, lognormal_sigma
 from uni3d.io import save_json
 from uni3d.losses import (
     Preset,
+    RatioEstimate,
     discriminator_loss,
     fake_score_loss,
     generator_loss,
@@ -124,13 +125,11 @@ class Distiller:
         loss.backward()
         self.opt_r.step()
 
-    def _log_ratio(self, x_t: Tensor, sigma: Tensor) -> Tensor:
+    def _log_ratio(self, x_t: Tensor, sigma: Tensor) -> RatioEstimate:
         with torch.no_grad():
             est = ratio_from_logits(self.ratio(x_t, sigma), self.cfg.ratio_clamp)
-        self.counters.ratio_clamped += est.n_clamped
-        self.counters.ratio_nonfinite += est.n_nonfinite
-        self.counters.ratio_evaluations += x_t.shape[0]
-        return est.log_r
+        est.count_into(self.counters)
+        return est
 
     def _denoisers(self, x_t: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(D_q, D_p)`` at ``x_t``: live input (frozen parameters) for the expanded/SiD forms, else no grad."""
@@ -147,8 +146,8 @@ class Distiller:
         sigma = self._gen_sigma(x0.shape[0])
         x_t = x0 + sigma[:, None] * self._randn(x0.shape[0])
         d_real, d_fake = self._denoisers(x_t, sigma)
-        log_r = self._log_ratio(x_t.detach(), sigma) if self.preset.uses_ratio else None
-        loss = generator_loss(self.preset, x0=x0, x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, log_r=log_r)
+        ratio = self._log_ratio(x_t.detach(), sigma) if self.preset.uses_ratio else None
+        loss = generator_loss(self.preset, x0=x0, x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio=ratio)
         loss = loss.mean()
         if self.pairs is not None:
             idx = torch.randint(self.pairs[0].shape[0], (x0.shape[0],), generator=self.gen)

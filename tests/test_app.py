@@ -1,0 +1,151 @@
+"""The web app's parts without a server: input validation, run folders, gallery listing, priors, status lines, and
+the job runner's progress and cancel bridge on a tiny random prior."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from uni3d.app.jobs import Job, JobBoard, JobState, PriorCache
+from uni3d.app.priors import find_priors
+from uni3d.app.runs import list_runs, obj_zip, run_result
+from uni3d.app.settings import MAX_PROMPT_CHARS, AppInputs, build_config, run_folder
+from uni3d.app.view import duration, enlarged, error_html, status_html, thumbnail
+from uni3d.errors import UsageError
+from uni3d.pipeline.config import EMBEDDED_PRIOR, GenerateConfig
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"prompt": "   "}, "prompt is empty"),
+        ({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, f"at most {MAX_PROMPT_CHARS}"),
+        ({"negative_prompt": "y" * (MAX_PROMPT_CHARS + 1)}, "negative prompt has"),
+        ({"steps": 0}, "steps must be from 1 to 5000"),
+        ({"steps": 2.5}, "steps must be a whole number"),
+        ({"seed": None}, "seed must be a number"),
+        ({"mc_resolution": 8}, "mc resolution must be from 16"),
+        ({"guidance_scale": float("nan")}, "guidance scale must be a number"),
+        ({"preset": "nope"}, "unknown preset"),
+        ({"preset": "dmd"}, "teacher ODE samples"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(changes: dict, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle) as err:
+        build_config(AppInputs(**{"prompt": "a red cube", **changes}))
+    assert "\n" not in str(err.value)
+    assert "<b>Error:</b>" in error_html(str(err.value)) and "&lt;" in error_html("<script>")
+
+
+def test_inputs_become_a_config_and_a_stable_run_folder(tmp_path: Path) -> None:
+    cfg = build_config(AppInputs("  a   red cube ", steps=4.0, render_size=0, mc_resolution=32, texture_size=64))
+    assert cfg.prompt == "a red cube" and cfg.steps == 4 and isinstance(cfg.steps, int)
+    assert cfg.render_size is None and cfg.export.mc_resolution == 32 and cfg.prior == EMBEDDED_PRIOR
+    folder = run_folder(tmp_path, cfg)
+    assert folder.parent == tmp_path and folder.name.startswith("a-red-cube-")
+    assert run_folder(tmp_path, build_config(AppInputs("a red cube", steps=4, preview_every=3, mc_resolution=32,
+                                                       texture_size=64))) == folder  # fmt: skip
+    assert run_folder(tmp_path, build_config(AppInputs("a red cube", steps=5))) != folder
+
+
+def _fake_run(folder: Path, status: str = "done", prompt: str = "a red cube") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "material_0.png").write_bytes(b"png")
+    (folder / "model.mtl").write_text("newmtl material_0\nmap_Kd material_0.png\n")
+    (folder / "model.obj").write_text("mtllib model.mtl\nv 0 0 0\n")
+    (folder / "model.glb").write_bytes(b"glTF")
+    (folder / "preview.png").write_bytes(b"png")
+    metrics = {"status": status, "prompt": prompt, "preset": "sds", "steps": 3, "cancelled_at_step": 3}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_runs_are_listed_newest_first_with_an_obj_zip(tmp_path: Path) -> None:
+    old = _fake_run(tmp_path / "old", prompt="a blue sphere")
+    time.sleep(0.02)
+    new = _fake_run(tmp_path / "new", status="cancelled")
+    (tmp_path / "running").mkdir()  # no metrics.json yet: not listed
+    runs = list_runs(tmp_path)
+    assert [r.folder for r in runs] == [new, old]
+    assert runs[0].caption() == "a red cube · sds · 3 steps (cancelled)"
+    assert runs[0].obj_zip is None  # listing writes nothing
+    result = run_result(new)
+    assert result is not None and result.obj_zip == obj_zip(new)
+    with zipfile.ZipFile(result.obj_zip) as zf:
+        assert sorted(zf.namelist()) == ["material_0.png", "model.mtl", "model.obj"]
+    assert result.downloads == [str(new / "model.glb"), str(new / "model_obj.zip")]
+    assert list_runs(tmp_path / "missing") == []
+
+
+def test_priors_are_found_locally(tmp_path: Path) -> None:
+    snap = tmp_path / "cache" / "models--org--tiny-sd" / "snapshots" / "abcdef123456"
+    snap.mkdir(parents=True)
+    (snap / "model_index.json").write_text("{}")
+    extra = tmp_path / "mine" / "sd"
+    extra.mkdir(parents=True)
+    (extra / "model_index.json").write_text("{}")
+    (tmp_path / "mine" / "not-a-prior").mkdir()
+    found = find_priors([tmp_path / "mine"], cache=tmp_path / "cache")
+    assert found[0][1] == EMBEDDED_PRIOR
+    assert (str(extra), str(extra)) in found and ("org/tiny-sd (abcdef12)", str(snap)) in found
+    assert len(found) == len({v for _, v in found})
+
+
+def test_status_line_shows_step_eta_and_outcome(tmp_path: Path) -> None:
+    state = JobState("training", tmp_path, steps=200, step=50, seconds_per_step=1.5, eta_seconds=225, elapsed=80)
+    line = status_html(state)
+    assert 'value="50"' in line and "step 50 / 200" in line and "1.50 s/step" in line and "ETA 3 min 45 s" in line
+    done = JobState("cancelled", tmp_path, steps=200, step=50, metrics={"status": "cancelled", "cancelled_at_step": 50})
+    assert "cancelled at step 50" in status_html(done) and "resume" in status_html(done)
+    assert "boom" in status_html(JobState("failed", tmp_path, steps=1, message="boom"))
+    assert duration(None) == "?" and duration(59.6) == "1 min 00 s" and duration(3) == "3 s"
+    Image.new("RGB", (128, 32)).save(tmp_path / "sheet.png")
+    assert enlarged(tmp_path / "sheet.png").size == (512, 128) and enlarged(None) is None
+    assert thumbnail(tmp_path / "sheet.png").size == (192, 192)
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory: pytest.TempPathFactory):
+    from uni3d.prior.stable_diffusion import StableDiffusionPrior
+    from uni3d.prior.tiny import build_tiny_pipeline
+
+    folder = build_tiny_pipeline(tmp_path_factory.mktemp("prior") / "tiny-sd", seed=0, sample_size=8)
+    return folder, StableDiffusionPrior.from_pretrained(folder)
+
+
+def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp_path: Path) -> None:
+    folder, prior = tiny_prior
+    export = {"iso_level": 5.0, "mc_resolution": 32, "max_faces": 2000, "texture_size": 64, "turntable_frames": 4,
+              "turntable_size": 16}  # fmt: skip
+    small = {"grid_resolution": 16, "render_steps": 32, "preview_every": 1, "export": export}
+    cfg = GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(folder), "steps": 400, **small})
+    loads: list[str] = []
+    cache = PriorCache(lambda c: loads.append(c.prior) or prior)
+    board = JobBoard()
+    job = Job(cfg, tmp_path / "run", cache)
+    board.add("session", job)
+    assert not board.cancel("someone else")
+    job.start()
+    deadline = time.monotonic() + 120
+    while job.snapshot().step < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = job.snapshot()
+    assert state.phase == "training" and state.seconds_per_step is not None and state.eta_seconds is not None
+    assert board.cancel("session") and job.wait(120)
+    state = job.snapshot()
+    assert state.phase == "cancelled" and state.metrics is not None, state
+    k = state.metrics["cancelled_at_step"]
+    assert 2 <= k < 400 and state.step == k and (tmp_path / "run" / "model.glb").is_file()
+    assert (tmp_path / "run" / "previews" / "step_000001.png").is_file()
+
+    again = Job(GenerateConfig.from_dict({**cfg.as_dict(), "steps": k + 1}), tmp_path / "run", cache).start()
+    assert again.wait(120) and again.snapshot().phase == "done" and again.snapshot().resumed_from == k
+    assert loads == [str(folder)]  # the prior is loaded once
+
+    bad = Job(GenerateConfig.from_dict({**cfg.as_dict(), "preset": "vsd"}), tmp_path / "run", cache).start()
+    assert bad.wait(60) and bad.snapshot().phase == "failed" and "other settings" in bad.snapshot().message

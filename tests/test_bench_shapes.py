@@ -1,0 +1,135 @@
+"""``uni3d bench shapes``: the metrics on known meshes, and a 2-step benchmark on a tiny prior writes its files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from uni3d.bench.shapes import (
+    classify_shape,
+    colour_scores,
+    nearest_colour,
+    parse_target,
+    primitive_mesh,
+    run_bench,
+    shape_chamfer,
+    summarise,
+)
+from uni3d.prior.primitives import COLOURS, CUBE_HALF, SPHERE_RADIUS
+
+
+def _coloured(mesh: trimesh.Trimesh, rgb: tuple[float, float, float]) -> trimesh.Trimesh:
+    out = mesh.copy()
+    rgba = np.tile(np.array([*np.round(np.asarray(rgb) * 255), 255], np.uint8), (len(out.vertices), 1))
+    out.visual = trimesh.visual.ColorVisuals(out, vertex_colors=rgba)
+    return out
+
+
+def test_parse_target() -> None:
+    assert parse_target("a red cube") == parse_target("a red cube")
+    t = parse_target("an orange cone")
+    assert (t.shape, t.colour, t.specified) == ("cone", "orange", True)
+    assert parse_target("a cube").colour is None and not parse_target("a cube").specified
+    assert parse_target("a red object").shape is None
+    assert parse_target("a gray torus").colour == "grey"
+
+
+def test_true_primitives_have_the_dataset_sizes() -> None:
+    cube = primitive_mesh("cube")
+    assert np.allclose(cube.bounds, [[-CUBE_HALF] * 3, [CUBE_HALF] * 3], atol=0.02)
+    sphere = primitive_mesh("sphere")
+    assert np.allclose(np.linalg.norm(sphere.vertices, axis=1), SPHERE_RADIUS, atol=0.01)
+
+
+def test_chamfer_is_zero_for_the_true_shape_and_clearly_more_for_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("uni3d.bench.shapes.YAW_STEPS", 3)  # turns of 0, 30, 60 degrees: enough here, 4x faster
+    box = trimesh.creation.box(extents=[2 * CUBE_HALF] * 3)
+    assert shape_chamfer(box, "cube") < 0.01
+    turned = box.copy()
+    turned.apply_transform(trimesh.transformations.rotation_matrix(np.radians(30), [0, 1, 0]))
+    assert shape_chamfer(turned, "cube") < 0.01  # a turn about the vertical axis is not an error
+    ball = trimesh.creation.icosphere(subdivisions=4, radius=SPHERE_RADIUS)
+    assert shape_chamfer(ball, "sphere") < 0.01
+    # a sphere (r 0.5) and the cube (half side 0.4) are close: about 3 % of the diagonal apart, 4x the sampling floor
+    floor = max(shape_chamfer(box, "cube"), shape_chamfer(ball, "sphere"))
+    assert shape_chamfer(ball, "cube") > 3 * floor and shape_chamfer(box, "sphere") > 3 * floor
+    assert classify_shape(box)[0] == "cube" and classify_shape(ball)[0] == "sphere"
+    bigger = box.copy()
+    bigger.apply_scale(1.5)
+    assert shape_chamfer(bigger, "cube") > 0.05  # size counts
+
+
+def test_colour_classification_and_error() -> None:
+    box = trimesh.creation.box(extents=[0.8] * 3)
+    for name, rgb in COLOURS.items():
+        assert nearest_colour(rgb) == name
+    red = colour_scores(_coloured(box, COLOURS["red"]), "red")
+    assert red["colour_pred"] == "red" and red["right_colour"] and red["colour_error"] < 0.01
+    blue = colour_scores(_coloured(box, COLOURS["blue"]), "red")
+    assert blue["colour_pred"] == "blue" and not blue["right_colour"] and blue["colour_error"] > 0.5
+
+
+def test_summary_counts_distinct_shapes_and_colours() -> None:
+    base = {"steps": 2, "preset": "sds", "status": "done", "wall_seconds": 1.0, "cpu_seconds": 1.0}
+    rows = [
+        {**base, "prompt": "a cube", "seed": 0, "shape_pred": "cube", "colour_pred": "red"},
+        {**base, "prompt": "a cube", "seed": 1, "shape_pred": "cube", "colour_pred": "blue"},
+        {**base, "prompt": "a cube", "seed": 2, "shape_pred": "sphere", "colour_pred": "blue"},
+    ]
+    (div,) = summarise(rows)["diversity"]
+    assert (div["seeds"], div["distinct_shapes"], div["distinct_colours"]) == (3, 2, 2)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    from uni3d.prior.stable_diffusion import StableDiffusionPrior
+    from uni3d.prior.tiny import build_tiny_pipeline
+
+    folder = build_tiny_pipeline(tmp_path_factory.mktemp("prior") / "tiny-sd", seed=0, sample_size=8)
+    return folder, StableDiffusionPrior.from_pretrained(folder)
+
+
+def test_two_step_bench_writes_json_docs_and_resumes(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("uni3d.bench.shapes.YAW_STEPS", 2)
+    monkeypatch.setattr("uni3d.bench.shapes.N_POINTS", 2000)
+    folder, prior = tiny
+    settings = {
+        "prior": str(folder),
+        "steps": 2,
+        "grid_resolution": 16,
+        "render_steps": 32,
+        "preview_every": 100,
+        "export": {
+            "iso_level": 5.0,
+            "mc_resolution": 32,
+            "max_faces": 2000,
+            "texture_size": 32,
+            "turntable_frames": 2,
+            "turntable_size": 16,
+        },
+    }
+    docs = tmp_path / "docs"
+    lines: list[str] = []
+    args = (["a red cube", "a cube"], ["sds"], settings, 2, tmp_path / "runs", docs, prior, lines.append)
+    rows = run_bench(*args, command="uni3d bench shapes --steps 2")
+    assert [(r["prompt"], r["seed"], r["status"]) for r in rows] == [
+        ("a red cube", 0, "done"),
+        ("a cube", 0, "done"),
+        ("a cube", 1, "done"),
+    ]
+    saved = json.loads((docs / "benchmarks" / "shapes.json").read_text())
+    assert len(saved["rows"]) == 3 and saved["summary"]["accuracy"][0]["prompts"] == 1
+    assert saved["summary"]["diversity"][0]["seeds"] == 2
+    red = saved["rows"][0]
+    assert red["chamfer"] >= 0 and red["colour_pred"] and red["wall_seconds"] > 0 and red["cpu_seconds"] > 0
+    text = (docs / "benchmarks.md").read_text()
+    assert "<!-- shapes:begin -->" in text and "a red cube" in text
+    assert (docs / "benchmarks" / "shapes" / "contact_sheet.png").is_file()
+    assert "`uni3d bench shapes --steps 2`" in text and saved["invocations"][0]["runs"] == 3
+    again = run_bench(*args, command="uni3d bench shapes --steps 2")
+    assert len(again) == 3 and "0 runs to do" in lines[-1]
+    assert json.loads((docs / "benchmarks" / "shapes.json").read_text())["invocations"][1]["runs"] == 0

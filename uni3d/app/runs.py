@@ -1,0 +1,103 @@
+"""Run folders as the page shows them: a finished (or cancelled) run's files, the OBJ zip, the gallery listing."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from uni3d.io import atomic_write
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The files of one run folder that the page shows (``None``: not written)."""
+
+    folder: Path
+    metrics: dict[str, Any]
+    glb: Path | None
+    video: Path | None
+    preview: Path | None
+    obj_zip: Path | None
+
+    @property
+    def downloads(self) -> list[str]:
+        """The files offered for download: the textured GLB and the OBJ zip."""
+        return [str(p) for p in (self.glb, self.obj_zip) if p is not None]
+
+    def caption(self) -> str:
+        """One line: prompt, preset, steps and status."""
+        m = self.metrics
+        steps = f"{m.get('steps')} steps" + (" (cancelled)" if m.get("status") == "cancelled" else "")
+        return f"{m.get('prompt', self.folder.name)} · {m.get('preset', '?')} · {steps}"
+
+
+def read_metrics(folder: Path) -> dict[str, Any] | None:
+    """``metrics.json`` of ``folder`` (written last, so its presence means the export is complete), else ``None``."""
+    try:
+        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def obj_zip(folder: Path) -> Path | None:
+    """``model_obj.zip``: ``model.obj``, its ``.mtl`` and the textures the ``.mtl`` names (made once)."""
+    folder = Path(folder)
+    obj, mtl, target = folder / "model.obj", folder / "model.mtl", folder / "model_obj.zip"
+    if not obj.is_file():
+        return None
+    if target.is_file() and target.stat().st_mtime >= obj.stat().st_mtime:
+        return target
+    names = [obj.name]
+    if mtl.is_file():
+        names.append(mtl.name)
+        for line in mtl.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].lower().startswith("map_") and (folder / parts[-1]).is_file():
+                names.append(parts[-1])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in dict.fromkeys(names):
+            zf.write(folder / name, name)
+    return atomic_write(target, buf.getvalue())
+
+
+def _file(folder: Path, *names: str) -> Path | None:
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def run_result(folder: Path, make_zip: bool = True) -> RunResult | None:
+    """The result of a run folder with ``metrics.json``, else ``None`` (``make_zip``: write the OBJ zip if missing)."""
+    folder = Path(folder)
+    metrics = read_metrics(folder)
+    if metrics is None:
+        return None
+    return RunResult(
+        folder=folder,
+        metrics=metrics,
+        glb=_file(folder, "model.glb"),
+        video=_file(folder, "turntable.mp4", "turntable.gif"),
+        preview=_file(folder, "preview.png", "contact_sheet.png"),
+        obj_zip=obj_zip(folder) if make_zip else _file(folder, "model_obj.zip"),
+    )
+
+
+def latest_preview(folder: Path) -> Path | None:
+    """The newest ``previews/step_*.png`` of a running job (names sort by step), else ``None``."""
+    shots = sorted((Path(folder) / "previews").glob("step_*.png"))
+    return shots[-1] if shots else None
+
+
+def list_runs(out: Path, limit: int = 48) -> list[RunResult]:
+    """Finished and cancelled runs under ``out``, newest first (by ``metrics.json`` time), at most ``limit``."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    folders = [p for p in out.iterdir() if (p / "metrics.json").is_file()]
+    folders.sort(key=lambda p: (p / "metrics.json").stat().st_mtime, reverse=True)
+    results = (run_result(p, make_zip=False) for p in folders[:limit])
+    return [r for r in results if r is not None and r.preview is not None]

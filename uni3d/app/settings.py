@@ -1,0 +1,126 @@
+"""The page's inputs -> a validated :class:`GenerateConfig`; every bad value is one :class:`UsageError` line.
+
+Ranges are those of the page's sliders, checked again here because the HTTP API takes any number. Prompts are
+limited to :data:`MAX_PROMPT_CHARS` characters: CLIP reads at most 77 tokens (about 300 characters of English),
+the rest would be silently cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from uni3d.errors import UsageError
+from uni3d.pipeline.config import GenerateConfig
+
+MAX_PROMPT_CHARS = 300
+"""Longest prompt (and negative prompt) accepted: CLIP's 77-token context holds about this many characters."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """An inclusive numeric range for one page input."""
+
+    low: float
+    high: float
+
+    def check(self, label: str, value: float | None, integer: bool = True) -> float:
+        """``value`` if it lies in the range (and is a whole number when ``integer``), else a one-line error."""
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise UsageError(f"{label} must be a number from {self.low:g} to {self.high:g}, got {value!r}")
+        if integer and value != int(value):
+            raise UsageError(f"{label} must be a whole number, got {value!r}")
+        if not self.low <= value <= self.high:
+            raise UsageError(f"{label} must be from {self.low:g} to {self.high:g}, got {value:g}")
+        return int(value) if integer else float(value)
+
+
+RANGES: dict[str, Range] = {
+    "steps": Range(1, 5000),
+    "seed": Range(0, 2**31 - 1),
+    "guidance_scale": Range(0, 100),
+    "render_size": Range(0, 512),  # 0: the prior's image side (at most 128)
+    "preview_every": Range(1, 1000),
+    "mc_resolution": Range(16, 256),
+    "texture_size": Range(16, 2048),
+    "turntable_frames": Range(2, 120),
+    "turntable_size": Range(16, 512),
+}
+"""Accepted values of the numeric inputs (the sliders use the same bounds)."""
+
+
+_D = GenerateConfig(prompt="-")
+
+
+@dataclass(frozen=True)
+class AppInputs:
+    """What the page sends for one run (the API takes the same fields); defaults are ``uni3d generate``'s, but
+    previews every 10 steps so the page shows progress every few seconds."""
+
+    prompt: str
+    negative_prompt: str = ""
+    prior: str = ""
+    preset: str = _D.preset
+    steps: float = _D.steps
+    seed: float = _D.seed
+    guidance_scale: float = _D.guidance_scale
+    render_size: float = 0
+    preview_every: float = 10
+    mc_resolution: float = _D.export.mc_resolution
+    texture_size: float = _D.export.texture_size
+    turntable_frames: float = _D.export.turntable_frames
+    turntable_size: float = _D.export.turntable_size
+
+
+def build_config(inputs: AppInputs) -> GenerateConfig:
+    """The run's config; an empty or overlong prompt, an out-of-range number or an unknown preset is a one-line
+    :class:`UsageError` (the rest of the validation is :class:`GenerateConfig`'s own)."""
+    prompt = " ".join((inputs.prompt or "").split())
+    negative = " ".join((inputs.negative_prompt or "").split())
+    if not prompt:
+        raise UsageError("the prompt is empty; type what to make, e.g. 'a red cube'")
+    for label, text in (("prompt", prompt), ("negative prompt", negative)):
+        if len(text) > MAX_PROMPT_CHARS:
+            raise UsageError(
+                f"the {label} has {len(text)} characters; at most {MAX_PROMPT_CHARS} (CLIP reads 77 tokens)"
+            )
+    n = {
+        name: RANGES[name].check(name.replace("_", " "), getattr(inputs, name), name != "guidance_scale")
+        for name in RANGES
+    }
+    settings: dict[str, Any] = {
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "preset": inputs.preset or "sds",
+        "steps": n["steps"],
+        "seed": n["seed"],
+        "guidance_scale": n["guidance_scale"],
+        "render_size": n["render_size"] or None,
+        "preview_every": n["preview_every"],
+        "export": {
+            "mc_resolution": n["mc_resolution"],
+            "texture_size": n["texture_size"],
+            "turntable_frames": n["turntable_frames"],
+            "turntable_size": n["turntable_size"],
+        },
+    }
+    if inputs.prior:
+        settings["prior"] = inputs.prior
+    return GenerateConfig.from_dict(settings)
+
+
+_IGNORED = ("device", "preview_every", "checkpoint_every", "snapshot_every")
+"""Settings that do not change the result, left out of the run folder's name."""
+
+
+def run_folder(out: Path, cfg: GenerateConfig) -> Path:
+    """``out / "<prompt slug>-<8 hex>"``, the hex a hash of every setting that shapes the result: the same request
+    finds its finished (or cancelled, then resumed) run again, other settings get their own folder."""
+    slug = re.sub(r"[^a-z0-9]+", "-", cfg.prompt.lower()).strip("-")[:50] or "prompt"
+    settings = {k: v for k, v in cfg.as_dict().items() if k not in _IGNORED}
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return Path(out) / f"{slug}-{digest}"

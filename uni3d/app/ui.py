@@ -1,0 +1,284 @@
+"""The page: inputs (advanced settings folded away), Generate / Cancel, live progress and previews, the 3D viewer,
+turntable video, downloads, and the gallery of earlier runs in the output folder.
+
+The generate handler is a generator: it starts a :class:`~uni3d.app.jobs.Job`, yields the progress line every
+:data:`TICK` seconds (and the newest preview when there is one), then the results. Bad input is a message in the
+page (a warning toast and the status line), never a traceback. ``demo.queue(default_concurrency_limit=1)``
+(:func:`launch`) runs one job at a time; Gradio shows the others their place in the queue.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from uni3d.app.jobs import Job, JobBoard, PriorCache
+from uni3d.app.priors import find_priors
+from uni3d.app.runs import RunResult, latest_preview, list_runs, run_result
+from uni3d.app.settings import MAX_PROMPT_CHARS, RANGES, AppInputs, build_config, run_folder
+from uni3d.app.view import enlarged, error_html, idle_html, info_html, status_html, summary, thumbnail
+from uni3d.errors import UsageError
+from uni3d.pipeline.cli import TEXT_TO_3D_PRESETS
+from uni3d.pipeline.config import EMBEDDED_PRIOR
+
+TICK = 1.0
+"""Seconds between progress updates while a job runs."""
+CSS = """
+.uni3d-status { padding: 8px 12px; border-radius: 8px; background: var(--block-background-fill); }
+.uni3d-error { border: 1px solid #d33; color: #b00; }
+.uni3d-cancelled { border: 1px solid #d90; }
+.uni3d-done { border: 1px solid #3a3; }
+"""
+Outputs = tuple[Any, Any, Any, Any, Any]
+"""(status HTML, preview image, GLB for the viewer, turntable video, download files)."""
+
+
+def _result_outputs(result: RunResult) -> Outputs:
+    status = status_html_for(result)
+    video = str(result.video) if result.video is not None and result.video.suffix == ".mp4" else None
+    glb = str(result.glb) if result.glb is not None else None
+    preview = enlarged(result.preview)
+    return status, preview, glb, video, result.downloads or None
+
+
+def status_html_for(result: RunResult) -> str:
+    """The status line of a finished or cancelled run loaded from its folder."""
+    kind = "cancelled" if result.metrics.get("status") == "cancelled" else "done"
+    line = f"{result.metrics.get('prompt', '')} · {summary(result.metrics)} · {result.folder.name}"
+    return f'<div class="uni3d-status uni3d-{kind}" data-phase="{kind}"><b>{kind.capitalize()}</b> · {line}</div>'
+
+
+def _slider(name: str, label: str, value: float, step: float = 1, info: str | None = None) -> gr.Slider:
+    r = RANGES[name]
+    return gr.Slider(r.low, r.high, value=value, step=step, label=label, info=info, elem_id=f"uni3d-{name}")
+
+
+class App:
+    """The page's handlers around one output folder, one prior cache and one job board."""
+
+    def __init__(self, out: Path, priors: list[tuple[str, str]] | None = None) -> None:
+        self.out = Path(out)
+        self.priors = priors if priors is not None else find_priors()
+        self.cache = PriorCache()
+        self.board = JobBoard()
+
+    def gallery(self) -> tuple[list[tuple[Any, str]], list[str]]:
+        """Gallery items ``(thumbnail, caption)`` and the matching run folders, newest first."""
+        items: list[tuple[Any, str]] = []
+        folders: list[str] = []
+        for run in list_runs(self.out):
+            try:
+                image = thumbnail(run.preview) if run.preview is not None else None
+            except (OSError, ValueError):  # an unreadable preview: leave that run out, never fail the page
+                continue
+            items.append((image, run.caption()))
+            folders.append(str(run.folder))
+        return items, folders
+
+    def generate(
+        self,
+        prompt: str,
+        negative_prompt: str,
+        prior: str,
+        preset: str,
+        steps: float,
+        seed: float,
+        guidance_scale: float,
+        render_size: float,
+        preview_every: float,
+        mc_resolution: float,
+        texture_size: float,
+        turntable_frames: float,
+        turntable_size: float,
+        request: gr.Request,
+    ) -> Iterator[Outputs]:
+        """Validate, run one job with live progress, then show its result (the API's ``/generate``)."""
+        inputs = AppInputs(
+            prompt, negative_prompt, prior, preset, steps, seed, guidance_scale, render_size, preview_every,
+            mc_resolution, texture_size, turntable_frames, turntable_size,
+        )  # fmt: skip
+        try:
+            cfg = build_config(inputs)
+            folder = run_folder(self.out, cfg)
+        except UsageError as err:
+            gr.Warning(str(err))
+            yield error_html(str(err)), None, None, None, None
+            return
+        job = Job(cfg, folder, self.cache)
+        session = getattr(request, "session_hash", None) or ""
+        self.board.add(session, job)
+        shown: Path | None = None
+        try:
+            job.start()
+            yield status_html(job.snapshot()), None, None, None, None
+            while not job.wait(TICK):
+                preview = latest_preview(folder)
+                update = enlarged(preview) if preview is not None and preview != shown else gr.skip()
+                shown = preview or shown
+                yield status_html(job.snapshot()), update, gr.skip(), gr.skip(), gr.skip()
+        finally:
+            if not job.wait(0):  # the page went away: stop cleanly, keep the partial result
+                job.cancel()
+                job.wait()
+            self.board.remove(session, job)
+        state = job.snapshot()
+        result = run_result(folder) if state.phase in ("done", "cancelled") else None
+        if result is None:
+            if state.phase == "failed":
+                gr.Warning(state.message)
+            yield status_html(state), gr.skip(), None, None, None
+            return
+        _, preview_path, glb, video, files = _result_outputs(result)
+        yield status_html(state), preview_path, glb, video, files
+
+    def in_page(self) -> Callable[..., Iterator[Outputs]]:
+        """:meth:`generate` for the page: the GLB goes last (to a state that a follow-up event hands to the viewer).
+
+        gr.Model3D stays blank when a generator's last output sets it (the value arrives twice and the viewer's
+        lazy loader drops it), so the page sets the viewer from a plain function after the run."""
+
+        @functools.wraps(self.generate)  # the same signature: Gradio passes the inputs and the request
+        def run(*args: Any, **kwargs: Any) -> Iterator[Outputs]:
+            for status, preview, glb, video, files in self.generate(*args, **kwargs):
+                yield status, preview, video, files, glb
+
+        return run
+
+    def cancel(self, request: gr.Request) -> str:
+        """Stop this session's job after its current step (the API's ``/cancel``); returns a note."""
+        if self.board.cancel(getattr(request, "session_hash", None) or ""):
+            note = "Cancelling: the current step finishes, then the partial result is exported and kept."
+        else:
+            note = "Nothing of yours is running (a queued job starts when the device is free)."
+        gr.Info(note)
+        return note
+
+    def show_run(self, folders: list[str], evt: gr.SelectData) -> Outputs:
+        """Load a gallery run into the viewer, video and downloads."""
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        result = run_result(Path(folders[index])) if 0 <= index < len(folders) else None
+        if result is None:
+            return info_html("that run is gone; refresh the gallery"), None, None, None, None
+        return _result_outputs(result)
+
+
+def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blocks:
+    """The page for runs written under ``out`` (``priors``: dropdown choices, default :func:`find_priors`)."""
+    app = App(out, priors)
+    d = AppInputs(prompt="")
+    with gr.Blocks(title="uni3d: text to 3D") as demo:
+        gr.Markdown(
+            "# uni3d: text to 3D\nScore distillation of a radiance field under a text-conditioned diffusion prior, "
+            f"then a mesh (GLB, OBJ) and a turntable video. Runs are saved in `{app.out}`."
+        )
+        with gr.Row():
+            with gr.Column(scale=2):
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    placeholder="a red cube",
+                    max_lines=2,
+                    info=f"at most {MAX_PROMPT_CHARS} characters (CLIP reads 77 tokens)",
+                    elem_id="uni3d-prompt",
+                )
+                negative = gr.Textbox("", label="Negative prompt", max_lines=2, elem_id="uni3d-negative")
+                prior = gr.Dropdown(
+                    [(label, value) for label, value in app.priors],
+                    value=EMBEDDED_PRIOR,
+                    label="Prior",
+                    info="the embedded shapes prior, or a Stable Diffusion folder found on this machine",
+                    allow_custom_value=True,
+                    elem_id="uni3d-prior",
+                )
+                with gr.Row():
+                    preset = gr.Dropdown(
+                        list(TEXT_TO_3D_PRESETS), value=d.preset, label="Preset", elem_id="uni3d-preset"
+                    )
+                    seed = gr.Number(value=d.seed, label="Seed", precision=0, minimum=0, elem_id="uni3d-seed")
+                steps = _slider("steps", "Steps", d.steps)
+                with gr.Accordion("Advanced settings", open=False, elem_id="uni3d-advanced"):
+                    guidance = _slider("guidance_scale", "Guidance scale", d.guidance_scale, step=0.5)
+                    render_size = _slider("render_size", "Render size (px, 0 = the prior's)", d.render_size)
+                    preview_every = _slider("preview_every", "Preview every (steps)", d.preview_every)
+                    mc_res = _slider("mc_resolution", "Export: marching-cubes resolution", d.mc_resolution)
+                    texture = _slider("texture_size", "Export: texture size (px)", d.texture_size)
+                    frames = _slider("turntable_frames", "Export: turntable frames", d.turntable_frames)
+                    frame_size = _slider("turntable_size", "Export: turntable size (px)", d.turntable_size)
+                with gr.Row():
+                    run_btn = gr.Button("Generate", variant="primary", elem_id="uni3d-generate")
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="uni3d-cancel")
+                note = gr.Markdown("", elem_id="uni3d-note")
+                status = gr.HTML(idle_html(), elem_id="uni3d-status")
+                preview = gr.Image(
+                    label="Preview (4 views)", type="filepath", interactive=False, elem_id="uni3d-preview"
+                )
+            with gr.Column(scale=3):
+                model = gr.Model3D(label="3D model (GLB)", height=420, elem_id="uni3d-model")
+                with gr.Row():
+                    video = gr.Video(label="Turntable", autoplay=True, loop=True, elem_id="uni3d-video")
+                    files = gr.File(label="Downloads (GLB, OBJ zip)", file_count="multiple", elem_id="uni3d-files")
+        with gr.Row():
+            gr.Markdown("## Earlier runs")
+            refresh = gr.Button("Refresh", size="sm", scale=0, elem_id="uni3d-refresh")
+        gallery = gr.Gallery(
+            label="Runs in the output folder",
+            columns=6,
+            height=240,
+            object_fit="contain",
+            fit_columns=False,
+            elem_id="uni3d-gallery",
+        )
+        folders = gr.State([])
+
+        inputs = [prompt, negative, prior, preset, steps, seed, guidance, render_size, preview_every, mc_res, texture]
+        inputs += [frames, frame_size]
+        outputs = [status, preview, model, video, files]
+        device = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time, page and API together
+        glb = gr.State(None)
+        clear = run_btn.click(lambda: ("", None), None, [note, model], api_visibility="private", queue=False)
+        run = clear.then(  # chained, so the viewer is cleared before (never after) the run sets it
+            app.in_page(),
+            inputs,
+            [status, preview, video, files, glb],
+            api_name="generate_in_page",
+            api_visibility="private",
+            show_progress="minimal",
+            show_progress_on=status,  # Gradio's queue position shows on the status line, previews stay visible
+            **device,
+        )
+        run.then(lambda path: path, glb, model, api_visibility="private", queue=False)
+        run.then(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
+        api_btn = gr.Button(visible=False)  # the API's /generate: the same handler with the viewer as an output
+        api_btn.click(app.generate, inputs, outputs, api_name="generate", **device)
+        cancel_btn.click(app.cancel, None, note, api_name="cancel", concurrency_limit=None, queue=False)
+        refresh.click(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
+        gallery.select(app.show_run, folders, outputs, api_visibility="private", concurrency_limit=None)
+        demo.load(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
+    return demo
+
+
+def launch(
+    out: Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    priors: list[tuple[str, str]] | None = None,
+    block: bool = True,
+) -> gr.Blocks:
+    """Build the page, queue one job at a time, and serve it on ``host:port`` (``block=False``: return at once)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    demo = build_demo(out, priors)
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        allowed_paths=[str(out.resolve())],
+        prevent_thread_lock=not block,
+        css=CSS,
+        footer_links=["api"],
+        quiet=not block,
+    )
+    return demo

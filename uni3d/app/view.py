@@ -1,0 +1,101 @@
+"""Plain-HTML status lines for the page: the progress bar with step and ETA, errors, finished-run summaries."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from uni3d.app.jobs import JobState
+
+_LABELS = {
+    "loading": "Loading the prior…",
+    "training": "Training",
+    "exporting": "Exporting the asset (marching cubes, texture bake, turntable)…",
+    "done": "Done",
+    "cancelled": "Cancelled",
+    "failed": "Failed",
+}
+
+
+def duration(seconds: float | None) -> str:
+    """``75.2`` -> ``"1 min 15 s"``; ``None`` -> ``"?"``."""
+    if seconds is None:
+        return "?"
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def enlarged(path: Path | None, width: int = 512) -> Image.Image | None:
+    """The preview at ``path`` scaled up by a whole factor (nearest pixel) to at least ``width`` px wide, so the
+    page shows the 32 px renders of the embedded prior at a readable size; ``None`` stays ``None``."""
+    if path is None:
+        return None
+    with Image.open(path) as image:
+        factor = max(1, -(-width // image.width))
+        return image.convert("RGB").resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def thumbnail(path: Path, size: int = 192) -> Image.Image:
+    """The first view of a preview strip (its leftmost square), scaled up to ``size`` px: a gallery thumbnail."""
+    with Image.open(path) as image:
+        side = min(image.width, image.height)
+        view = image.convert("RGB").crop((0, 0, side, side))
+    return view.resize((max(size, side), max(size, side)), Image.Resampling.NEAREST)
+
+
+def _box(body: str, kind: str) -> str:
+    return f'<div class="uni3d-status uni3d-{kind}" data-phase="{kind}">{body}</div>'
+
+
+def idle_html() -> str:
+    """Before the first run."""
+    return _box("Type a prompt and press <b>Generate</b>.", "idle")
+
+
+def error_html(message: str) -> str:
+    """A one-line input or run error (never a traceback)."""
+    return _box(f"<b>Error:</b> {html.escape(message)}", "error")
+
+
+def info_html(message: str) -> str:
+    """A neutral one-line note."""
+    return _box(html.escape(message), "info")
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    """A finished or cancelled run in one line (steps, time, mesh)."""
+    parts = [f"{metrics.get('steps')} steps"]
+    if metrics.get("status") == "cancelled":
+        parts[0] = f"cancelled at step {metrics.get('cancelled_at_step', metrics.get('steps'))}"
+    if "train_seconds" in metrics:
+        parts.append(f"{duration(metrics['train_seconds'])} training, {duration(metrics.get('export_seconds'))} export")
+    if "mesh_faces" in metrics:
+        parts.append(f"{metrics['mesh_vertices']} vertices, {metrics['mesh_faces']} faces")
+    return " · ".join(parts)
+
+
+def status_html(state: JobState) -> str:
+    """The progress bar and one line: phase, step / steps, seconds per step, ETA, elapsed."""
+    label = _LABELS.get(state.phase, state.phase)
+    if state.phase == "failed":
+        return error_html(state.message or "the run failed")
+    if state.phase in ("done", "cancelled"):
+        note = " (the partial result is kept; run again with the same settings to resume)"
+        line = f"<b>{label}</b> · {html.escape(summary(state.metrics or {}))}"
+        return _box(line + (note if state.phase == "cancelled" else ""), state.phase)
+    bar = f'<progress max="{state.steps}" value="{state.step}" style="width:100%"></progress>'
+    parts = [f"<b>{label}</b>", f"step {state.step} / {state.steps}"]
+    if state.resumed_from:
+        parts.append(f"resumed from {state.resumed_from}")
+    if state.seconds_per_step is not None:
+        parts.append(f"{state.seconds_per_step:.2f} s/step")
+    if state.eta_seconds is not None:
+        parts.append(f"ETA {duration(state.eta_seconds)}")
+    parts.append(f"elapsed {duration(state.elapsed)}")
+    if state.cancel_requested and state.phase != "exporting":
+        parts.append("cancelling after this step…")
+    return _box(bar + '<div class="uni3d-progress-line">' + " · ".join(parts) + "</div>", state.phase)
