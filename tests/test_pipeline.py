@@ -77,6 +77,29 @@ def test_generate_writes_a_finite_asset(tiny, tmp_path: Path, preset: str) -> No
     assert json.loads((out / "metrics.json").read_text()) == metrics
 
 
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_fake_score_guided_like_the_teacher_starts_equal_to_it(tiny, scale: float) -> None:
+    """LoRA and camera embedding start at zero, so with the teacher's guidance the fake score is the teacher."""
+    from uni3d.pipeline.trainer import TextTo3D
+    from uni3d.prior.views import camera_angles
+
+    folder, prior = tiny
+    cfg = _cfg(folder, preset="uni-rkl", guidance_scale=scale, fake_guidance_scale=scale).resolved(16)
+    trainer = TextTo3D(cfg, prior)
+    unet = prior.unet.config
+    x = torch.randn(2, unet.in_channels, unet.sample_size, unet.sample_size, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.5, 2.0])
+    cams = trainer.sampler.sample(2, 16)
+    cond, uncond = trainer.conditions(*camera_angles(cams))
+    with torch.no_grad():
+        d_fake = trainer.fake_denoise(x, sigma, cond, uncond, cams.c2w)
+        d_teacher = prior.denoise(x, sigma, cond, uncond, scale)
+        d_unguided = prior.denoise(x, sigma, cond, uncond, 1.0)
+    assert torch.allclose(d_fake, d_teacher, atol=1e-5)
+    assert scale == 1.0 or not torch.allclose(d_fake, d_unguided, atol=1e-3)
+    assert trainer.fake.mid_features.shape[0] == 2  # the ratio head reads the prompt-conditioned pass
+
+
 def _state(path: Path) -> dict[str, Any]:
     return torch.load(path / "checkpoint.pt")
 

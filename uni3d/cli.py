@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from uni3d import __version__, images_cli, scene_cli
 from uni3d.app import cli as app_cli
+from uni3d.bench import fake_bias as bench_fake_bias
 from uni3d.bench import image_runs as bench_image_runs
 from uni3d.bench import images as bench_images
 from uni3d.bench import scene as bench_scene
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_images.add_commands(bench_sub)
     bench_image_runs.add_commands(bench_sub)
     bench_shapes.add_commands(bench_sub)
+    bench_fake_bias.add_commands(bench_sub)
 
     return parser
 

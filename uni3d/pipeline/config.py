@@ -71,6 +71,14 @@ class GenerateConfig:
     ``grid_min_density``: occupancy-grid cells with a lower density are skipped by the ray marcher (and the
     mesh export); 1.0 prunes the initial blob's thin halo (density ``e^-1``), so only the blob itself is
     marched at first (``None``: nerfacc's threshold of 0.01 on ``sigma dt``, which prunes nothing here).
+
+    Regularizers (:meth:`TextTo3D.regularizer`): ``lambda_sparsity`` (opacity), ``lambda_opaque`` (opacity
+    entropy), ``lambda_orient`` (normals facing away from the camera) and ``lambda_normal_smooth``: the density
+    normal may not turn within ``normal_smooth_eps`` of the surface (threestudio's 3D normal smoothness; without
+    it the SDS surface is covered in bumps the 32 px prior cannot see). Fake score: ``fake_guidance_scale`` ``g``
+    evaluates the LoRA guided like the teacher, ``D_p^u + g (D_p^c - D_p^u)`` (SiD-LSG; 1 = the prompt-conditioned
+    LoRA of ProlificDreamer), the LoRA then trains on the negative prompt with probability ``text_drop``;
+    ``fake_warmup_steps``: the first steps train only the LoRA and the ratio head, the field waits.
     """
 
     prompt: str
@@ -107,11 +115,16 @@ class GenerateConfig:
     lambda_sparsity: float = 1e-2
     lambda_opaque: float = 0.0
     lambda_orient: float = 1e-2
+    lambda_normal_smooth: float = 30.0
+    normal_smooth_eps: float = 0.03
     lora_rank: int = 4
     lr_lora: float = 1e-3
     lora_t_min: float = 0.02
     lora_t_max: float = 0.98
     camera_drop: float = 0.1
+    fake_guidance_scale: float = 1.0
+    fake_warmup_steps: int = 0
+    text_drop: float = 0.1
     ratio_hidden: int = 64
     lr_ratio: float = 1e-3
     ratio_clamp: float = 5.0
@@ -139,10 +152,16 @@ class GenerateConfig:
             "views_per_step >= 1": self.views_per_step >= 1,
             "guidance_scale >= 0": self.guidance_scale >= 0,
             "0 <= lora_t_min < lora_t_max <= 1": 0 <= self.lora_t_min < self.lora_t_max <= 1,
-            "0 <= camera_drop <= 1": 0 <= self.camera_drop <= 1,
+            "0 <= camera_drop <= 1 and 0 <= text_drop <= 1": 0 <= self.camera_drop <= 1 and 0 <= self.text_drop <= 1,
+            "fake_guidance_scale >= 1": self.fake_guidance_scale >= 1,
+            "0 <= fake_warmup_steps < steps": 0 <= self.fake_warmup_steps < self.steps,
             "positive learning rates": min(self.lr, self.lr_lora, self.lr_ratio) > 0,
             "0 < lr_final <= 1": 0 < self.lr_final <= 1,
-            "non-negative regularizer weights": min(self.lambda_sparsity, self.lambda_opaque, self.lambda_orient) >= 0,
+            "non-negative regularizer weights": min(
+                self.lambda_sparsity, self.lambda_opaque, self.lambda_orient, self.lambda_normal_smooth
+            )
+            >= 0,
+            "normal_smooth_eps > 0": self.normal_smooth_eps > 0,
             "lora_rank >= 1 and ratio_hidden >= 4": self.lora_rank >= 1 and self.ratio_hidden >= 4,
             "bank_size >= 1 and odd bank_nfe >= 1": self.bank_size >= 1 and self.bank_nfe >= 1 and self.bank_nfe % 2,
             "positive checkpoint/snapshot/preview intervals": min(

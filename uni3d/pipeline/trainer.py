@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from uni3d.diffusion.units import classifier_free_guidance
 from uni3d.losses import (
     RatioEstimate,
     discriminator_loss,
@@ -48,7 +49,8 @@ from uni3d.prior.views import camera_angles
 from uni3d.reconstruct.fit import field_optimizer, unmask_levels
 from uni3d.reconstruct.raster import LIGHT_DIR
 from uni3d.scene.cameras import Cameras, CameraSampler, orbit_cameras
-from uni3d.scene.renderer import build_renderer
+from uni3d.scene.field import RadianceField
+from uni3d.scene.renderer import RenderOutput, build_renderer
 
 SPARSITY_EPS = 0.01
 """``sqrt(o^2 + eps)``: the smooth L1 of threestudio's sparsity loss on the opacity ``o``."""
@@ -104,6 +106,25 @@ def regularizers(cfg: GenerateConfig, opacity: Tensor, normal: Tensor | None, di
     if normal is not None and cfg.lambda_orient > 0:
         reg = reg + cfg.lambda_orient * F.relu((normal * dirs).sum(-1)).square().mean()
     return reg
+
+
+def surface_points(origins: Tensor, dirs: Tensor, opacity: Tensor, depth: Tensor) -> Tensor:
+    """``(M, 3)`` points where the rays of opacity above 1/2 meet the surface, ``o + (depth / opacity) d``
+    (the expected distance of the opaque part); detached."""
+    hit = opacity.squeeze(-1) > 0.5
+    distance = depth[hit] / opacity[hit]
+    return (origins[hit] + distance * dirs[hit]).detach()
+
+
+def normal_smoothness(field: RadianceField, points: Tensor, eps: float) -> Tensor:
+    """``mean |n(x) - n(x + eps u)|_1``, ``u ~ N(0, I)``, over surface points ``x`` (threestudio's 3D normal
+    smoothness): penalises the density normals turning within ``eps``, i.e. bumps smaller than ``eps``."""
+    if len(points) == 0:
+        return points.new_zeros(())
+    jittered = points + eps * torch.randn_like(points)
+    *_, normals = field.forward_with_normals(torch.cat([points, jittered]))
+    n, n_jittered = normals.chunk(2)
+    return (n - n_jittered).abs().sum(-1).mean()
 
 
 class TextTo3D:
@@ -172,15 +193,24 @@ class TextTo3D:
         c = self.cfg
         return self.prior.view_conditions(c.prompt, elevation, azimuth, c.negative_prompt, c.view_dependent)
 
-    def render(self, cams: Cameras) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-        """``rgb (B, 3, S, S)`` at the prior's side, ``opacity (N, 1)``, composited ``normal (N, 3)`` or ``None``,
-        ray ``dirs (N, 3)`` (``N = B H W`` rays at the render side)."""
+    def render(self, cams: Cameras) -> tuple[Tensor, RenderOutput, Tensor, Tensor]:
+        """``rgb (B, 3, S, S)`` at the prior's side, the per-ray :class:`RenderOutput`, ray ``origins`` and ``dirs``
+        ``(N, 3)`` (``N = B H W`` rays at the render side)."""
         origins, dirs = (t.reshape(-1, 3).to(self.device) for t in cams.rays())
         out = self.renderer(origins, dirs, light_dir=self.light, with_normals=self.cfg.lambda_orient > 0)
         rgb = out.rgb.view(len(cams), cams.height, cams.width, 3).permute(0, 3, 1, 2)
         if self.size != self.prior_size:
             rgb = F.interpolate(rgb, size=(self.prior_size, self.prior_size), mode="bilinear", align_corners=False)
-        return rgb, out.opacity, out.normal, dirs
+        return rgb, out, origins, dirs
+
+    def regularizer(self, out: RenderOutput, origins: Tensor, dirs: Tensor) -> Tensor:
+        """:func:`regularizers` on the render, plus ``lambda_normal_smooth`` x :func:`normal_smoothness`."""
+        c = self.cfg
+        reg = regularizers(c, out.opacity, out.normal, dirs)
+        if c.lambda_normal_smooth > 0:
+            points = surface_points(origins, dirs, out.opacity, out.depth)
+            reg = reg + c.lambda_normal_smooth * normal_smoothness(self.renderer.field, points, c.normal_smooth_eps)
+        return reg
 
     def _log_ratio(self, features: Tensor, sigma: Tensor) -> RatioEstimate:
         assert self.head is not None
@@ -208,12 +238,17 @@ class TextTo3D:
         self.opt_r.step()
         return loss.item()
 
-    def _fake_step(self, x0: Tensor, cond: Tensor, c2w: Tensor) -> float:
-        """LoRA denoising step on ``sg(x0)`` (epsilon weighting, the camera dropped with ``camera_drop``)."""
+    def _fake_step(self, x0: Tensor, cond: Tensor, uncond: Tensor, c2w: Tensor) -> float:
+        """LoRA denoising step on ``sg(x0)`` (epsilon weighting, the camera dropped with ``camera_drop``; with
+        fake-score guidance the prompt is replaced by the negative prompt with ``text_drop``, so the LoRA also
+        learns the unconditional score that guidance needs)."""
         assert self.fake is not None and self.opt_f is not None
         t = self.lora_timesteps.sample(len(x0), 0.0, self.prior.num_train_timesteps).to(self.device)
         sigma = self.prior.sigma_at(t.float())
         x_t = x0 + sigma.view(-1, 1, 1, 1) * torch.randn_like(x0)
+        if self.cfg.fake_guidance_scale != 1.0:
+            drop = (torch.rand(len(cond), 1, 1, device=cond.device) < self.cfg.text_drop).to(cond.dtype)
+            cond = drop * uncond + (1 - drop) * cond
         d = self.fake.denoise(x_t, sigma, cond, camera_condition(c2w, self.cfg.camera_drop))
         loss = fake_score_loss(d, x0, sigma, "eps").mean()
         if not torch.isfinite(loss):
@@ -222,6 +257,21 @@ class TextTo3D:
         loss.backward()
         self.opt_f.step()
         return loss.item()
+
+    def fake_denoise(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor, c2w: Tensor) -> Tensor:
+        """``D_p`` for the generator loss: the camera-conditioned LoRA on the prompt (VSD), or with
+        ``fake_guidance_scale`` ``g != 1`` guided like the teacher, ``D_p^u + g (D_p^c - D_p^u)`` (SiD-LSG's guidance of
+        the fake score, Zhou et al. 2024). ``self.fake.mid_features`` are the prompt-conditioned pass's."""
+        assert self.fake is not None
+        camera, g = camera_condition(c2w), self.cfg.fake_guidance_scale
+        if g == 1.0:
+            return self.fake.denoise(x, sigma, cond, camera)
+        d = self.fake.denoise(torch.cat([x, x]), sigma.repeat(2), torch.cat([uncond, cond]), camera.repeat(2, 1))
+        features = self.fake.mid_features
+        assert features is not None
+        self.fake.mid_features = features[len(x) :]
+        d_uncond, d_cond = d.chunk(2)
+        return classifier_free_guidance(d_uncond, d_cond, g)
 
     def _step(self) -> StepStats | None:
         """Steps 1-6 of the module docstring; ``None`` as soon as something is non-finite (caller rolls back)."""
@@ -235,7 +285,7 @@ class TextTo3D:
         cams = self.sampler.sample(c.views_per_step, self.size)
         cond, uncond = self.conditions(*camera_angles(cams))
         c2w = cams.c2w.to(self.device)
-        rgb, opacity, normal, dirs = self.render(cams)
+        rgb, out, origins, dirs = self.render(cams)
         x0 = prior.encode(rgb)
         t = self.timesteps.sample(len(x0), progress, prior.num_train_timesteps).to(self.device)
         sigma = prior.sigma_at(t.float())
@@ -247,27 +297,28 @@ class TextTo3D:
             d_real = prior.denoise(x_in, sigma, cond, uncond, c.guidance_scale)
             if self.fake is not None:
                 with frozen(self.fake):
-                    d_fake = self.fake.denoise(x_in, sigma, cond, camera_condition(c2w))
+                    d_fake = self.fake_denoise(x_in, sigma, cond, uncond, c2w)
                 features = self.fake.mid_features
         ratio = self._log_ratio(features, sigma) if self.head is not None and features is not None else None
         loss = generator_loss(self.preset, x0=x0, x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio=ratio)
         loss = loss.mean()
-        reg = regularizers(c, opacity, normal, dirs)
+        reg = self.regularizer(out, origins, dirs)
         total = loss + reg
         if not torch.isfinite(total):
             return None
-        self.opt_g.zero_grad(set_to_none=True)
-        total.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self._trainable(self.renderer), c.grad_clip)
-        if not torch.isfinite(norm):
-            return None
-        self.opt_g.step()
+        if self.step >= c.fake_warmup_steps:  # the first steps train only the fake score and the ratio head
+            self.opt_g.zero_grad(set_to_none=True)
+            total.backward()
+            norm = torch.nn.utils.clip_grad_norm_(self._trainable(self.renderer), c.grad_clip)
+            if not torch.isfinite(norm):
+                return None
+            self.opt_g.step()
         ratio_loss = self._ratio_step(features, sigma) if self.head is not None and features is not None else None
-        fake_loss = self._fake_step(x0.detach(), cond, c2w) if self.fake is not None else None
+        fake_loss = self._fake_step(x0.detach(), cond, uncond, c2w) if self.fake is not None else None
         if any(v is not None and not math.isfinite(v) for v in (ratio_loss, fake_loss)):
             return None
         t_max = self.timesteps.bounds(progress)[1]
-        return StepStats(loss.item(), reg.item(), opacity.detach().mean().item(), fake_loss, ratio_loss, t_max)
+        return StepStats(loss.item(), reg.item(), out.opacity.detach().mean().item(), fake_loss, ratio_loss, t_max)
 
     # ---- one step with rollback ----------------------------------------------------------------------------------
 

@@ -1,0 +1,141 @@
+"""``uni3d bench fake-bias``: is the fake score's residual aligned with the score difference during text to 3D?
+
+The expanded form's ratio-motion term ``sg(-2 r h'(r) inner y) . x_t`` with ``inner = y . (c - s_p)``,
+``y = (D_p - D_q) / sigma^2`` and ``c - s_p = (x0 - D_p) / sigma^2`` (METHOD.md section 4) averages out only
+when ``D_p`` is the exact posterior mean of the renders, ``E[x0 - D_p | x_t] = 0``. A LoRA fake score lags behind
+the field; if its residual ``x0 - D_p`` points along ``y``, ``inner > 0`` on most draws and the term pushes every
+render along ``-y``: away from the teacher. This benchmark trains one run and, every ``--every`` steps, draws
+``--draws`` (camera, ``t``, noise) on the current field and reports ``cos(y, x0 - D_p)``: its mean and the share
+of positive draws (1/2 for no systematic sign). The draws use their own seed and leave the run's RNG untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.errors import UsageError
+from uni3d.io import save_json
+from uni3d.losses import get_preset
+from uni3d.pipeline.config import GenerateConfig
+
+if TYPE_CHECKING:  # the trainer imports diffusers and peft: only when the benchmark runs
+    from uni3d.pipeline.trainer import TextTo3D
+
+BEGIN, END = section_markers("fake-bias")
+
+
+@torch.no_grad()
+def residual_alignment(trainer: TextTo3D, draws: int, seed: int = 1000) -> list[float]:
+    """``cos(y, x0 - D_p)`` on ``draws`` fresh (camera, ``t``, noise) draws of the trainer's current state."""
+    from uni3d.prior.views import camera_angles
+
+    prior, c = trainer.prior, trainer.cfg
+    progress = trainer.step / c.steps
+    values = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(draws):
+            cams = trainer.sampler.sample(1, trainer.size)
+            cond, uncond = trainer.conditions(*camera_angles(cams))
+            rgb, *_ = trainer.render(cams)
+            x0 = prior.encode(rgb)
+            t = trainer.timesteps.sample(1, progress, prior.num_train_timesteps).to(x0.device)
+            sigma = prior.sigma_at(t.float())
+            x_t = x0 + sigma.view(-1, 1, 1, 1) * torch.randn_like(x0)
+            d_real = prior.denoise(x_t, sigma, cond, uncond, c.guidance_scale)
+            d_fake = trainer.fake_denoise(x_t, sigma, cond, uncond, cams.c2w.to(x0.device))
+            y, residual = (d_fake - d_real).flatten(), (x0 - d_fake).flatten()
+            values.append(float(y @ residual / (y.norm() * residual.norm()).clamp_min(1e-12)))
+    return values
+
+
+def measure(cfg: GenerateConfig, every: int, draws: int, prior: Any = None) -> list[dict[str, Any]]:
+    """Train ``cfg`` for ``cfg.steps`` steps, measuring :func:`residual_alignment` at step 0 and every ``every``."""
+    from uni3d.pipeline.run import load_prior  # diffusers: imported only when the benchmark runs
+    from uni3d.pipeline.trainer import TextTo3D, prior_image_size
+
+    prior = prior if prior is not None else load_prior(cfg)
+    cfg = cfg.resolved(prior_image_size(prior))
+    torch.manual_seed(cfg.seed)
+    trainer = TextTo3D(cfg, prior)
+    rows = []
+    while True:
+        if trainer.step % every == 0 or trainer.step == cfg.steps:
+            cos = torch.tensor(residual_alignment(trainer, draws))
+            rows.append(
+                {"step": trainer.step, "cos_mean": cos.mean().item(), "positive": (cos > 0).float().mean().item()}
+            )
+        if trainer.step == cfg.steps:
+            return rows
+        trainer.train_step()
+
+
+def _section(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
+    lines = [
+        BEGIN,
+        "## Fake-score residual against the score difference (`uni3d bench fake-bias`)",
+        "",
+        f"`{command}` on {info['cpu']} ({info['cores']} cores), torch {info['torch']}, {info['date']}. Per run and "
+        "step: the mean of `cos(y, x0 - D_p)` over the draws and the share of draws where it is positive (1/2: no "
+        "systematic sign; near 1: the ratio-motion term of the expanded form pushes renders away from the teacher). "
+        "Numbers: `docs/benchmarks/fake_bias.json`.",
+        "",
+        "| prompt | preset | guidance | fake-score guidance | warm-up | step | mean cos | positive |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        c = res["config"]
+        for r in res["rows"]:
+            lines.append(
+                f"| {c['prompt']} | {c['preset']} | {c['guidance_scale']:g} | {c['fake_guidance_scale']:g} | "
+                f"{c['fake_warmup_steps']} | {r['step']} | {r['cos_mean']:+.3f} | {r['positive']:.0%} |"
+            )
+    return "\n".join([*lines, END])
+
+
+def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
+    """Register ``fake-bias`` on the ``uni3d bench`` subparsers."""
+    p = bench_subparsers.add_parser("fake-bias", help="text to 3D: fake-score residual against the score difference")
+    p.add_argument("--prompt", default="a red cube")
+    p.add_argument("--preset", default="uni-jeffreys")
+    p.add_argument("--steps", type=int, default=200, help="training steps per run (default 200)")
+    p.add_argument("--every", type=int, default=50, help="measure every N steps (default 50)")
+    p.add_argument("--draws", type=int, default=24, help="draws per measurement (default 24)")
+    p.add_argument(
+        "--fake-guidance-scales", default="1,7.5", help="comma-separated fake-score guidance scales, one run each"
+    )
+    p.add_argument("--fake-warmup-steps", type=int, default=0)
+    p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
+    p.set_defaults(func=_bench_fake_bias)
+
+
+def _bench_fake_bias(args: argparse.Namespace) -> int:
+    base = GenerateConfig(prompt=args.prompt, preset=args.preset, steps=args.steps)
+    if get_preset(args.preset).fake_score != "learned":
+        raise UsageError(f"preset {args.preset!r} has no fake score to measure; use vsd, uni-<f> or fdistill-<f>")
+    if args.every < 1 or args.draws < 1:
+        raise UsageError("--every and --draws must be at least 1")
+    results = []
+    for scale in (float(s) for s in args.fake_guidance_scales.split(",") if s.strip()):
+        cfg = dataclasses.replace(base, fake_guidance_scale=scale, fake_warmup_steps=args.fake_warmup_steps)
+        rows = measure(cfg, args.every, args.draws)
+        for r in rows:
+            print(
+                f"fake guidance {scale:g} step {r['step']}: mean cos {r['cos_mean']:+.3f}, positive {r['positive']:.0%}"
+            )
+        results.append({"config": cfg.as_dict(), "rows": rows})
+    info = machine()
+    command = "uni3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    save_json(args.docs / "benchmarks" / "fake_bias.json", {"machine": info, "command": command, "results": results})
+    replace_section(args.docs / "benchmarks.md", _section(results, info, command))
+    print(json.dumps({"written": str(args.docs / "benchmarks" / "fake_bias.json")}))
+    return 0
