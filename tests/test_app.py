@@ -109,15 +109,6 @@ def test_status_line_shows_step_eta_and_outcome(tmp_path: Path) -> None:
     assert thumbnail(tmp_path / "sheet.png").size == (192, 192)
 
 
-@pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory: pytest.TempPathFactory):
-    from uni3d.prior.stable_diffusion import StableDiffusionPrior
-    from uni3d.prior.tiny import build_tiny_pipeline
-
-    folder = build_tiny_pipeline(tmp_path_factory.mktemp("prior") / "tiny-sd", seed=0, sample_size=8)
-    return folder, StableDiffusionPrior.from_pretrained(folder)
-
-
 def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp_path: Path) -> None:
     folder, prior = tiny_prior
     export = {"iso_level": 5.0, "mc_resolution": 32, "max_faces": 2000, "texture_size": 64, "turntable_frames": 4,

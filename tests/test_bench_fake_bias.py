@@ -13,32 +13,23 @@ from uni3d.cli import main
 from uni3d.pipeline.config import GenerateConfig
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
-    from uni3d.prior.stable_diffusion import StableDiffusionPrior
-    from uni3d.prior.tiny import build_tiny_pipeline
-
-    folder = build_tiny_pipeline(tmp_path_factory.mktemp("prior") / "tiny-sd", seed=0, sample_size=8)
-    return folder, StableDiffusionPrior.from_pretrained(folder)
-
-
 def _cfg(folder: Path, **changes: object) -> GenerateConfig:
     small = {"steps": 3, "grid_resolution": 16, "render_steps": 32, "bank_size": 2, "bank_nfe": 3}
     return GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(folder), **small, **changes})
 
 
-def test_measure_reports_cosines_at_the_asked_steps(tiny) -> None:
-    folder, prior = tiny
+def test_measure_reports_cosines_at_the_asked_steps(tiny_prior) -> None:
+    folder, prior = tiny_prior
     rows = measure(_cfg(folder, preset="uni-jeffreys", fake_guidance_scale=2.0), every=2, draws=3, prior=prior)
     assert [r["step"] for r in rows] == [0, 2, 3]
     for r in rows:
         assert -1 <= r["cos_mean"] <= 1 and math.isfinite(r["cos_mean"]) and r["positive"] in (0, 1 / 3, 2 / 3, 1)
 
 
-def test_residual_alignment_leaves_the_run_rng_alone(tiny) -> None:
+def test_residual_alignment_leaves_the_run_rng_alone(tiny_prior) -> None:
     from uni3d.pipeline.trainer import TextTo3D
 
-    folder, prior = tiny
+    folder, prior = tiny_prior
     trainer = TextTo3D(_cfg(folder, preset="vsd").resolved(16), prior)
     before = torch.get_rng_state()
     first = residual_alignment(trainer, draws=2)

@@ -84,19 +84,12 @@ def test_summary_counts_distinct_shapes_and_colours() -> None:
     assert (div["seeds"], div["distinct_shapes"], div["distinct_colours"]) == (3, 2, 2)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
-    from uni3d.prior.stable_diffusion import StableDiffusionPrior
-    from uni3d.prior.tiny import build_tiny_pipeline
-
-    folder = build_tiny_pipeline(tmp_path_factory.mktemp("prior") / "tiny-sd", seed=0, sample_size=8)
-    return folder, StableDiffusionPrior.from_pretrained(folder)
-
-
-def test_two_step_bench_writes_json_docs_and_resumes(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_step_bench_writes_json_docs_and_resumes(
+    tiny_prior, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("uni3d.bench.shapes.YAW_STEPS", 2)
     monkeypatch.setattr("uni3d.bench.shapes.N_POINTS", 2000)
-    folder, prior = tiny
+    folder, prior = tiny_prior
     settings = {
         "prior": str(folder),
         "steps": 2,

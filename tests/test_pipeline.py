@@ -38,15 +38,6 @@ SMALL: dict[str, Any] = {
 """Settings small enough for a test: 16 px renders of the tiny prior, 3 steps, a fixed iso-level (no auto pass)."""
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
-    from uni3d.prior.stable_diffusion import StableDiffusionPrior
-    from uni3d.prior.tiny import build_tiny_pipeline
-
-    folder = build_tiny_pipeline(tmp_path_factory.mktemp("prior") / "tiny-sd", seed=0, sample_size=8)
-    return folder, StableDiffusionPrior.from_pretrained(folder)
-
-
 def _cfg(folder: Path, **changes: Any) -> GenerateConfig:
     return GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(folder), **SMALL, **changes})
 
@@ -58,10 +49,10 @@ def _glb_mesh(path: Path) -> trimesh.Trimesh:
 
 
 @pytest.mark.parametrize("preset", ["sds", "vsd", "uni-jeffreys"])
-def test_generate_writes_a_finite_asset(tiny, tmp_path: Path, preset: str) -> None:
+def test_generate_writes_a_finite_asset(tiny_prior, tmp_path: Path, preset: str) -> None:
     from uni3d.pipeline.run import generate
 
-    folder, prior = tiny
+    folder, prior = tiny_prior
     out = tmp_path / preset
     metrics = generate(_cfg(folder, preset=preset), out, prior=prior, progress=False)
     assert metrics["status"] == "done" and metrics["steps"] == 3 and metrics["rollbacks"] == 0
@@ -78,12 +69,12 @@ def test_generate_writes_a_finite_asset(tiny, tmp_path: Path, preset: str) -> No
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0])
-def test_fake_score_guided_like_the_teacher_starts_equal_to_it(tiny, scale: float) -> None:
+def test_fake_score_guided_like_the_teacher_starts_equal_to_it(tiny_prior, scale: float) -> None:
     """LoRA and camera embedding start at zero, so with the teacher's guidance the fake score is the teacher."""
     from uni3d.pipeline.trainer import TextTo3D
     from uni3d.prior.views import camera_angles
 
-    folder, prior = tiny
+    folder, prior = tiny_prior
     cfg = _cfg(folder, preset="uni-rkl", guidance_scale=scale, fake_guidance_scale=scale).resolved(16)
     trainer = TextTo3D(cfg, prior)
     unet = prior.unet.config
@@ -104,10 +95,10 @@ def _state(path: Path) -> dict[str, Any]:
     return torch.load(path / "checkpoint.pt")
 
 
-def test_resume_continues_and_matches_the_uninterrupted_run(tiny, tmp_path: Path) -> None:
+def test_resume_continues_and_matches_the_uninterrupted_run(tiny_prior, tmp_path: Path) -> None:
     from uni3d.pipeline.run import generate
 
-    folder, prior = tiny
+    folder, prior = tiny_prior
     cfg = _cfg(folder, preset="uni-jeffreys", steps=4)
     generate(cfg, tmp_path / "whole", prior=prior, progress=False)
 
@@ -136,10 +127,10 @@ def test_resume_continues_and_matches_the_uninterrupted_run(tiny, tmp_path: Path
         generate(_cfg(folder, preset="vsd", steps=4), part, prior=prior, progress=False)
 
 
-def test_should_stop_cancels_cleanly_keeps_the_partial_asset_and_resumes(tiny, tmp_path: Path) -> None:
+def test_should_stop_cancels_cleanly_keeps_the_partial_asset_and_resumes(tiny_prior, tmp_path: Path) -> None:
     from uni3d.pipeline.run import finished_metrics, generate
 
-    folder, prior = tiny
+    folder, prior = tiny_prior
     cfg = _cfg(folder, steps=4, checkpoint_every=3)
     seen: list[int] = []
     out = tmp_path / "cancel"
@@ -161,11 +152,13 @@ def test_should_stop_cancels_cleanly_keeps_the_partial_asset_and_resumes(tiny, t
     assert "cancelled_at_step" not in again
 
 
-def test_nonfinite_loss_is_rolled_back_and_reported(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nonfinite_loss_is_rolled_back_and_reported(
+    tiny_prior, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import uni3d.pipeline.trainer as trainer_mod
     from uni3d.pipeline.run import generate
 
-    folder, prior = tiny
+    folder, prior = tiny_prior
     real = trainer_mod.generator_loss
     calls = {"n": 0}
 
@@ -188,8 +181,8 @@ def test_nonfinite_loss_is_rolled_back_and_reported(tiny, tmp_path: Path, monkey
     assert not (tmp_path / "bad" / "model.glb").exists() and not (tmp_path / "bad" / "metrics.json").exists()
 
 
-def test_generate_command_end_to_end(tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder, _ = tiny
+def test_generate_command_end_to_end(tiny_prior, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, _ = tiny_prior
     config = tmp_path / "small.json"
     save_json(config, {**SMALL, "steps": 2})
     out = tmp_path / "cli"
