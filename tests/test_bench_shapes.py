@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 import trimesh
 
-from uni3d.bench.shapes import (
+from uni3d.bench.shape_metrics import (
     classify_shape,
     colour_scores,
     nearest_colour,
     parse_target,
     primitive_mesh,
-    run_bench,
     shape_chamfer,
-    summarise,
 )
+from uni3d.bench.shapes import run_bench, summarise
 from uni3d.prior.primitives import COLOURS, CUBE_HALF, SPHERE_RADIUS
 
 
@@ -46,7 +45,7 @@ def test_true_primitives_have_the_dataset_sizes() -> None:
 
 
 def test_chamfer_is_zero_for_the_true_shape_and_clearly_more_for_another(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("uni3d.bench.shapes.YAW_STEPS", 3)  # turns of 0, 30, 60 degrees: enough here, 4x faster
+    monkeypatch.setattr("uni3d.bench.shape_metrics.YAW_STEPS", 3)  # turns of 0, 30, 60 degrees: enough here, 4x faster
     box = trimesh.creation.box(extents=[2 * CUBE_HALF] * 3)
     assert shape_chamfer(box, "cube") < 0.01
     turned = box.copy()
@@ -87,8 +86,8 @@ def test_summary_counts_distinct_shapes_and_colours() -> None:
 def test_two_step_bench_writes_json_docs_and_resumes(
     tiny_prior, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("uni3d.bench.shapes.YAW_STEPS", 2)
-    monkeypatch.setattr("uni3d.bench.shapes.N_POINTS", 2000)
+    monkeypatch.setattr("uni3d.bench.shape_metrics.YAW_STEPS", 2)
+    monkeypatch.setattr("uni3d.bench.shape_metrics.N_POINTS", 2000)
     folder, prior = tiny_prior
     settings = {
         "prior": str(folder),

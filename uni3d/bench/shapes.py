@@ -3,15 +3,8 @@
 Each prompt of the prompt file names a primitive and/or a colour of the prior's dataset
 (:mod:`uni3d.prior.primitives`). A prompt naming both ("a red cube") is scored per preset on one seed:
 
-- **Chamfer**: :func:`uni3d.reconstruct.metrics.chamfer`-style symmetric mean nearest-neighbour distance between
-  surface samples of the exported mesh (``model_vertex_color.glb``) and of the true primitive, divided by the true
-  bounding-box diagonal. The true mesh is the zero set of the dataset's signed distance (marching cubes at
-  :data:`GT_RESOLUTION`^3), centred and upright exactly as the dataset renders it. The prior sees every azimuth,
-  so a generated cube may be turned about the vertical axis: the distance is the minimum over
-  :data:`YAW_STEPS` turns in ``[0, 90)`` degrees (the cube's and pyramid's symmetry; the rest are round);
-- **colour**: the area-weighted mean vertex colour (the field's albedo) of the exported mesh; ``colour error`` is
-  the area-weighted mean RGB distance (``[0, 1]`` units) of the surface to the named albedo, and the colour is
-  right when the nearest named albedo to the mean colour is the prompt's;
+- **Chamfer** and **colour** (:mod:`uni3d.bench.shape_metrics`): distance to the true primitive over its
+  bounding-box diagonal, and the mean surface albedo against the named colour;
 - **seconds**: wall and CPU (``time.process_time``) of the whole run, training and export, with the machine's
   load average (the machine may be shared).
 
@@ -27,150 +20,33 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
-import re
 import shlex
 import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import trimesh
-from scipy.spatial import cKDTree
-from skimage import measure
 
 from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.bench.shape_metrics import Target, parse_target, primitive_mesh, score_mesh, shape_chamfer
+from uni3d.bench.shapes_sheet import contact_sheet_image
 from uni3d.io import atomic_write, save_json
 from uni3d.pipeline.batch import read_prompts, run_folder
 from uni3d.pipeline.config import GenerateConfig, read_config_file
-from uni3d.prior.primitives import BOUND_RADIUS, COLOUR_NAMES, COLOURS, SHAPE_NAMES, SHAPES
 
 BEGIN, END = section_markers("shapes")
 PRESETS = ("sds", "vsd", "uni-rkl", "uni-fkl", "uni-jeffreys")
-GT_RESOLUTION = 128
-"""Marching-cubes resolution of the true primitives (voxel 1.5/128 = 0.012 world units)."""
-YAW_STEPS = 12
-"""Turns about ``+y`` tried by the Chamfer distance, evenly over ``[0, 90)`` degrees (7.5 degree steps)."""
-N_POINTS = 10000
-"""Surface samples per mesh for the Chamfer distance."""
 CHAMFER_TARGET = 0.05
 """Issue 5's target: Chamfer at most 5 % of the true bounding-box diagonal."""
 SECONDS_TARGET = 300.0
 """Issue 5's target: at most 5 minutes per prompt (training + export) on 2 CPU cores."""
 PROMPT_TARGET = 8
 """Issue 5's target: Chamfer and colour right for at least 8 of the 10 prompts (default preset)."""
-
-
-# ---- ground truth and metrics ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a prompt names: a primitive and/or a colour (``None`` when left open)."""
-
-    prompt: str
-    shape: str | None
-    colour: str | None
-
-    @property
-    def specified(self) -> bool:
-        """Both named: scored for accuracy; otherwise a diversity prompt."""
-        return self.shape is not None and self.colour is not None
-
-
-def parse_target(prompt: str) -> Target:
-    """The first shape name and the first colour name among the prompt's words ("gray" counts as grey)."""
-    words = re.findall(r"[a-z]+", prompt.lower().replace("gray", "grey"))
-    shape = next((w for w in words if w in SHAPE_NAMES), None)
-    colour = next((w for w in words if w in COLOUR_NAMES), None)
-    return Target(prompt, shape, colour)
-
-
-@functools.cache
-def primitive_mesh(shape: str, resolution: int = GT_RESOLUTION) -> trimesh.Trimesh:
-    """The true surface of ``shape`` (the zero set of the dataset's signed distance) in scene coordinates."""
-    half = BOUND_RADIUS + 0.05
-    axis = torch.linspace(-half, half, resolution)
-    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    sdf = SHAPES[shape](pts).view(resolution, resolution, resolution).numpy()
-    spacing = 2 * half / (resolution - 1)
-    verts, faces, _, _ = measure.marching_cubes(sdf, level=0.0, spacing=(spacing,) * 3)
-    return trimesh.Trimesh(verts - half, faces, process=True)
-
-
-@functools.cache
-def _primitive_samples(shape: str) -> tuple[np.ndarray, cKDTree, float]:
-    mesh = primitive_mesh(shape)
-    pts, _ = trimesh.sample.sample_surface(mesh, N_POINTS, seed=1)
-    return pts, cKDTree(pts), float(np.linalg.norm(mesh.extents))
-
-
-def _yaw(points: np.ndarray, degrees: float) -> np.ndarray:
-    a = math.radians(degrees)
-    rot = np.array([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
-    return points @ rot.T
-
-
-def shape_chamfer(mesh: trimesh.Trimesh, shape: str) -> float:
-    """Symmetric Chamfer between ``mesh`` and the true ``shape``, over its bbox diagonal, minimised over yaw."""
-    true_pts, true_tree, diag = _primitive_samples(shape)
-    pred, _ = trimesh.sample.sample_surface(mesh, N_POINTS, seed=0)
-    best = math.inf
-    for k in range(YAW_STEPS):
-        turned = _yaw(np.asarray(pred), 90.0 * k / YAW_STEPS)
-        to_true = float(true_tree.query(turned)[0].mean())
-        to_pred = float(cKDTree(turned).query(true_pts)[0].mean())
-        best = min(best, (to_true + to_pred) / 2 / diag)
-    return best
-
-
-def classify_shape(mesh: trimesh.Trimesh) -> tuple[str, dict[str, float]]:
-    """The nearest primitive by :func:`shape_chamfer`, and the distance to each."""
-    scores = {name: shape_chamfer(mesh, name) for name in SHAPE_NAMES}
-    return min(scores, key=scores.__getitem__), scores
-
-
-def surface_colours(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
-    """Vertex colours ``(V, 3)`` in ``[0, 1]`` and area weights ``(V,)`` (a third of each adjacent face's area)."""
-    rgb = np.asarray(mesh.visual.vertex_colors, dtype=np.float64)[:, :3] / 255.0
-    weights = np.zeros(len(mesh.vertices))
-    np.add.at(weights, np.asarray(mesh.faces).reshape(-1), np.repeat(mesh.area_faces / 3, 3))
-    return rgb, weights
-
-
-def nearest_colour(rgb: Iterable[float]) -> str:
-    """The named colour whose albedo is nearest to ``rgb`` (Euclidean)."""
-    rgb = np.asarray(list(rgb), dtype=np.float64)
-    return min(COLOUR_NAMES, key=lambda name: float(np.linalg.norm(np.asarray(COLOURS[name]) - rgb)))
-
-
-def colour_scores(mesh: trimesh.Trimesh, target: str | None) -> dict[str, Any]:
-    """Mean surface colour, its nearest name and (given a target) the mean RGB distance to the target albedo."""
-    rgb, weights = surface_colours(mesh)
-    total = weights.sum() or 1.0
-    mean = (rgb * weights[:, None]).sum(0) / total
-    out: dict[str, Any] = {"mean_rgb": [round(float(v), 4) for v in mean], "colour_pred": nearest_colour(mean)}
-    if target is not None:
-        dist = np.linalg.norm(rgb - np.asarray(COLOURS[target]), axis=1)
-        out["colour_error"] = float((dist * weights).sum() / total)
-        out["right_colour"] = out["colour_pred"] == target
-    return out
-
-
-def score_mesh(mesh: trimesh.Trimesh, target: Target) -> dict[str, Any]:
-    """Every metric of one asset against ``target`` (Chamfer only when the prompt names the shape)."""
-    shape_pred, distances = classify_shape(mesh)
-    row: dict[str, Any] = {"shape_pred": shape_pred, **colour_scores(mesh, target.colour)}
-    if target.shape is not None:
-        row["chamfer"] = distances[target.shape]
-        row["right_shape"] = shape_pred == target.shape
-    return row
 
 
 # ---- runs -----------------------------------------------------------------------------------------------------
@@ -486,64 +362,12 @@ def _prompt_row(r: dict[str, Any]) -> str:
     )
 
 
-def contact_sheet_image(rows: list[dict[str, Any]], tile: int = 96) -> np.ndarray | None:
-    """Two tiles per finished run, labelled: the first turntable frame (the field as rendered) above the exported
-    mesh that is scored (:func:`mesh_render`); rows = (steps, preset) groups."""
-    from PIL import Image, ImageDraw
-
+def run_groups(rows: list[dict[str, Any]]) -> dict[tuple[int, str], list[dict[str, Any]]]:
+    """Finished runs grouped by (steps, preset), in the tables' order (the contact sheet's rows)."""
     groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for r in _sorted_rows([r for r in rows if r["status"] == "done"]):
         groups.setdefault((r["steps"], r["preset"]), []).append(r)
-    if not groups:
-        return None
-    cols = max(len(g) for g in groups.values())
-    label = 14
-    height = 2 * tile + 2 * label
-    sheet = Image.new("RGB", (cols * tile, len(groups) * height), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, ((steps, preset), group) in enumerate(groups.items()):
-        y = i * height
-        draw.text((2, y), f"{preset}, {steps} steps (render above, exported mesh below)", fill="black")
-        for j, r in enumerate(group):
-            for k, image in enumerate((_first_frame(Path(r["out"])), mesh_render(Path(r["out"]), tile))):
-                if image is not None:
-                    sheet.paste(image.resize((tile, tile)), (j * tile, y + label + k * tile))
-            name = r["prompt"].removeprefix("a ").removeprefix("an ")
-            draw.text((j * tile + 2, y + label + 2 * tile), f"{name} {r['seed']}"[:16], fill="black")
-    return np.asarray(sheet)
-
-
-def mesh_render(out: Path, size: int):  # noqa: ANN201 - PIL type kept out of the signature
-    """The run's ``model_vertex_color.glb`` rasterized (vertex albedo, the world key light) from elevation 20
-    degrees on white, or ``None`` when the run folder has no mesh."""
-    from PIL import Image
-
-    from uni3d.reconstruct.raster import rasterize
-    from uni3d.scene.cameras import orbit_cameras
-
-    try:
-        mesh = trimesh.load(out / "model_vertex_color.glb", force="mesh")
-    except (OSError, ValueError):
-        return None
-    verts = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
-    normals = torch.tensor(np.asarray(mesh.vertex_normals), dtype=torch.float32)
-    albedo = torch.tensor(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0, dtype=torch.float32)
-    faces = torch.tensor(np.asarray(mesh.faces), dtype=torch.long)
-    rgb, alpha = rasterize(orbit_cameras(1, elevation_deg=20.0, size=size), verts, faces, normals, albedo)
-    image = (rgb + (1 - alpha))[0].clamp(0, 1).numpy()
-    return Image.fromarray((image * 255).round().astype(np.uint8))
-
-
-def _first_frame(out: Path):  # noqa: ANN202 - PIL type kept out of the signature
-    from PIL import Image
-
-    try:
-        cfg = json.loads((out / "config.json").read_text())
-        size = int(cfg["export"]["turntable_size"])
-        with Image.open(out / "contact_sheet.png") as im:
-            return im.convert("RGB").crop((0, 0, size, size))
-    except (OSError, KeyError, ValueError):
-        return None
+    return groups
 
 
 def write_results(docs: Path, rows: list[dict[str, Any]], invocations: list[dict[str, Any]] | None = None) -> None:
@@ -556,7 +380,7 @@ def write_results(docs: Path, rows: list[dict[str, Any]], invocations: list[dict
     data = {"machine": info, "invocations": invocations, "summary": summary, "rows": rows}
     save_json(docs / "benchmarks" / "shapes.json", data)
     replace_section(docs / "benchmarks.md", _section(rows, summary, info, invocations))
-    sheet = contact_sheet_image(rows)
+    sheet = contact_sheet_image(run_groups(rows))
     if sheet is not None:
         atomic_write(
             docs / "benchmarks" / "shapes" / "contact_sheet.png", iio.imwrite("<bytes>", sheet, extension=".png")
