@@ -243,7 +243,7 @@ def _section(
     rows: list[dict[str, Any]], summary: dict[str, Any], info: dict[str, Any], invocations: list[dict[str, Any]]
 ) -> str:
     done = [r for r in rows if r["status"] == "done"]
-    loads = [r["load_average_1min"] for r in done]
+    loads = [r["load_average_1min"] for r in done if r.get("load_average_1min") is not None]
     lines = [
         BEGIN,
         "## Text to 3D on the embedded prior (`uni3d bench shapes`)",
