@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import trimesh
 
 
@@ -40,18 +39,14 @@ def mesh_render(out: Path, size: int):  # noqa: ANN201 - PIL type kept out of th
     degrees on white, or ``None`` when the run folder has no mesh."""
     from PIL import Image
 
-    from uni3d.reconstruct.raster import rasterize
+    from uni3d.reconstruct.views import rasterize_trimesh
     from uni3d.scene.cameras import orbit_cameras
 
     try:
         mesh = trimesh.load(out / "model_vertex_color.glb", force="mesh")
     except (OSError, ValueError):
         return None
-    verts = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
-    normals = torch.tensor(np.asarray(mesh.vertex_normals), dtype=torch.float32)
-    albedo = torch.tensor(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0, dtype=torch.float32)
-    faces = torch.tensor(np.asarray(mesh.faces), dtype=torch.long)
-    rgb, alpha = rasterize(orbit_cameras(1, elevation_deg=20.0, size=size), verts, faces, normals, albedo)
+    rgb, alpha = rasterize_trimesh(orbit_cameras(1, elevation_deg=20.0, size=size), mesh)
     image = (rgb + (1 - alpha))[0].clamp(0, 1).numpy()
     return Image.fromarray((image * 255).round().astype(np.uint8))
 

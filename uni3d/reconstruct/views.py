@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import trimesh
 
 from uni3d.errors import UsageError
 from uni3d.reconstruct.meshes import SourceMesh
@@ -41,14 +42,18 @@ def render_views(source: SourceMesh, n: int, size: int, fov_deg: float = 40.0, o
         raise UsageError(f"need at least 1 view, got {n}")
     if not 8 <= size <= 1024:
         raise UsageError(f"view size must be 8-1024 pixels, got {size}")
-    mesh = source.mesh
     cams = sphere_cameras(n, distance=camera_distance(source, fov_deg), fov_deg=fov_deg, size=size, offset=offset)
-    verts = torch.tensor(mesh.vertices, dtype=torch.float32)
-    faces = torch.tensor(mesh.faces, dtype=torch.long)
+    return ViewSet(cams, *rasterize_trimesh(cams, source.mesh))
+
+
+def rasterize_trimesh(cams: Cameras, mesh: trimesh.Trimesh) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~uni3d.reconstruct.raster.rasterize` of a trimesh: its vertex normals, and its vertex colours as
+    the albedo (:data:`DEFAULT_ALBEDO` when it has none); premultiplied ``rgb`` and ``alpha``."""
+    verts = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
+    faces = torch.tensor(np.asarray(mesh.faces), dtype=torch.long)
     normals = torch.tensor(np.asarray(mesh.vertex_normals), dtype=torch.float32)
     if mesh.visual.kind == "vertex":
         albedo = torch.tensor(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0, dtype=torch.float32)
     else:
         albedo = torch.tensor(DEFAULT_ALBEDO).expand(len(verts), 3)
-    rgb, alpha = rasterize(cams, verts, faces, normals, albedo)
-    return ViewSet(cams, rgb, alpha)
+    return rasterize(cams, verts, faces, normals, albedo)
