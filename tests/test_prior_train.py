@@ -93,6 +93,23 @@ def test_changed_settings_refuse_to_resume(dataset: Path, trained: Path) -> None
         train_prior(PriorTrainConfig(steps=16, **{**TINY, "lr": 1e-4}), dataset, trained, progress=False)
 
 
+def test_fine_tuning_starts_from_a_saved_pipeline(dataset: Path, trained: Path, tmp_path: Path) -> None:
+    """--init-from: no VAE phase, the VAE and its scaling factor kept, the UNet trained on from the loaded one."""
+    cfg = PriorTrainConfig(steps=4, **{**TINY, "init_from": str(trained / "pipeline")})
+    run = train_prior(cfg, dataset, tmp_path / "ft", progress=False).out
+    assert _losses(run, "vae") == [] and len(_losses(run, "diffusion")) == 4
+    before, after = _weights(trained / "pipeline"), _weights(run / "pipeline")
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("vae."))
+    unet = [k for k in before if k.startswith("unet.")]
+    assert any(not torch.equal(before[k], after[k]) for k in unet)
+    saved = json.loads((run / "pipeline" / "vae" / "config.json").read_text())["scaling_factor"]
+    assert saved == json.loads((trained / "pipeline" / "vae" / "config.json").read_text())["scaling_factor"]
+    with pytest.raises(UsageError, match="model_index.json missing"):
+        train_prior(PriorTrainConfig(steps=4, **{**TINY, "init_from": str(tmp_path)}), dataset, tmp_path / "x")
+    with pytest.raises(UsageError, match="32x32 images, the dataset has 16x16"):
+        train_prior(PriorTrainConfig(steps=4, **{**TINY, "init_from": str(SHIPPED)}), dataset, tmp_path / "y")
+
+
 def test_exported_folder_is_a_stable_diffusion_prior(trained: Path) -> None:
     prior = StableDiffusionPrior.from_pretrained(trained / "pipeline")
     index = json.loads((trained / "pipeline" / "model_index.json").read_text())

@@ -104,6 +104,30 @@ def test_occupancy_marching_skips_empty_space() -> None:
     assert (lo > -0.7).all() and (hi < 0.7).all()
 
 
+@pytest.mark.parametrize("perturb", [False, True])
+def test_front_to_back_marching_matches_one_full_march(perturb: bool) -> None:
+    """Segmented marching with early stop keeps exactly the samples that pruning one full march keeps."""
+    grid = OccupancyGrid(bound=1.0, resolution=16, render_steps=128)
+
+    def sigma_fn(x: torch.Tensor) -> torch.Tensor:  # a dense shell (rays stop there) around a soft core
+        r = x.norm(dim=-1)
+        return 40.0 * ((r > 0.45) & (r < 0.55)).float() + 2.0 * (r < 0.3).float()
+
+    grid.update(lambda x: sigma_fn(x) + 0.5 * (x.norm(dim=-1) < 0.8).float(), warmup=True)
+    cams = orbit_cameras(3, size=12)
+    o, d = (t.reshape(-1, 3) for t in cams.rays())
+    torch.manual_seed(0)
+    rays, t0, t1 = grid.sample(o, d, sigma_fn, perturb=perturb)
+    torch.manual_seed(0)
+    all_rays, a0, a1 = grid.sample(o, d, perturb=perturb)  # the full march, no pruning
+    sigma = sigma_fn(o[all_rays] + ((a0 + a1) / 2)[:, None] * d[all_rays])
+    _, trans = render_weights(sigma, a0, a1, all_rays, len(o))
+    keep = (1 - torch.exp(-sigma * grid.step_size) > grid.alpha_thre) & (trans > grid.early_stop_eps)
+    assert keep.sum() < 0.5 * len(keep)  # the shell stops most rays: the test exercises early stop
+    assert torch.equal(rays, all_rays[keep])
+    assert torch.allclose(t0, a0[keep]) and torch.allclose(t1, a1[keep])
+
+
 @pytest.mark.parametrize("shading", ["albedo", "lambertian", "textureless"])
 def test_renderer_outputs_and_backgrounds(shading: str) -> None:
     torch.manual_seed(0)

@@ -15,6 +15,10 @@ Two phases on one step counter, both from the tiny SD pipeline of :mod:`uni3d.pr
    Captions are replaced by ``""`` with probability ``cond_drop`` (classifier-free guidance, Ho & Salimans 2022).
    An EMA of the UNet and text encoder is what gets exported.
 
+``init_from`` (``--init-from``) starts from a saved pipeline instead (fine-tuning, e.g. the shipped prior with more
+diffusion steps): its VAE, ``scaling_factor``, UNet and text encoder; the VAE phase is skipped, the diffusion
+phase runs ``steps`` more steps with fresh optimizers (and the warm-up again), the EMA starts at the loaded weights.
+
 Every random draw comes from one seeded :class:`torch.Generator` whose state is checkpointed with the models and
 optimizers, so an interrupted run continues where it stopped when the same command is repeated (and a larger
 ``--steps`` extends a finished run). Checkpoints, ``metrics.csv`` and ``config.json`` are written atomically.
@@ -79,6 +83,7 @@ class PriorTrainConfig:
     sample_every: int = 250
     sample_steps: int = 25
     guidance_scale: float = 3.0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "vae_steps"):
@@ -146,7 +151,9 @@ def _token_table(pipe: StableDiffusionPipeline, captions: list[str]) -> tuple[Te
 
 
 def _new_state(cfg: PriorTrainConfig, image_size: int) -> _State:
-    pipe = tiny_pipeline(cfg.prediction_type, cfg.seed, image_size // 2)
+    pipe = tiny_pipeline(cfg.prediction_type, cfg.seed, image_size // 2) if cfg.init_from is None else None
+    if pipe is None:
+        pipe = _load_init(cfg.init_from, image_size)
     pipe.text_encoder.train()
     pipe.unet.train()
     pipe.vae.train()
@@ -156,7 +163,21 @@ def _new_state(cfg: PriorTrainConfig, image_size: int) -> _State:
     ema_unet = copy.deepcopy(pipe.unet).requires_grad_(False).eval()
     ema_text = copy.deepcopy(pipe.text_encoder).requires_grad_(False).eval()
     gen = torch.Generator().manual_seed(cfg.seed)
-    return _State(pipe, ema_unet, ema_text, vae_opt, opt, gen, rows=[])
+    state = _State(pipe, ema_unet, ema_text, vae_opt, opt, gen, rows=[])
+    if cfg.init_from is not None:  # the VAE phase is the loaded pipeline's
+        state.step, state.scaling_factor = cfg.vae_steps, float(pipe.vae.config.scaling_factor)
+    return state
+
+
+def _load_init(folder: str, image_size: int) -> StableDiffusionPipeline:
+    """The pipeline to fine-tune (``init_from``); one-line error when it is not one or its image side differs."""
+    from uni3d.prior.evaluate import load_pipeline
+
+    pipe = load_pipeline(folder)
+    side = int(pipe.unet.config.sample_size) * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    if side != image_size:
+        raise UsageError(f"--init-from {folder} makes {side}x{side} images, the dataset has {image_size}x{image_size}")
+    return pipe
 
 
 _MODULES = ("vae", "unet", "text_encoder")
@@ -339,8 +360,9 @@ def train_prior(
         else:
             if latents is None:
                 latents = _cache_latents(state.pipe.vae, images)
-                state.scaling_factor = float(1 / latents.std())
-                if step == cfg.vae_steps:
+                if cfg.init_from is None:
+                    state.scaling_factor = float(1 / latents.std())
+                if step == cfg.vae_steps and cfg.init_from is None:
                     _write_vae_grid(state, images, out / "samples" / "vae_reconstructions.png")
             phase = "diffusion"
             loss = _diffusion_step(state, cfg, latents, item_rows, tokens, step - cfg.vae_steps)

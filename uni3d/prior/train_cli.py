@@ -47,6 +47,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-every", type=int, default=250, help="sample grid every N diffusion steps (default 250)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="checkpoint every N steps (default 100)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="fine-tune this saved pipeline (e.g. assets/priors/shapes) for --steps more diffusion steps; no VAE phase",
+    )
     p.set_defaults(func=_train_prior)
 
     c = subparsers.add_parser(
@@ -91,6 +97,7 @@ def _train_prior(args: argparse.Namespace) -> int:
         seed=args.seed,
         sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every,
+        init_from=None if args.init_from is None else str(args.init_from),
     )
     result = train_prior(cfg, args.dataset, args.out, args.export)
     print(

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from uni3d.errors import UsageError
-from uni3d.scene.volume import DensityFn, render_weights
+from uni3d.scene.volume import DensityFn, exclusive_ray_sum
 
 RaySamples = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """Packed samples ``(ray_indices (S,), t_starts (S,), t_ends (S,))``, sorted by ray then distance."""
@@ -99,32 +99,75 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, origins: torch.Tensor, dirs: torch.Tensor, sigma_fn: DensityFn | None = None, perturb: bool = False
+        self,
+        origins: torch.Tensor,
+        dirs: torch.Tensor,
+        sigma_fn: DensityFn | None = None,
+        perturb: bool = False,
+        segment: int = 32,
     ) -> RaySamples:
-        """March rays ``(N, 3)`` through occupied cells; returns packed ``(ray_indices, t_starts, t_ends)``."""
+        """March rays ``(N, 3)`` through occupied cells; returns packed ``(ray_indices, t_starts, t_ends)``.
+
+        Given ``sigma_fn`` the march goes front to back ``segment`` steps at a time and a ray stops once its
+        transmittance is below ``early_stop_eps``, so the density is not evaluated behind opaque surfaces (what
+        nerfacc's CUDA marcher does per ray); the kept samples are the same as pruning one full march.
+        """
         t_near, t_far = ray_aabb(origins, dirs, self.bound)
         t_near = t_near.clamp(min=0.0)
         hit = (t_far > t_near).nonzero().squeeze(-1)
         if len(hit) == 0:
             return self._empty(origins)
         n_steps = int(((t_far[hit] - t_near[hit]) / self.step_size).ceil().max().item())
-        u = torch.rand(len(hit), 1, device=origins.device) if perturb else torch.full((len(hit), 1), 0.5)
-        t_mid = (
-            t_near[hit, None] + (torch.arange(n_steps, device=origins.device) + u.to(origins.device)) * self.step_size
-        )
-        inside = t_mid < t_far[hit, None]
-        row, col = inside.nonzero(as_tuple=True)
-        pts = origins[hit[row]] + t_mid[row, col, None] * dirs[hit[row]]
-        keep = self.occupied(pts)
-        rays, t = hit[row[keep]], t_mid[row[keep], col[keep]]
-        t_starts, t_ends = t - self.step_size / 2, t + self.step_size / 2
-        if sigma_fn is None or len(rays) == 0:
-            return rays, t_starts, t_ends
-        sigma = sigma_fn(origins[rays] + t[:, None] * dirs[rays])
-        weights, trans = render_weights(sigma, t_starts, t_ends, rays, len(origins))
-        alpha = 1 - torch.exp(-sigma * self.step_size)
-        keep = (alpha > self.alpha_thre) & (trans > self.early_stop_eps)
-        return rays[keep], t_starts[keep], t_ends[keep]
+        u = torch.rand(len(hit), device=origins.device) if perturb else torch.full((len(hit),), 0.5)
+        u = u.to(origins.device)
+        if sigma_fn is None:
+            row, t = self._march(origins, dirs, hit, u, t_near, t_far, 0, n_steps)
+            return hit[row], t - self.step_size / 2, t + self.step_size / 2
+        log_trans = torch.zeros(len(hit), dtype=torch.float64, device=origins.device)  # -log T per live ray
+        kept_rays, kept_t = [], []
+        for start in range(0, n_steps, segment):
+            row, t = self._march(origins, dirs, hit, u, t_near, t_far, start, min(start + segment, n_steps))
+            rays = hit[row]
+            if len(rays):
+                sigma = sigma_fn(origins[rays] + t[:, None] * dirs[rays])
+                tau = sigma.double() * self.step_size
+                trans = torch.exp(-(log_trans[row] + exclusive_ray_sum(tau, row, len(hit))))
+                alpha = 1 - torch.exp(-sigma * self.step_size)
+                keep = (alpha > self.alpha_thre) & (trans > self.early_stop_eps)
+                kept_rays.append(rays[keep])
+                kept_t.append(t[keep])
+                log_trans.index_add_(0, row, tau)
+            ahead = t_near[hit] + (start + segment) * self.step_size < t_far[hit]
+            live = (torch.exp(-log_trans) > self.early_stop_eps) & ahead
+            hit, u, log_trans = hit[live], u[live], log_trans[live]
+            if len(hit) == 0:
+                break
+        if not kept_rays:
+            return self._empty(origins)
+        rays, t = torch.cat(kept_rays), torch.cat(kept_t)
+        order = torch.argsort(rays, stable=True)  # segments are in distance order: sort by ray, keep that order
+        rays, t = rays[order], t[order]
+        return rays, t - self.step_size / 2, t + self.step_size / 2
+
+    def _march(
+        self,
+        origins: torch.Tensor,
+        dirs: torch.Tensor,
+        hit: torch.Tensor,
+        u: torch.Tensor,
+        t_near: torch.Tensor,
+        t_far: torch.Tensor,
+        first: int,
+        last: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps ``first..last-1`` of rays ``hit`` whose midpoints fall in occupied cells: each sample's position
+        in ``hit`` and its midpoint ``t``, sorted by ray, then distance."""
+        steps = torch.arange(first, last, device=origins.device)
+        t_mid = t_near[hit, None] + (steps + u[:, None]) * self.step_size
+        row, col = (t_mid < t_far[hit, None]).nonzero(as_tuple=True)
+        t = t_mid[row, col]
+        keep = self.occupied(origins[hit[row]] + t[:, None] * dirs[hit[row]])
+        return row[keep], t[keep]
 
     def _empty(self, like: torch.Tensor) -> RaySamples:
         empty = like.new_zeros(0)

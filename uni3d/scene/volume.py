@@ -21,18 +21,23 @@ def render_weights(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights ``w_i = T_i alpha_i`` and transmittances ``T_i``, each ``(S,)`` (eq. 3 quadrature).
 
-    The exclusive per-ray sum of ``sigma delta`` is a global cumulative sum (float64, so long packs stay exact)
-    minus its value at each ray's first sample.
+    ``T_i = exp(-sum_{j<i} sigma_j delta_j)`` over the ray's earlier samples (:func:`exclusive_ray_sum`).
     """
     if len(sigma) == 0:
         return sigma.new_zeros(0), sigma.new_zeros(0)
     tau = sigma * (t_ends - t_starts)
-    csum = torch.cumsum(tau.double(), 0)
-    exclusive = csum - tau.double()
+    trans = torch.exp(-exclusive_ray_sum(tau.double(), ray_indices, n_rays)).to(tau.dtype)
+    return trans * (1 - torch.exp(-tau)), trans
+
+
+def exclusive_ray_sum(tau: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
+    """Per-ray exclusive prefix sums ``sum_{j<i} tau_j`` of packed samples sorted by ray: a global cumulative
+    sum minus its value at each ray's first sample (pass float64 so long packs stay exact)."""
+    csum = torch.cumsum(tau, 0)
+    exclusive = csum - tau
     first = torch.full((n_rays,), len(tau), dtype=torch.long, device=tau.device)
     first.scatter_reduce_(0, ray_indices, torch.arange(len(tau), device=tau.device), "amin")
-    trans = torch.exp(-(exclusive - exclusive[first[ray_indices]])).to(tau.dtype)
-    return trans * (1 - torch.exp(-tau)), trans
+    return exclusive - exclusive[first[ray_indices]]
 
 
 def accumulate(
