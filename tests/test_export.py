@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import trimesh
+from skimage import measure
 
 from uni3d.errors import UsageError
 from uni3d.export.bake import bake_texture, vertex_colored
-from uni3d.export.mesh import extract_mesh
+from uni3d.export.mesh import extract_mesh, fill_cavities
 from uni3d.export.validate import validate_gltf, validator_missing
 from uni3d.export.video import contact_sheet, turntable_frames, write_video
 from uni3d.export.writers import write_glb, write_obj
@@ -42,6 +44,26 @@ def test_marching_cubes_of_the_blob_is_a_closed_ball(blob: tuple[object, trimesh
     assert 100 <= len(mesh.faces) <= 820
     radius = mesh.vertices.__abs__().max()
     assert 0.2 < radius < 0.9 and abs(mesh.centroid).max() < 0.05
+
+
+def test_enclosed_cavities_are_filled_and_through_holes_kept() -> None:
+    """A hollow shell meshes as one outer surface (not two); a tube's bore, open to the border, stays open."""
+    x = np.linspace(-1, 1, 40)
+    px, py, pz = np.meshgrid(x, x, x, indexing="ij")
+    r = np.sqrt(px**2 + py**2 + pz**2)
+    shell = np.where((r > 0.4) & (r < 0.7), 10.0, 0.0)  # solid between 0.4 and 0.7, empty inside
+    filled = fill_cavities(shell, 5.0)
+    assert (filled[r < 0.3] > 5.0).all() and (filled[r > 0.8] < 5.0).all()
+    verts, faces, _, _ = measure.marching_cubes(filled, level=5.0)
+    assert len(trimesh.Trimesh(verts, faces).split(only_watertight=False)) == 1
+    verts, faces, _, _ = measure.marching_cubes(shell, level=5.0)
+    assert len(trimesh.Trimesh(verts, faces).split(only_watertight=False)) == 2  # what it fixes
+    cracked = shell.copy()
+    cracked[19:21, 19:21, 20:] = 0.0  # a channel from the cavity out through the shell: not enclosed any more
+    assert np.array_equal(fill_cavities(cracked, 5.0), cracked)
+    rho = np.sqrt(px**2 + pz**2)
+    tube = np.where((rho > 0.3) & (rho < 0.7), 10.0, 0.0)  # the bore runs along y to the border
+    assert np.array_equal(fill_cavities(tube, 5.0), tube)
 
 
 def test_empty_field_and_absurd_settings_are_one_line_errors(tmp_path: Path) -> None:

@@ -46,6 +46,35 @@ def test_hash_grid_shapes_gradients_and_interpolation() -> None:
         assert torch.allclose(grid(x)[:, 0], expect, atol=1e-4)
 
 
+def test_compiled_hash_grid_matches_eager_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile'd encoding = eager encoding (values and table gradients, two batch sizes); a failing
+    compiler falls back to eager with a warning instead of stopping the run."""
+    cfg = HashGridConfig(n_levels=4, log2_table_size=12, base_resolution=4, max_resolution=64)
+    eager, compiled = TorchHashGrid(cfg), TorchHashGrid(cfg, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    for n in (300, 517):
+        x = torch.rand(n, 3)
+        for grid in (eager, compiled):
+            grid.table.grad = None
+            grid(x).square().sum().backward()
+        assert torch.allclose(compiled(x), eager(x), atol=1e-6)
+        assert torch.allclose(compiled.table.grad, eager.table.grad, atol=1e-6)
+
+    def broken(*args: object, **kwargs: object) -> object:
+        def call(x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    fallback = TorchHashGrid(cfg, compile=True)
+    fallback.load_state_dict(eager.state_dict())
+    x = torch.rand(10, 3)
+    with pytest.warns(UserWarning, match="torch.compile of the hash grid failed"):
+        out = fallback(x)
+    assert torch.allclose(out, eager(x))
+
+
 def test_bad_settings_raise_one_line_usage_errors() -> None:
     for bad in (lambda: HashGridConfig(n_levels=0), lambda: HashGridConfig(max_resolution=10**6)):
         with pytest.raises(UsageError):

@@ -37,6 +37,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-faces", type=int, default=_REC.max_faces, help="face budget before UV unwrapping")
     p.add_argument("--texture-size", type=int, default=_REC.texture_size, help="baked texture size in pixels")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="scene backend (default auto)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="torch.compile the PyTorch hash grid (default on: about 7x more fit steps per second on a 2-core CPU; "
+        "falls back to eager if it cannot compile)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/reconstruct/<mesh name>)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -51,6 +58,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         warmup_rays=min(args.rays, _FIT.warmup_rays),
         seed=args.seed,
         backend=args.backend,
+        compile=args.compile,
     )
     cfg = ReconstructConfig(
         mesh=args.mesh,

@@ -4,7 +4,9 @@ The automatic iso-level is where the renderer itself puts the surface: along ray
 density at the sample where transmittance ``T`` first drops below 1/2 (volume.py's quadrature); the median
 over many rays from orbit views is the level. Marching cubes (Lorensen & Cline 1987; scikit-image) runs on
 the density sampled at ``resolution^3`` points over the occupied cells' bounding box (points in empty cells
-are not evaluated: their density is below the occupancy threshold).
+are not evaluated: their density is below the occupancy threshold). Enclosed cavities (empty voxels no path
+through empty space connects to the box's border) are filled first: no camera sees them, so a fit leaves the
+inside of a solid at any density, and marching cubes would wrap a hollow in a second, inner surface.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import fast_simplification
 import numpy as np
 import torch
 import trimesh
+from scipy import ndimage
 from skimage import measure
 
 from uni3d.errors import UsageError
@@ -57,6 +60,18 @@ def density_grid(
     return values.view(resolution, resolution, resolution).numpy(), lo.numpy(), spacing
 
 
+def fill_cavities(grid: np.ndarray, level: float) -> np.ndarray:
+    """``grid`` with every enclosed region below ``level`` raised to the grid's maximum (3-D hole filling of the
+    ``grid > level`` mask, scipy's ``binary_fill_holes``: regions connected to the border stay empty)."""
+    solid = grid > level
+    cavities = ndimage.binary_fill_holes(solid) & ~solid
+    if not cavities.any():
+        return grid
+    filled = grid.copy()
+    filled[cavities] = grid.max()
+    return filled
+
+
 def remove_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
     """Drop connected components with fewer than ``min_fraction`` of the faces (floaters)."""
     parts = mesh.split(only_watertight=False)
@@ -99,7 +114,7 @@ def extract_mesh(
     grid, origin, spacing = density_grid(renderer, resolution)
     if not grid.min() < level < grid.max():
         raise UsageError(f"the field is empty at iso-level {level:.3g}: nothing to export")
-    verts, faces, _, _ = measure.marching_cubes(grid, level=level, spacing=tuple(spacing))
+    verts, faces, _, _ = measure.marching_cubes(fill_cavities(grid, level), level=level, spacing=tuple(spacing))
     mesh = trimesh.Trimesh(verts + origin, faces, process=True)
     mesh.update_faces(mesh.nondegenerate_faces())
     mesh.remove_unreferenced_vertices()

@@ -37,6 +37,7 @@ class FitConfig:
     backend: str = "auto"
     grid_resolution: int = 64
     render_steps: int = 256
+    compile: bool = False
     field: FieldConfig = field(
         default_factory=lambda: FieldConfig(
             encoding=HashGridConfig(n_levels=8, log2_table_size=16, base_resolution=16, max_resolution=256),
@@ -83,6 +84,7 @@ def fit_field(views: ViewSet, cfg: FitConfig, progress: Callable[[int, float], N
         background="random",
         grid_resolution=cfg.grid_resolution,
         render_steps=cfg.render_steps,
+        compile=cfg.compile,
     )
     device = next(renderer.parameters()).device
     origins, dirs = (t.reshape(-1, 3).to(device) for t in views.cameras.rays())

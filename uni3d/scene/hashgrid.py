@@ -10,6 +10,7 @@ the spatial hash ``h(x) = (x_1 * 1 XOR x_2 * 2654435761 XOR x_3 * 805459861) mod
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -95,7 +96,8 @@ class TorchHashGrid(nn.Module):
         self.register_buffer("level_offset", torch.tensor(offsets[:-1], dtype=torch.int32), persistent=False)
         self.register_buffer("dense", torch.tensor([r**3 <= table_cap for r in res]), persistent=False)
         self.table = nn.Parameter(torch.empty(offsets[-1], cfg.n_features).uniform_(-1e-4, 1e-4))
-        self._encode = torch.compile(self._encode_eager, dynamic=True) if compile else self._encode_eager
+        self._compiled = torch.compile(self._encode_eager, dynamic=True) if compile else None
+        self._compiled_ok = False
 
     @property
     def n_output_dims(self) -> int:
@@ -130,7 +132,20 @@ class TorchHashGrid(nn.Module):
         return (feats * weight.unsqueeze(-1)).sum(2).reshape(n, -1)
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        return self._encode(x01)
+        """Encode ``x01``; compiled when asked, falling back to eager (with a warning) if the first compiled call
+        fails, e.g. on a machine without the C++ compiler inductor needs."""
+        if self._compiled is None:
+            return self._encode_eager(x01)
+        if self._compiled_ok:
+            return self._compiled(x01)
+        try:
+            out = self._compiled(x01)
+        except Exception as err:  # inductor raises several types (missing compiler, unsupported op, ...)
+            warnings.warn(f"torch.compile of the hash grid failed ({type(err).__name__}); running eager", stacklevel=2)
+            self._compiled = None
+            return self._encode_eager(x01)
+        self._compiled_ok = True
+        return out
 
     def forward_with_jacobian(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``(N, L * F)`` and their analytic spatial Jacobian ``d feats / d x01`` ``(N, L * F, 3)``.
