@@ -100,9 +100,10 @@ def _train_prior(args: argparse.Namespace) -> int:
         init_from=None if args.init_from is None else str(args.init_from),
     )
     result = train_prior(cfg, args.dataset, args.out, args.export)
+    vae = f"VAE of {args.init_from}" if args.init_from is not None else f"VAE loss {result.vae_loss:.5f}"
     print(
-        f"saved the prior to {result.pipeline} (VAE loss {result.vae_loss:.5f}, diffusion loss "
-        f"{result.diffusion_loss:.5f}, {result.seconds / 60:.1f} min); metrics and samples in {result.out}"
+        f"saved the prior to {result.pipeline} ({vae}, diffusion loss {result.diffusion_loss:.5f}, "
+        f"{result.seconds / 60:.1f} min); metrics and samples in {result.out}"
     )
     return 0
 
