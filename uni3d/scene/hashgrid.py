@@ -71,6 +71,16 @@ class _Gather(torch.autograd.Function):
         return out.index_add_(0, idx, grad), None
 
 
+def _single_threaded_inductor() -> None:
+    """Inductor's CPU kernels on one thread (process-wide). With OpenMP threads and another job on the cores,
+    each of the many small compiled kernels waits for a descheduled thread: measured on a 2-core machine under
+    load, 2 threads made the compiled renderer 25x slower than eager and 1 thread made it 2.7x faster
+    (``uni3d bench scene``, docs/benchmarks.md)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.cpp.threads = 1
+
+
 class TorchHashGrid(nn.Module):
     """Pure-PyTorch hash grid: ``forward(x01: (N, 3) in [0, 1]) -> (N, L * F)``; optional ``torch.compile``.
 
@@ -96,6 +106,8 @@ class TorchHashGrid(nn.Module):
         self.register_buffer("level_offset", torch.tensor(offsets[:-1], dtype=torch.int32), persistent=False)
         self.register_buffer("dense", torch.tensor([r**3 <= table_cap for r in res]), persistent=False)
         self.table = nn.Parameter(torch.empty(offsets[-1], cfg.n_features).uniform_(-1e-4, 1e-4))
+        if compile:
+            _single_threaded_inductor()
         self._compiled = torch.compile(self._encode_eager, dynamic=True) if compile else None
         self._compiled_ok = False
 
