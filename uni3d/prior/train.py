@@ -151,8 +151,9 @@ def _token_table(pipe: StableDiffusionPipeline, captions: list[str]) -> tuple[Te
 
 
 def _new_state(cfg: PriorTrainConfig, image_size: int) -> _State:
-    pipe = tiny_pipeline(cfg.prediction_type, cfg.seed, image_size // 2) if cfg.init_from is None else None
-    if pipe is None:
+    if cfg.init_from is None:
+        pipe = tiny_pipeline(cfg.prediction_type, cfg.seed, image_size // 2)
+    else:
         pipe = _load_init(cfg.init_from, image_size)
     pipe.text_encoder.train()
     pipe.unet.train()

@@ -118,8 +118,11 @@ class OccupancyGrid(nn.Module):
         if len(hit) == 0:
             return self._empty(origins)
         n_steps = int(((t_far[hit] - t_near[hit]) / self.step_size).ceil().max().item())
-        u = torch.rand(len(hit), device=origins.device) if perturb else torch.full((len(hit),), 0.5)
-        u = u.to(origins.device)
+        u = (
+            torch.rand(len(hit), device=origins.device)
+            if perturb
+            else torch.full((len(hit),), 0.5, device=origins.device)
+        )
         if sigma_fn is None:
             row, t = self._march(origins, dirs, hit, u, t_near, t_far, 0, n_steps)
             return hit[row], t - self.step_size / 2, t + self.step_size / 2
