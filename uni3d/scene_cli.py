@@ -41,7 +41,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="torch.compile the PyTorch hash grid (default on: about 7x more fit steps per second on a 2-core CPU; "
+        help="torch.compile the PyTorch hash grid (default on: about 5x more fit steps per second on the 2-core CPU measured; "
         "falls back to eager if it cannot compile)",
     )
     p.add_argument("--seed", type=int, default=0)
