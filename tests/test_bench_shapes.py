@@ -125,3 +125,9 @@ def test_two_step_bench_writes_json_docs_and_resumes(
     again = run_bench(*args, command="uni3d bench shapes --steps 2")
     assert len(again) == 3 and "0 runs to do" in lines[-1]
     assert json.loads((docs / "benchmarks" / "shapes.json").read_text())["invocations"][1]["runs"] == 0
+    lower = {**settings, "export": {**settings["export"], "iso_level": 2.0}}
+    redone = run_bench(args[0], ["sds"], lower, *args[3:], command="x", reexport=True)
+    assert "exporting 3 finished runs again" in lines and lines[-1].startswith("[re-export 3/3]")
+    for old, new in zip(rows, redone, strict=True):
+        assert new["reexported"] and new["cpu_seconds"] == old["cpu_seconds"]
+        assert json.loads((Path(new["out"]) / "metrics.json").read_text())["iso_level"] == 2.0

@@ -12,11 +12,12 @@ from skimage import measure
 
 from uni3d.errors import UsageError
 from uni3d.export.bake import bake_texture, vertex_colored
-from uni3d.export.mesh import extract_mesh, fill_cavities
+from uni3d.export.mesh import SURFACE_TRANSMITTANCE, extract_mesh, fill_cavities, fill_unseen
 from uni3d.export.validate import validate_gltf, validator_missing
 from uni3d.export.video import contact_sheet, turntable_frames, write_video
 from uni3d.export.writers import write_glb, write_obj
 from uni3d.scene import FieldConfig, HashGridConfig, build_renderer
+from uni3d.scene.cameras import orbit_cameras
 
 ENC = HashGridConfig(n_levels=4, log2_table_size=12, base_resolution=4, max_resolution=32)
 
@@ -46,6 +47,25 @@ def test_marching_cubes_of_the_blob_is_a_closed_ball(blob: tuple[object, trimesh
     assert 0.2 < radius < 0.9 and abs(mesh.centroid).max() < 0.05
 
 
+def test_automatic_level_puts_the_surface_where_rays_start_to_be_absorbed() -> None:
+    """Radial density ramp ``40 relu(0.5 - r)``: the mesh's radius is the median radius of the points where opaque
+    orbit rays reach ``T = 0.9``, found here by a fine independent quadrature (4000 steps per ray)."""
+    renderer = _blob_renderer()
+    renderer.field.density = lambda x: 40.0 * torch.relu(0.5 - x.norm(dim=-1))
+    renderer.estimator.update(renderer.field.density, warmup=True)
+    mesh, level = extract_mesh(renderer, resolution=64, max_faces=4000)
+    origins, dirs = (t.reshape(-1, 3) for t in orbit_cameras(8, elevation_deg=20.0, size=64).rays())
+    t = torch.linspace(2.0, 4.0, 4001)
+    pts = origins[:, None] + (t[:-1, None] + 0.00025)[None] * dirs[:, None]  # midpoints, (R, 4000, 3)
+    tau = torch.cumsum(renderer.field.density(pts) * 0.0005, dim=1)
+    opaque = tau[:, -1] > np.log(2.0)
+    first = (tau[opaque] > -np.log(SURFACE_TRANSMITTANCE)).float().argmax(dim=1)
+    radii = pts[opaque][torch.arange(len(first)), first].norm(dim=-1)
+    mesh_radius = float(np.linalg.norm(mesh.vertices, axis=1).mean())
+    assert abs(mesh_radius - float(radii.median())) < 0.01
+    assert level == pytest.approx(40.0 * (0.5 - float(radii.median())), abs=0.4)
+
+
 def test_enclosed_cavities_are_filled_and_through_holes_kept() -> None:
     """A hollow shell meshes as one outer surface (not two); a tube's bore, open to the border, stays open."""
     x = np.linspace(-1, 1, 40)
@@ -64,6 +84,26 @@ def test_enclosed_cavities_are_filled_and_through_holes_kept() -> None:
     rho = np.sqrt(px**2 + pz**2)
     tube = np.where((rho > 0.3) & (rho < 0.7), 10.0, 0.0)  # the bore runs along y to the border
     assert np.array_equal(fill_cavities(tube, 5.0), tube)
+
+
+def test_unseen_inside_is_filled_and_what_a_view_sees_kept() -> None:
+    """A slit inside a solid cube, open to the outside only through a bent channel, is filled; the channel's
+    straight leg to the border (seen along x) and a bore along y stay open; nothing outside changes."""
+    x = np.linspace(-1, 1, 41)
+    px, py, pz = np.meshgrid(x, x, x, indexing="ij")
+    h = np.full(3, x[1] - x[0])
+    cube = np.where((abs(px) < 0.7) & (abs(py) < 0.7) & (abs(pz) < 0.7), 10.0, 0.0)
+    slit = (abs(px) < 0.3) & (abs(py) < 0.06) & (abs(pz) < 0.3)
+    rise = (abs(px) < 0.06) & (abs(py) < 0.06) & (pz >= 0.0) & (pz <= 0.45)  # up from the slit, inside
+    leg = (px >= 0.0) & (abs(py) < 0.06) & (abs(pz - 0.45) < 0.06)  # then straight out along +x
+    cracked = np.where(slit | rise | leg, 0.0, cube)
+    assert np.array_equal(fill_cavities(cracked, 5.0), cracked)  # connected to the outside: not a cavity
+    filled = fill_unseen(cracked, 5.0, h)
+    assert (filled[slit] > 5.0).all() and (filled[leg] < 5.0).all()
+    assert np.array_equal(filled[cube == 0], cracked[cube == 0])
+    rho = np.sqrt(px**2 + pz**2)
+    tube = np.where((rho > 0.3) & (rho < 0.7), 10.0, 0.0)
+    assert np.array_equal(fill_unseen(tube, 5.0, h), tube)
 
 
 def test_empty_field_and_absurd_settings_are_one_line_errors(tmp_path: Path) -> None:
