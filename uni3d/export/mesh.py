@@ -6,7 +6,7 @@ exact point inside the crossing interval of volume.py's quadrature, density cons
 the rays is the level. A photometric fit leaves a soft density ramp in front of opaque surfaces, so the
 ``T = 1/2`` point (the rendered depth) lies inside the solid: on 240 s fits of pyvista's ant, airplane and nut
 the Chamfer distances at the ``T = 1/2`` level were 0.81 / 0.49 / 2.08% of the diagonal, at ``T = 0.9`` 0.32 /
-0.40 / 1.00% (README, reconstruct). Marching cubes (Lorensen & Cline 1987; scikit-image) runs on
+0.40 / 1.04% (README, reconstruct). Marching cubes (Lorensen & Cline 1987; scikit-image) runs on
 the density sampled at ``resolution^3`` points over the occupied cells' bounding box (points in empty cells
 are not evaluated: their density is below the occupancy threshold). Enclosed cavities (empty voxels no path
 through empty space connects to the box's border) are filled first: no camera sees them, so a fit leaves the
