@@ -115,6 +115,11 @@ def test_empty_field_and_absurd_settings_are_one_line_errors(tmp_path: Path) -> 
         extract_mesh(empty, resolution=32)
     with pytest.raises(UsageError, match="resolution"):
         extract_mesh(empty, resolution=100000)
+    haze = _blob_renderer()
+    haze.field.density = lambda x: torch.full(x.shape[:-1], 5.0)  # opaque rays, but no surface in them
+    haze.estimator.update(haze.field.density, warmup=True)
+    with pytest.raises(UsageError, match="no surface"):
+        extract_mesh(haze, resolution=32)
     with pytest.raises(UsageError, match="empty mesh"):
         write_glb(trimesh.Trimesh(), tmp_path / "x.glb")
     assert not (tmp_path / "x.glb").exists()

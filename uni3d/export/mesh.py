@@ -60,6 +60,8 @@ def auto_threshold(renderer: VolumeRenderer, n_views: int = 8, size: int = 64) -
     _, trans = render_weights(excess, t0, t1, rays, len(origins))
     after = trans * torch.exp(-excess * (t1 - t0))
     crossing = opaque[rays] & (trans >= SURFACE_TRANSMITTANCE) & (after < SURFACE_TRANSMITTANCE)
+    if not crossing.any():
+        raise UsageError("the field has no surface, only haze of even density: nothing to export")
     at = t0[crossing] + torch.log(trans[crossing] / SURFACE_TRANSMITTANCE) / excess[crossing]
     points = origins[rays[crossing]] + at[:, None] * dirs[rays[crossing]]
     return float(renderer.field.density(points).median())
