@@ -156,13 +156,12 @@ def run_bench(
         invocations.append({"command": command, "date": machine()["date"], "planned": len(planned), "runs": len(todo)})
     if reexport:
         keys = {run_key(t.prompt, p, steps, s): t for t, p, s in planned}
-        again = [i for i, r in enumerate(rows) if run_key(r["prompt"], r["preset"], r["steps"], r["seed"]) in keys]
+        row_keys = [run_key(r["prompt"], r["preset"], r["steps"], r["seed"]) for r in rows]
+        again = [(i, keys[k]) for i, k in enumerate(row_keys) if k in keys]
         log(f"exporting {len(again)} finished runs again")
-        for n, i in enumerate(again, 1):
+        for n, (i, target) in enumerate(again, 1):
             prior = prior if prior is not None else _load_prior(settings)
-            rows[i] = reexport_one(
-                prior, keys[run_key(rows[i]["prompt"], rows[i]["preset"], steps, rows[i]["seed"])], rows[i], settings
-            )
+            rows[i] = reexport_one(prior, target, rows[i], settings)
             log(f"[re-export {n}/{len(again)}] {_one_line(rows[i])}")
             write_results(docs, rows, invocations)
     for i, (target, preset, seed) in enumerate(todo, 1):
