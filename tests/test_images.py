@@ -330,12 +330,15 @@ def test_bench_images_writes_its_section_only(files: dict[str, Path], tmp_path: 
     (docs / "benchmarks.md").write_text("# Benchmarks\n\n<!-- toy:begin -->\ntoy table\n<!-- toy:end -->\n")
     argv = ["bench", "images", "--teacher", str(files["teacher"]), "--features", str(files["features"])]
     argv += ["--cpu-seconds", "0.5", "--eval-samples", "20", "--nfes", "1,3", "--presets", "di,uni-fkl@1e-4"]
+    argv += ["--ratio-clamp", "1", "--warmup-steps", "2"]
     assert main([*argv, "--docs", str(docs)]) == 0
     text = (docs / "benchmarks.md").read_text()
     assert "toy table" in text and text.count("<!-- images:begin -->") == 1
     assert "| `uni-fkl@0.0001` | 1 |" in text and "| teacher Heun | 3 |" in text
     result = json.loads((docs / "benchmarks" / "images.json").read_text())
     assert [r["nfe"] for r in result["teacher"]] == [1, 3] and len(result["students"]) == 2
+    assert (result["config"]["ratio_clamp"], result["config"]["warmup_steps"]) == (1.0, 2)
+    assert "--ratio-clamp 1 --warmup-steps 2" in result["command"] and "ratio clamp 1, 2 warm-up steps" in text
     assert (docs / "benchmarks" / "images" / "di@0.0003.png").exists()
     replace_section(docs / "benchmarks.md", "<!-- images:begin -->\nnew\n<!-- images:end -->")  # as a rerun does
     text = (docs / "benchmarks.md").read_text()

@@ -43,6 +43,7 @@ TEACHER_NFES: tuple[int, ...] = (1, 3, 5, 11, 35)
 STUDENTS: tuple[str, ...] = ("di", "sid", "uni-rkl", "uni-fkl", "uni-jeffreys", "uni-js", "fdistill-fkl")
 GRID = 50
 """Images per sample grid (five rows, one column per class)."""
+_D = DistillConfig()
 
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
@@ -52,6 +53,18 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="distillation batch size (default 16)")
     p.add_argument("--lr-generator", type=float, default=3e-4, help="generator learning rate (default 3e-4)")
     p.add_argument("--eval-samples", type=int, default=1000, help="samples per FID (default 1000)")
+    p.add_argument(
+        "--ratio-clamp",
+        type=float,
+        default=_D.ratio_clamp,
+        help=f"|log r| bound of every student (default {_D.ratio_clamp:g})",
+    )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=_D.warmup_steps,
+        help=f"first steps train only the fake score and ratio head (default {_D.warmup_steps})",
+    )
     p.add_argument(
         "--presets",
         default=",".join(STUDENTS),
@@ -163,21 +176,23 @@ def markdown(
             f"teacher at NFE 35 (FID {nfe35:.2f}) within this budget."
         )
     unit = info["teacher_step_cpu_seconds"]
+    busy = (m["load_average_1min"] or 0) > m["cores"]
+    shared = ": the machine was shared with other jobs, so wall times are inflated, CPU times less so" if busy else ""
     lines = [
         BEGIN,
         "## Images: one-step MNIST students vs the EDM teacher",
         "",
         f"`{info['command']}` on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, {m['torch_threads']} thread; "
-        f"load average {_fmt(m['load_average_1min'])} at the start: the machine was shared with other jobs, so wall "
-        f"times are inflated, CPU times less so), {m['date']}. Teacher `assets/mnist_teacher.pt`, feature net "
+        f"load average {_fmt(m['load_average_1min'])} at the start{shared}), {m['date']}. Teacher `assets/mnist_teacher.pt`, feature net "
         f"`assets/mnist_features.pt` (commands in `docs/benchmarks/images.md`). FID: feature-net space, "
         f"{info['eval_samples']} samples (class `i % 10` for sample `i`, fixed noise) against the 4,000 training "
         f"digits; `data` rows are real digits scored the same way (the floor of this finite-sample FID). "
         f"Students: {info['cpu_seconds']:.0f} CPU seconds of distillation each ({info['jobs']} at a time, one "
         f"process and one thread each), batch {info['batch_size']}, "
-        f"generator lr as in the row name (`preset@lr`), the default `DistillConfig` otherwise (gen_sigma_min "
-        f"{info['config']['gen_sigma_min']}, sigma_init {info['config']['sigma_init']}, EMA "
-        f"{info['config']['ema']}). Step time is relative to one teacher forward+backward at the same batch "
+        f"generator lr as in the row name (`preset@lr`), ratio clamp {info['config']['ratio_clamp']:g}, "
+        f"{info['config']['warmup_steps']} warm-up steps (fake score and ratio head only), the default `DistillConfig` "
+        f"otherwise (gen_sigma_min {info['config']['gen_sigma_min']}, sigma_init {info['config']['sigma_init']}, EMA "
+        f"{info['config']['ema']}). Each student is scored once, at the end of its budget (EMA generator). Step time is relative to one teacher forward+backward at the same batch "
         f"({unit * 1000:.0f} ms CPU). Grids: `docs/benchmarks/images/`; raw numbers: `docs/benchmarks/images.json`.",
         "",
         verdict
@@ -244,6 +259,10 @@ def _student_spec(spec: str, lr: float) -> tuple[str, float]:
 def _command(args: argparse.Namespace) -> str:
     parts = ["uni3d bench images", f"--cpu-seconds {args.cpu_seconds:g}", f"--batch-size {args.batch_size}"]
     parts += [f"--lr-generator {args.lr_generator:g}", f"--eval-samples {args.eval_samples}", f"--jobs {args.jobs}"]
+    if args.ratio_clamp != _D.ratio_clamp:
+        parts.append(f"--ratio-clamp {args.ratio_clamp:g}")
+    if args.warmup_steps != _D.warmup_steps:
+        parts.append(f"--warmup-steps {args.warmup_steps}")
     if args.presets != ",".join(STUDENTS):
         parts.append(f"--presets {args.presets}")
     return " ".join(parts)
@@ -261,6 +280,8 @@ def _bench_images(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr_generator=args.lr_generator,
         eval_samples=args.eval_samples,
+        ratio_clamp=args.ratio_clamp,
+        warmup_steps=args.warmup_steps,
     )
     data = load_dataset("mnist", "train")
     teacher = load_teacher(args.teacher, data)
