@@ -17,7 +17,8 @@ from uni3d.bench.shape_metrics import (
     primitive_mesh,
     shape_chamfer,
 )
-from uni3d.bench.shapes import run_bench, summarise
+from uni3d.bench.shapes import run_bench
+from uni3d.bench.shapes_report import summarise
 from uni3d.prior.primitives import COLOURS, CUBE_HALF, SPHERE_RADIUS
 
 
