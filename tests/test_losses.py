@@ -249,3 +249,23 @@ def test_frozen_ratio_drops_only_the_motion_terms(denoisers, name: str) -> None:
     for i in range(4):
         torch.testing.assert_close(_grad(mixed[i], theta), _grad(want[i], theta))
     assert not torch.allclose(_grad(full[1], theta), _grad(frozen[1], theta))  # the motion terms matter here
+
+
+def test_expanded_rkl_without_the_teacher_jacobian_is_vsd_plus_the_fake_jacobian_term() -> None:
+    """Linear denoisers ``D_q = B x``, ``D_p = A x``: the uni-rkl gradient w.r.t. ``x0`` is
+    ``(2 / sigma^4) [(D_p - D_q) - Aᵀ(D_p - x0)]`` with ``D_q`` detached, and the live teacher adds
+    ``-(2 / sigma^4) Bᵀ(x0 - D_q)`` (its Jacobian term, which ``GenerateConfig.teacher_jacobian`` keeps)."""
+    gen = torch.Generator().manual_seed(7)
+    n, d = 3, 12
+    a_mat, b_mat = (0.3 * torch.randn(d, d, generator=gen, dtype=torch.float64) for _ in range(2))
+    x0 = torch.randn(n, d, generator=gen, dtype=torch.float64).requires_grad_()
+    sigma = torch.tensor([0.4, 1.0, 3.0], dtype=torch.float64)
+    x_t = x0 + sigma[:, None] * torch.randn(n, d, generator=gen, dtype=torch.float64)
+    d_p, d_q = x_t @ a_mat.T, x_t @ b_mat.T
+    s4 = sigma[:, None] ** 4
+    rkl = get_divergence("rkl")
+    detached = _grad(expanded_loss(x0, x_t, sigma, d_q.detach(), d_p, rkl), x0)
+    want = 2 / s4 * ((d_p - d_q) - (d_p - x0) @ a_mat).detach()
+    torch.testing.assert_close(detached, want)
+    live = _grad(expanded_loss(x0, x_t, sigma, d_q, d_p, rkl), x0)
+    torch.testing.assert_close(live, want - (2 / s4 * (x0 - d_q) @ b_mat).detach())

@@ -91,6 +91,32 @@ def test_fake_score_guided_like_the_teacher_starts_equal_to_it(tiny_prior, scale
     assert trainer.fake.mid_features.shape[0] == 2  # the ratio head reads the prompt-conditioned pass
 
 
+@pytest.mark.parametrize("teacher_jacobian", [False, True])
+def test_teacher_jacobian_setting_decides_whether_the_teacher_is_differentiated(
+    tiny_prior, monkeypatch: pytest.MonkeyPatch, teacher_jacobian: bool
+) -> None:
+    """uni-rkl: the fake score always runs on the live input; the teacher only with ``teacher_jacobian``."""
+    from uni3d.pipeline.trainer import TextTo3D
+
+    folder, prior = tiny_prior
+    trainer = TextTo3D(_cfg(folder, preset="uni-rkl", teacher_jacobian=teacher_jacobian).resolved(16), prior)
+    live: dict[str, list[bool]] = {"teacher": [], "fake": []}
+    teacher_denoise, fake_denoise = prior.denoise, trainer.fake_denoise
+
+    def spy(name: str, fn: Any) -> Any:
+        def wrapped(x: torch.Tensor, *args: Any) -> torch.Tensor:
+            out = fn(x, *args)
+            live[name].append(out.requires_grad)
+            return out
+
+        return wrapped
+
+    monkeypatch.setattr(prior, "denoise", spy("teacher", teacher_denoise))
+    monkeypatch.setattr(trainer, "fake_denoise", spy("fake", fake_denoise))
+    assert trainer.train_step() is not None
+    assert live == {"teacher": [teacher_jacobian], "fake": [True]}
+
+
 def _state(path: Path) -> dict[str, Any]:
     return torch.load(path / "checkpoint.pt")
 

@@ -37,7 +37,9 @@ def generator_loss(
             see :func:`expanded_loss`).
 
     When ``preset.needs_input_grad``, ``d_real`` and ``d_fake`` must come from networks with frozen
-    parameters evaluated on the live ``x_t``; otherwise they may be computed under ``torch.no_grad()``.
+    parameters evaluated on the live ``x_t`` for the exact gradient; otherwise they may be computed under
+    ``torch.no_grad()``. A detached ``d_real`` with a live ``d_fake`` drops only the teacher's Jacobian (the 3D
+    default, ``GenerateConfig.teacher_jacobian``; SDS drops it the same way).
     The DMD regression term is separate: :func:`uni3d.losses.regression_loss`.
     """
     if preset.fake_score == "conditional":

@@ -82,6 +82,13 @@ class GenerateConfig:
     evaluates the LoRA guided like the teacher, ``D_p^u + g (D_p^c - D_p^u)`` (SiD-LSG; 1 = the prompt-conditioned
     LoRA of ProlificDreamer), the LoRA then trains on the negative prompt with probability ``text_drop``;
     ``fake_warmup_steps``: the first steps train only the LoRA and the ratio head, the field waits.
+
+    ``teacher_jacobian``: whether the expanded (``uni-*``) and SiD forms differentiate through the guided teacher
+    ``D_q`` (their exact gradient, as the image distiller does). Off by default, as SDS drops the U-Net Jacobian
+    (DreamFusion): in 3D that term was 2-9x the rest of the gradient and at high noise pointed against the
+    distillation direction ``D_p - D_q`` (README, "The teacher's Jacobian"). Without it, ``uni-rkl``'s gradient is
+    ``2 w ((D_p - D_q) - J_pᵀ(D_p - x0))``: VSD's direction plus the fake score's Jacobian term. The teacher then
+    runs without a backward pass. The fake score is always differentiated.
     """
 
     prompt: str
@@ -127,6 +134,7 @@ class GenerateConfig:
     camera_drop: float = 0.1
     fake_guidance_scale: float = 1.0
     fake_warmup_steps: int = 0
+    teacher_jacobian: bool = False
     text_drop: float = 0.1
     ratio_hidden: int = 64
     lr_ratio: float = 1e-3

@@ -8,7 +8,8 @@ Per step, in this order:
    ``x_t = x0 + sigma n`` (VE units);
 3. teacher ``D_q(x_t)`` with classifier-free guidance on the view-suffixed prompt; fake ``D_p(x_t)`` from the
    LoRA UNet with the camera embedding (``learned`` presets), parameters frozen, input live when the preset
-   needs it (expanded form); ``log r`` from the ratio head on the LoRA's mid-block features (ratio presets);
+   needs it (expanded and SiD forms; the teacher's input only with ``teacher_jacobian``); ``log r`` from the
+   ratio head on the LoRA's mid-block features (ratio presets);
 4. ``L = generator_loss(preset) + regularizers`` -> backprop into the field -> clipped Adam step;
 5. ratio head: balanced BCE, real = the teacher bank noised at the same ``sigma``, fake = step 3's features
    (before the LoRA moves, so both sides see the same LoRA);
@@ -293,8 +294,9 @@ class TextTo3D:
         live = self.preset.needs_input_grad
         x_in = x_t if live else x_t.detach()
         d_fake, features = None, None
-        with torch.set_grad_enabled(live):
+        with torch.set_grad_enabled(live and c.teacher_jacobian):
             d_real = prior.denoise(x_in, sigma, cond, uncond, c.guidance_scale)
+        with torch.set_grad_enabled(live):
             if self.fake is not None:
                 with frozen(self.fake):
                     d_fake = self.fake_denoise(x_in, sigma, cond, uncond, c2w)
