@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.bench.draws import fresh_draws, measure_run
 from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.losses import get_preset
@@ -36,47 +37,25 @@ BEGIN, END = section_markers("fake-bias")
 @torch.no_grad()
 def residual_alignment(trainer: TextTo3D, draws: int, seed: int = 1000) -> list[float]:
     """``cos(y, x0 - D_p)`` on ``draws`` fresh (camera, ``t``, noise) draws of the trainer's current state."""
-    from uni3d.prior.views import camera_angles
-
     prior, c = trainer.prior, trainer.cfg
-    progress = trainer.step / c.steps
     values = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for _ in range(draws):
-            cams = trainer.sampler.sample(1, trainer.size)
-            cond, uncond = trainer.conditions(*camera_angles(cams))
-            rgb, *_ = trainer.render(cams)
-            x0 = prior.encode(rgb)
-            t = trainer.timesteps.sample(1, progress, prior.num_train_timesteps).to(x0.device)
-            sigma = prior.sigma_at(t.float())
-            x_t = x0 + sigma.view(-1, 1, 1, 1) * torch.randn_like(x0)
-            d_real = prior.denoise(x_t, sigma, cond, uncond, c.guidance_scale)
-            d_fake = trainer.fake_denoise(x_t, sigma, cond, uncond, cams.c2w.to(x0.device))
-            y, residual = (d_fake - d_real).flatten(), (x0 - d_fake).flatten()
-            values.append(float(y @ residual / (y.norm() * residual.norm()).clamp_min(1e-12)))
+    for d in fresh_draws(trainer, draws, seed):
+        x_t = d.noised()
+        d_real = prior.denoise(x_t, d.sigma, d.cond, d.uncond, c.guidance_scale)
+        d_fake = trainer.fake_denoise(x_t, d.sigma, d.cond, d.uncond, d.c2w)
+        y, residual = (d_fake - d_real).flatten(), (d.x0 - d_fake).flatten()
+        values.append(float(y @ residual / (y.norm() * residual.norm()).clamp_min(1e-12)))
     return values
 
 
 def measure(cfg: GenerateConfig, every: int, draws: int, prior: Any = None) -> list[dict[str, Any]]:
     """Train ``cfg`` for ``cfg.steps`` steps, measuring :func:`residual_alignment` at step 0 and every ``every``."""
-    from uni3d.pipeline.run import load_prior  # diffusers: imported only when the benchmark runs
-    from uni3d.pipeline.trainer import TextTo3D, prior_image_size
 
-    prior = prior if prior is not None else load_prior(cfg)
-    cfg = cfg.resolved(prior_image_size(prior))
-    torch.manual_seed(cfg.seed)
-    trainer = TextTo3D(cfg, prior)
-    rows = []
-    while True:
-        if trainer.step % every == 0 or trainer.step == cfg.steps:
-            cos = torch.tensor(residual_alignment(trainer, draws))
-            rows.append(
-                {"step": trainer.step, "cos_mean": cos.mean().item(), "positive": (cos > 0).float().mean().item()}
-            )
-        if trainer.step == cfg.steps:
-            return rows
-        trainer.train_step()
+    def alignment(trainer: TextTo3D) -> dict[str, float]:
+        cos = torch.tensor(residual_alignment(trainer, draws))
+        return {"cos_mean": cos.mean().item(), "positive": (cos > 0).float().mean().item()}
+
+    return measure_run(cfg, every, alignment, prior)
 
 
 def _section(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
