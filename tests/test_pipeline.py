@@ -117,6 +117,20 @@ def test_teacher_jacobian_setting_decides_whether_the_teacher_is_differentiated(
     assert live == {"teacher": [teacher_jacobian], "fake": [True]}
 
 
+@pytest.mark.parametrize("ratio_motion", [False, True])
+def test_ratio_motion_setting_decides_whether_the_ratio_moves(tiny_prior, ratio_motion: bool) -> None:
+    """Without ratio_motion every sample's ratio is a constant weight; with it, the head's unclamped samples move."""
+    from uni3d.pipeline.trainer import TextTo3D
+
+    folder, prior = tiny_prior
+    trainer = TextTo3D(_cfg(folder, preset="uni-jeffreys", ratio_motion=ratio_motion).resolved(16), prior)
+    channels = trainer.head.net[0].in_features - 1
+    features, sigma = torch.randn(3, channels, 2, 2), torch.tensor([0.5, 1.0, 2.0])
+    est = trainer._log_ratio(features, sigma)
+    assert est.moves.tolist() == [ratio_motion] * 3  # the fresh head's logits are small: inside the clamp
+    assert est.log_r.abs().max() < trainer.cfg.ratio_clamp
+
+
 def _state(path: Path) -> dict[str, Any]:
     return torch.load(path / "checkpoint.pt")
 

@@ -89,6 +89,12 @@ class GenerateConfig:
     pointed against the distillation direction ``D_p - D_q`` (``uni3d bench teacher-jacobian``; README). Without it, ``uni-rkl``'s gradient is
     ``2 w ((D_p - D_q) - J_pᵀ(D_p - x0))``: VSD's direction plus the fake score's Jacobian term. The teacher then
     runs without a backward pass. The fake score is always differentiated.
+
+    ``ratio_motion``: whether the expanded form keeps the terms from the ratio's own motion (``grad log r = -y``:
+    the ratio-motion and DI terms, ``h'`` and ``h''``). Off by default in 3D: the ratio then weights each sample as
+    a constant, so a ``uni-<f>`` gradient is ``h(r)`` times the ``uni-rkl`` one (the exact gradient of
+    ``w E[h(sg r) ||y||^2]``, the form clamped samples get anyway). The ratio-motion term averages out only for an
+    exact fake score; the lagging LoRA biases it (``uni3d bench fake-bias``), which turned the red cube blue.
     """
 
     prompt: str
@@ -135,6 +141,7 @@ class GenerateConfig:
     fake_guidance_scale: float = 1.0
     fake_warmup_steps: int = 0
     teacher_jacobian: bool = False
+    ratio_motion: bool = False
     text_drop: float = 0.1
     ratio_hidden: int = 64
     lr_ratio: float = 1e-3

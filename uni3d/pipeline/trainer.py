@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -214,10 +214,13 @@ class TextTo3D:
         return reg
 
     def _log_ratio(self, features: Tensor, sigma: Tensor) -> RatioEstimate:
+        """The head's ``log r``; without ``ratio_motion`` no sample's ratio moves (constant weights ``h(r)``)."""
         assert self.head is not None
         with torch.no_grad():
             est = ratio_from_logits(self.head(features, sigma), self.cfg.ratio_clamp)
         est.count_into(self.counters)
+        if not self.cfg.ratio_motion:
+            est = replace(est, moves=torch.zeros_like(est.moves))
         return est
 
     def _ratio_step(self, fake_features: Tensor, sigma: Tensor) -> float:
