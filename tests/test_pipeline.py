@@ -167,6 +167,25 @@ def test_resume_continues_and_matches_the_uninterrupted_run(tiny_prior, tmp_path
         generate(_cfg(folder, preset="vsd", steps=4), part, prior=prior, progress=False)
 
 
+def test_runs_made_before_the_3d_gradient_settings_existed(tmp_path: Path) -> None:
+    """A saved config without teacher_jacobian / ratio_motion still matches where they are inert for its preset."""
+    from uni3d.pipeline.run import _check_resumable
+
+    def without(config: dict[str, Any], *names: str) -> dict[str, Any]:
+        return {k: v for k, v in config.items() if k not in names}
+
+    sds = GenerateConfig(prompt="a red cube", preset="sds").as_dict()
+    assert GenerateConfig.from_dict(sds).inert_settings() == {"teacher_jacobian", "ratio_motion"}
+    _check_resumable(without(sds, "teacher_jacobian", "ratio_motion"), sds, tmp_path)
+    rkl = GenerateConfig(prompt="a red cube", preset="uni-rkl").as_dict()
+    assert GenerateConfig.from_dict(rkl).inert_settings() == {"ratio_motion"}
+    _check_resumable(without(rkl, "ratio_motion"), rkl, tmp_path)
+    with pytest.raises(UsageError, match="teacher_jacobian: None -> False"):  # made with the exact form
+        _check_resumable(without(rkl, "teacher_jacobian", "ratio_motion"), rkl, tmp_path)
+    jeffreys = GenerateConfig(prompt="a red cube", preset="uni-jeffreys").as_dict()
+    assert GenerateConfig.from_dict(jeffreys).inert_settings() == set()
+
+
 def test_should_stop_cancels_cleanly_keeps_the_partial_asset_and_resumes(tiny_prior, tmp_path: Path) -> None:
     from uni3d.pipeline.run import finished_metrics, generate
 

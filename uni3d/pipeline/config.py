@@ -214,6 +214,13 @@ class GenerateConfig:
             return self.t_min
         return T_MIN_RATIO if get_preset(self.preset).uses_ratio else T_MIN
 
+    def inert_settings(self) -> frozenset[str]:
+        """Settings without effect for this preset: ``teacher_jacobian`` where no denoiser input is live (integral
+        presets), ``ratio_motion`` where no ratio is used. A run folder made before they existed still resumes."""
+        preset = get_preset(self.preset)
+        inert = set() if preset.needs_input_grad else {"teacher_jacobian"}
+        return frozenset(inert if preset.uses_ratio else inert | {"ratio_motion"})
+
     def resolved(self, prior_image_size: int) -> GenerateConfig:
         """A copy with every ``None`` setting decided (``prior_image_size``: the prior's image side in pixels)."""
         size = self.render_size or min(prior_image_size, MAX_RENDER_SIZE)

@@ -63,8 +63,10 @@ def load_prior(cfg: GenerateConfig) -> StableDiffusionPrior:
 
 
 def _check_resumable(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
-    """One-line error when settings outside :data:`RESUMABLE_CHANGES` differ (``None`` in ``now``: unresolved)."""
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and now[k] is not None and saved.get(k) != now[k])
+    """One-line error when settings outside :data:`RESUMABLE_CHANGES` differ (``None`` in ``now``: unresolved;
+    settings inert for the preset, :meth:`GenerateConfig.inert_settings`, are not compared)."""
+    skip = RESUMABLE_CHANGES | GenerateConfig.from_dict(now).inert_settings()
+    changed = sorted(k for k in now if k not in skip and now[k] is not None and saved.get(k) != now[k])
     if changed:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed[:3])
         raise UsageError(
