@@ -86,8 +86,9 @@ class GenerateConfig:
     ``teacher_jacobian``: whether the expanded (``uni-*``) and SiD forms differentiate through the guided teacher
     ``D_q`` (their exact gradient, as the image distiller does). Off by default, as SDS drops the U-Net Jacobian
     (DreamFusion): in 3D the gradient with it was 4-6x (median; up to 18x) the one without, and on some draws
-    pointed against the distillation direction ``D_p - D_q`` (``uni3d bench teacher-jacobian``; README). Without it, ``uni-rkl``'s gradient is
-    ``2 w ((D_p - D_q) - J_pᵀ(D_p - x0))``: VSD's direction plus the fake score's Jacobian term. The teacher then
+    pointed against the distillation direction ``D_p - D_q`` (``uni3d bench teacher-jacobian``; README).
+    Without it, ``uni-rkl``'s gradient is ``2 w ((D_p - D_q) - J_pᵀ(D_p - x0))``: VSD's direction plus the fake
+    score's Jacobian term. The teacher then
     runs without a backward pass. The fake score is always differentiated.
 
     ``ratio_motion``: whether the expanded form keeps the terms from the ratio's own motion (``grad log r = -y``:
