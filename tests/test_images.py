@@ -24,6 +24,7 @@ from uni3d.diffusion.edm import preconditioning
 from uni3d.errors import UsageError
 from uni3d.images.data import load_dataset, split_indices
 from uni3d.images.denoiser import EDMDenoiser
+from uni3d.images.distill import ImageDistiller
 from uni3d.images.distill_config import DistillConfig
 from uni3d.images.distill_run import load_teacher, run_distill
 from uni3d.images.edm_pickle import read_edm_network
@@ -338,8 +339,24 @@ def test_bench_images_writes_its_section_only(files: dict[str, Path], tmp_path: 
     result = json.loads((docs / "benchmarks" / "images.json").read_text())
     assert [r["nfe"] for r in result["teacher"]] == [1, 3] and len(result["students"]) == 2
     assert (result["config"]["ratio_clamp"], result["config"]["warmup_steps"]) == (1.0, 2)
-    assert "--ratio-clamp 1 --warmup-steps 2" in result["command"] and "ratio clamp 1, 2 warm-up steps" in text
+    assert (
+        "--ratio-clamp 1 --warmup-steps 2 --presets di,uni-fkl@1e-4 --nfes 1,3" in result["command"]
+        and "ratio clamp 1, 2 warm-up steps" in text
+    )
     assert (docs / "benchmarks" / "images" / "di@0.0003.png").exists()
+    add = [*argv[:6], "--cpu-seconds", "0.5", "--eval-samples", "20", "--presets", "uni-fkl@1e-4", "--no-ratio-motion"]
+    assert main([*add, "--add", "--docs", str(docs)]) == 0
+    result = json.loads((docs / "benchmarks" / "images.json").read_text())
+    methods = [r["method"] for r in result["students"]]
+    assert methods == ["di@0.0003", "uni-fkl@0.0001", "uni-fkl@0.0001-const-r"] and len(result["teacher"]) == 2
+    assert result["students"][-1]["command"] == result["added"][0]["command"] and "command" not in result["students"][0]
+    text = (docs / "benchmarks.md").read_text()
+    assert (
+        "Rows `uni-fkl@0.0001-const-r` added by `uni3d bench images" in text
+        and "--no-ratio-motion --presets uni-fkl@1e-4 --add`" in text
+    )
+    assert text.count("<!-- images:begin -->") == 1 and "| `uni-fkl@0.0001-const-r` | 1 |" in text
+    assert main([*add[:-5], "--eval-samples", "30", "--presets", "di", "--add", "--docs", str(docs)]) == 2
     replace_section(docs / "benchmarks.md", "<!-- images:begin -->\nnew\n<!-- images:end -->")  # as a rerun does
     text = (docs / "benchmarks.md").read_text()
     assert text.count("<!-- images:begin -->") == 1 and "\nnew\n" in text and "toy table" in text
@@ -409,3 +426,26 @@ def test_distill_terms_reports_each_expanded_term(
     assert rkl["sim"] > 0 and rkl["fgm"] > 0 and rkl["ratio_motion"] == rkl["di"] == 0  # rkl: h constant, no ratio
     assert main(["distill-terms", str(tmp_path / "sid")]) == 2
     assert "does not use the expanded form" in capsys.readouterr().err
+
+
+def test_no_ratio_motion_holds_every_ratio_constant(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["distill", "--teacher", str(files["teacher"]), "--features", "none", "--preset", "uni-fkl"]
+    argv += ["--steps", "2", "--batch-size", "4", "--ratio-width", "8", "--no-ratio-motion", "--json"]
+    assert main([*argv, "--out", str(tmp_path / "const")]) == 0
+    cfg = DistillConfig.from_dict(json.loads((tmp_path / "const" / "config.json").read_text()))
+    assert cfg.ratio_motion is False and DistillConfig().ratio_motion is True
+    capsys.readouterr()
+    assert main(["distill-terms", str(tmp_path / "const"), "--batch-size", "4", "--json"]) == 0
+    norms = json.loads(capsys.readouterr().out)["grad_norms"]
+    assert norms["sim"] > 0 and norms["fgm"] > 0 and norms["ratio_motion"] == norms["di"] == 0
+    distiller = ImageDistiller(
+        cfg, load_teacher(cfg.teacher, load_dataset("mnist", "train")), load_dataset("mnist", "train")
+    )
+    x0 = distiller.generator(distiller._image_noise(), distiller._labels())
+    ratio = distiller.loss_inputs(x0, distiller._labels())["ratio"]
+    assert ratio.moves.shape == (4,) and not ratio.moves.any()
+    live = ImageDistiller(replace(cfg, ratio_motion=True), distiller.teacher, load_dataset("mnist", "train"))
+    live.ratio.load_state_dict(distiller.ratio.state_dict())
+    assert live.loss_inputs(x0, distiller._labels())["ratio"].moves.all()  # a fresh head's logits lie inside the clamp

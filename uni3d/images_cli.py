@@ -95,6 +95,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--features", default=_D.features, help="FID feature net: 'mnist', a file, or 'none'")
     for name, kind, text in DISTILL_FLAGS:
         _flag(d, name, kind, getattr(_D, name), text)
+    d.add_argument(
+        "--ratio-motion",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the expanded form's ratio-motion and DI terms; --no-ratio-motion holds r constant per sample "
+        f"(default {'on' if _D.ratio_motion else 'off'})",
+    )
     d.add_argument("--resume", action="store_true", help="require OUT/checkpoint.pt (it is continued either way)")
     d.add_argument("--json", action="store_true", help="print the last metrics row as JSON")
     d.set_defaults(func=_distill)
@@ -125,7 +132,7 @@ def _train_features(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    names = tuple(name for name, _, _ in DISTILL_FLAGS)
+    names = (*(name for name, _, _ in DISTILL_FLAGS), "ratio_motion")
     cfg = DistillConfig(teacher=args.teacher, preset=args.preset, features=args.features, **_overrides(args, names))
     row = run_distill(cfg, args.out, resume=args.resume, progress=not args.json)
     if args.json:

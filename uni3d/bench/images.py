@@ -8,12 +8,15 @@ every row (:mod:`uni3d.images.fid`). Speed: generator images/s (one forward, no 
 step's CPU time relative to one teacher forward+backward (EDM denoising loss) at the same batch.
 
 Writes ``docs/benchmarks/images.json``, sample grids ``docs/benchmarks/images/*.png`` and the section of
-``docs/benchmarks.md`` between ``<!-- images:begin -->`` and ``<!-- images:end -->``.
+``docs/benchmarks.md`` between ``<!-- images:begin -->`` and ``<!-- images:end -->``. ``--add`` puts its rows
+into the existing table instead (same batch and sample count); the section names the command, machine, CPU
+budget and teacher step time that made them, and their step-time column uses their own machine's unit.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import sys
 import time
@@ -36,7 +39,7 @@ from uni3d.images.distill_run import Evaluator, load_teacher, make_evaluator
 from uni3d.images.fid import FeatureStats, features_and_probs, score_samples
 from uni3d.images.files import image_grid_png
 from uni3d.io import save_json
-from uni3d.losses import PRESET_NAMES, fake_score_loss
+from uni3d.losses import PRESET_NAMES, fake_score_loss, get_preset
 
 BEGIN, END = section_markers("images")
 TEACHER_NFES: tuple[int, ...] = (1, 3, 5, 11, 35)
@@ -66,15 +69,26 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
         help=f"first steps train only the fake score and ratio head (default {_D.warmup_steps})",
     )
     p.add_argument(
+        "--no-ratio-motion",
+        dest="ratio_motion",
+        action="store_false",
+        help="hold every student's ratio constant per sample (drops the ratio-motion and DI terms)",
+    )
+    p.add_argument(
         "--presets",
         default=",".join(STUDENTS),
         help=f"students, each 'preset' or 'preset@lr' (default {','.join(STUDENTS)})",
     )
-    p.add_argument("--nfes", default=",".join(map(str, TEACHER_NFES)), help="teacher NFEs (default 1,3,5,11,35)")
+    p.add_argument("--nfes", default=None, help="teacher NFEs (default 1,3,5,11,35; none with --add)")
     p.add_argument("--teacher", default="mnist", help="teacher (default: assets/mnist_teacher.pt)")
     p.add_argument("--features", default="mnist", help="feature net (default: assets/mnist_features.pt)")
     p.add_argument("--jobs", type=int, default=1, help="students trained in parallel processes (default 1)")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
+    p.add_argument(
+        "--add",
+        action="store_true",
+        help="add these rows to the table in DOCS (a row of the same name is replaced) instead of a new table",
+    )
     p.set_defaults(func=_bench_images)
 
 
@@ -117,7 +131,7 @@ def teacher_step_seconds(teacher: EDMDenoiser, batch: int, repeats: int = 5) -> 
 def student_row(cfg: DistillConfig, teacher_file: str, evaluator: Evaluator, cpu_seconds: float, out: Path) -> dict:
     """Distill ``cfg.preset`` until ``cpu_seconds`` of process CPU time (one torch thread); score the EMA generator.
 
-    The row and its grid are named ``preset@lr`` (the generator learning rate).
+    The row and its grid are named by :func:`student_label`.
     """
     torch.set_num_threads(1)
     data = load_dataset("mnist", "train")
@@ -130,7 +144,7 @@ def student_row(cfg: DistillConfig, teacher_file: str, evaluator: Evaluator, cpu
     bar.close()
     train_cpu, train_wall = time.process_time() - t0, time.perf_counter() - wall0
     images = evaluator.samples(distiller)
-    label = f"{cfg.preset}@{cfg.lr_generator:g}"
+    label = student_label(cfg)
     image_grid_png(out / f"{label}.png", images[:GRID])
     z = evaluator.noise[: cfg.batch_size]
     labels = None if evaluator.labels is None else evaluator.labels[: cfg.batch_size]
@@ -153,6 +167,12 @@ def student_row(cfg: DistillConfig, teacher_file: str, evaluator: Evaluator, cpu
         "loss_generator": distiller.last.get("loss_generator"),
         **asdict(distiller.counters),
     }
+
+
+def student_label(cfg: DistillConfig) -> str:
+    """``preset@lr`` (the generator learning rate), plus ``-const-r`` where a ratio preset holds ``r`` constant."""
+    const = not cfg.ratio_motion and get_preset(cfg.preset).uses_ratio
+    return f"{cfg.preset}@{cfg.lr_generator:g}" + ("-const-r" if const else "")
 
 
 def _fmt(v: Any, spec: str = ".2f") -> str:
@@ -194,6 +214,7 @@ def markdown(
         f"otherwise (gen_sigma_min {info['config']['gen_sigma_min']}, sigma_init {info['config']['sigma_init']}, EMA "
         f"{info['config']['ema']}). Each student is scored once, at the end of its budget (EMA generator). Step time is relative to one teacher forward+backward at the same batch "
         f"({unit * 1000:.0f} ms CPU). Grids: `docs/benchmarks/images/`; raw numbers: `docs/benchmarks/images.json`.",
+        *_added_lines(info),
         "",
         verdict
         if info.get("rows_done", "").split(" of ")[0] == info.get("rows_done", " of ").split(" of ")[1]
@@ -217,11 +238,13 @@ def markdown(
         note = []
         if nfe35 is not None:
             note.append("beats NFE 35" if r["fid"] < nfe35 else "worse than NFE 35")
+        if "command" in r:
+            note.append("added later (above)")
         if r["skipped_generator_steps"] or r["nonfinite"]:
             note.append(f"{r['skipped_generator_steps']} skipped steps, {r['nonfinite']} non-finite samples")
         lines.append(
             f"| `{r['method']}` | 1 | {r['fid']:.2f} | {_fmt(r['accuracy'], '.3f')} | {r['entropy']:.3f} | "
-            f"{r['steps']} | {r['cpu_seconds']:.0f} | {r['step_cpu_seconds'] / unit:.1f}x | "
+            f"{r['steps']} | {r['cpu_seconds']:.0f} | {r['step_cpu_seconds'] / r.get('teacher_step_cpu_seconds', unit):.1f}x | "
             f"{r['images_per_second']:.0f} | {'; '.join(note)} |"
         )
     lines += ["", "| " + " | ".join(f"teacher NFE {n}" for n in info["nfes"]) + " |"]
@@ -232,6 +255,35 @@ def markdown(
         lines += ["| " + " | ".join(f"![](benchmarks/images/{r['method']}.png)" for r in students) + " |"]
     lines.append(END)
     return "\n".join(lines)
+
+
+def _added_lines(info: dict[str, Any]) -> list[str]:
+    """One paragraph per ``--add`` invocation: its command, machine, date, budget and rows."""
+    lines = []
+    for a in info.get("added", []):
+        m = a["machine"]
+        rows = ", ".join(f"`{name}`" for name in a["rows"])
+        lines += [
+            "",
+            f"Rows {rows} added by `{a['command']}` on {m['cpu']}, {m['date']}: {a['cpu_seconds']:.0f} CPU s each; "
+            f"one teacher forward+backward took {a['teacher_step_cpu_seconds'] * 1000:.0f} ms CPU there "
+            f"(the table's: {info['teacher_step_cpu_seconds'] * 1000:.0f} ms), so compare their steps as well.",
+        ]
+    return lines
+
+
+def _existing_table(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
+    """The images.json that ``--add`` extends; a one-line error if it is missing or not comparable."""
+    path = args.docs / "benchmarks" / "images.json"
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"--add needs a table to add to, and {path} is missing or unreadable") from None
+    for key in ("batch_size", "eval_samples"):
+        if old.get(key) != info[key]:
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"--add: {flag} {info[key]:g} differs from the table's {old.get(key)}; rows must share it")
+    return old
 
 
 def _parse_list(text: str, valid: tuple[str, ...] | None, what: str) -> list[str]:
@@ -263,14 +315,21 @@ def _command(args: argparse.Namespace) -> str:
         parts.append(f"--ratio-clamp {args.ratio_clamp:g}")
     if args.warmup_steps != _D.warmup_steps:
         parts.append(f"--warmup-steps {args.warmup_steps}")
+    if not args.ratio_motion:
+        parts.append("--no-ratio-motion")
     if args.presets != ",".join(STUDENTS):
         parts.append(f"--presets {args.presets}")
-    return " ".join(parts)
+    if args.nfes is not None:
+        parts.append(f"--nfes {args.nfes}")
+    return " ".join(parts + ["--add"] * args.add)
 
 
 def _bench_images(args: argparse.Namespace) -> int:
     presets = [_student_spec(spec, args.lr_generator) for spec in _parse_list(args.presets, None, "preset(s)")]
-    nfes = [int(n) for n in _parse_list(args.nfes, None, "NFE")]
+    if args.nfes is None:
+        nfes = [] if args.add else list(TEACHER_NFES)
+    else:
+        nfes = [int(n) for n in _parse_list(args.nfes, None, "NFE")]
     if args.cpu_seconds <= 0 or args.jobs < 1:
         raise UsageError(f"need --cpu-seconds > 0 and --jobs >= 1, got {args.cpu_seconds:g} and {args.jobs}")
     torch.set_num_threads(1)
@@ -282,6 +341,7 @@ def _bench_images(args: argparse.Namespace) -> int:
         eval_samples=args.eval_samples,
         ratio_clamp=args.ratio_clamp,
         warmup_steps=args.warmup_steps,
+        ratio_motion=args.ratio_motion,
     )
     data = load_dataset("mnist", "train")
     teacher = load_teacher(args.teacher, data)
@@ -309,20 +369,39 @@ def _bench_images(args: argparse.Namespace) -> int:
         "teacher_step_cpu_seconds": teacher_step_seconds(teacher, args.batch_size),
         "data_rows": data_rows,
     }
+    configs = [replace(base, preset=p, lr_generator=lr) for p, lr in presets]
+    kept_teacher: list[dict[str, Any]] = []
+    kept_students: list[dict[str, Any]] = []
+    if args.add:
+        old = _existing_table(args, info)
+        labels = [student_label(cfg) for cfg in configs]
+        added = {
+            "command": info["command"],
+            "machine": info["machine"],
+            "cpu_seconds": args.cpu_seconds,
+            "teacher_step_cpu_seconds": info["teacher_step_cpu_seconds"],
+            "rows": labels + [f"teacher NFE {n}" for n in nfes],
+        }
+        kept_teacher = [r for r in old["teacher"] if r["nfe"] not in nfes]
+        kept_students = [r for r in old["students"] if r["method"] not in labels]
+        keep = ("teacher", "students", "rows_done")
+        info = {**{k: v for k, v in old.items() if k not in keep}, "added": [*old.get("added", []), added]}
     tasks: list[tuple[Any, ...]] = [(teacher_row, teacher, evaluator, nfe, grids) for nfe in sorted(nfes)[::-1]]
-    tasks += [
-        (student_row, replace(base, preset=p, lr_generator=lr), args.teacher, evaluator, args.cpu_seconds, grids)
-        for p, lr in presets
-    ]
+    tasks += [(student_row, cfg, args.teacher, evaluator, args.cpu_seconds, grids) for cfg in configs]
     done: dict[int, dict[str, Any]] = {}
 
     def record(index: int, row: dict[str, Any]) -> None:
         """Keep a finished row and rewrite the outputs, so an interrupted benchmark keeps what it measured."""
+        if args.add:
+            added = info["added"][-1]
+            row = {**row, "command": added["command"], "teacher_step_cpu_seconds": added["teacher_step_cpu_seconds"]}
         done[index] = row
         print(f"{row['method']} NFE {row['nfe']}: FID {row['fid']:.2f} ({len(done)}/{len(tasks)})", file=sys.stderr)
-        teacher_done = sorted((r for r in done.values() if r["method"] == "teacher Heun"), key=lambda r: r["nfe"])
-        students = [done[i] for i in sorted(done) if done[i]["method"] != "teacher Heun"]
-        info["rows_done"] = f"{len(done)} of {len(tasks)}"
+        new = [done[i] for i in sorted(done)]
+        teacher_done = sorted(kept_teacher + [r for r in new if r["method"] == "teacher Heun"], key=lambda r: r["nfe"])
+        students = kept_students + [r for r in new if r["method"] != "teacher Heun"]
+        total = len(kept_teacher) + len(kept_students) + len(tasks)
+        info["rows_done"] = f"{total - len(tasks) + len(done)} of {total}"
         save_json(args.docs / "benchmarks" / "images.json", {**info, "teacher": teacher_done, "students": students})
         section = markdown(info, teacher_done, students, complete=len(done) == len(tasks))
         replace_section(args.docs / "benchmarks.md", section)

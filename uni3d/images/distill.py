@@ -191,7 +191,7 @@ class ImageDistiller:
         with torch.no_grad():
             est = ratio_from_logits(self.ratio(features.detach()), self.cfg.ratio_clamp)
         est.count_into(self.counters)
-        return est
+        return est if self.cfg.ratio_motion else est.held_constant()
 
     def loss_inputs(self, x0: Tensor, labels: Tensor | None) -> dict[str, Any]:
         """The keyword arguments of :func:`~uni3d.losses.generator_loss` for the live generator output ``x0``:

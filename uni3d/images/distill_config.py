@@ -51,6 +51,9 @@ class DistillConfig:
     fake_p_mean: float = -0.5
     fake_p_std: float = 1.2
     ratio_clamp: float = 5.0
+    ratio_motion: bool = True
+    """Keep the expanded form's ratio-motion and DI terms (exact gradient). ``False`` holds each sample's ``r``
+    constant (as clamped samples are), the 3D pipeline's default: ``h(r)`` times the uni-rkl gradient."""
     ratio_width: int = 64
     ema: float = 0.995
     grad_clip: float = 10.0

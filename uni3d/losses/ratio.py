@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -27,6 +27,11 @@ class RatioEstimate:
     @property
     def r(self) -> Tensor:
         return self.log_r.exp()
+
+    def held_constant(self) -> RatioEstimate:
+        """The same ``log r`` with no sample moving: the expanded form then gives ``h(r)`` times the ``f = -log``
+        (uni-rkl) gradient per sample, the exact gradient of ``w E[h(sg r) ||y||^2]`` (METHOD.md section 4)."""
+        return replace(self, moves=torch.zeros_like(self.moves))
 
     def count_into(self, counters: Any) -> None:
         """Add this batch to a pipeline's ``ratio_clamped`` / ``ratio_nonfinite`` / ``ratio_evaluations`` counters."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -219,9 +219,7 @@ class TextTo3D:
         with torch.no_grad():
             est = ratio_from_logits(self.head(features, sigma), self.cfg.ratio_clamp)
         est.count_into(self.counters)
-        if not self.cfg.ratio_motion:
-            est = replace(est, moves=torch.zeros_like(est.moves))
-        return est
+        return est if self.cfg.ratio_motion else est.held_constant()
 
     def _ratio_step(self, fake_features: Tensor, sigma: Tensor) -> float:
         """Balanced BCE: real = bank latents noised at ``sigma`` (their own views), fake = the generator's."""
