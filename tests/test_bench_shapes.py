@@ -123,6 +123,7 @@ def test_two_step_bench_writes_json_docs_and_resumes(
     assert "<!-- shapes:begin -->" in text and "a red cube" in text
     assert (docs / "benchmarks" / "shapes" / "contact_sheet.png").is_file()
     assert "`uni3d bench shapes --steps 2`" in text and saved["invocations"][0]["runs"] == 3
+    assert saved["invocations"][0]["cpu"] == saved["machine"]["cpu"] and f"on {saved['machine']['cpu']}: 3 runs" in text
     again = run_bench(*args, command="uni3d bench shapes --steps 2")
     assert len(again) == 3 and "0 runs to do" in lines[-1]
     assert json.loads((docs / "benchmarks" / "shapes.json").read_text())["invocations"][1]["runs"] == 0

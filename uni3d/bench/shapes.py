@@ -139,7 +139,10 @@ def run_bench(
     todo = [(t, p, s) for t, p, s in planned if run_key(t.prompt, p, steps, s) not in done]
     log(f"{len(todo)} runs to do ({len(done)} already in {json_path})")
     if command is not None:
-        invocations.append({"command": command, "date": machine()["date"], "planned": len(planned), "runs": len(todo)})
+        now = machine()
+        invocations.append(
+            {"command": command, "date": now["date"], "cpu": now["cpu"], "planned": len(planned), "runs": len(todo)}
+        )
     if reexport:
         keys = {run_key(t.prompt, p, steps, s): t for t, p, s in planned}
         row_keys = [run_key(r["prompt"], r["preset"], r["steps"], r["seed"]) for r in rows]

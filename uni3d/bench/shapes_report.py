@@ -126,8 +126,9 @@ def _section(
         BEGIN,
         "## Text to 3D on the embedded prior (`uni3d bench shapes`)",
         "",
-        f"`uni3d bench shapes` on {info['cpu']} ({info['cores']} cores, {info['torch_threads']} torch threads), "
-        f"torch {info['torch']}, last written {info['date']}. {len(rows)} runs ({len(rows) - len(done)} failed); "
+        f"`uni3d bench shapes` ({info['cores']} cores, {info['torch_threads']} torch threads, torch {info['torch']}), "
+        f"last written {info['date']} on {info['cpu']} (each command's CPU is listed where it was recorded: CPU "
+        f"seconds differ between machines). {len(rows)} runs ({len(rows) - len(done)} failed); "
         f"load average during the runs {_fmt(min(loads, default=None), '.1f')}-{_fmt(max(loads, default=None), '.1f')} "
         "(a shared machine: wall seconds are inflated, CPU seconds are the process's own). Chamfer: symmetric mean "
         "surface distance to the true primitive over its bounding-box diagonal, minimised over turns about the "
@@ -182,7 +183,7 @@ def _commands(invocations: list[dict[str, Any]]) -> list[str]:
         return []
     head = ["", "Commands run (each resumes the json: runs already there are skipped):", ""]
     return head + [
-        f"- `{i['command']}` ({i['date']}: {i.get('planned', '?')} runs planned, {i['runs']} not done yet at its "
+        f"- `{i['command']}` ({i['date']}{' on ' + i['cpu'] if i.get('cpu') else ''}: {i.get('planned', '?')} runs planned, {i['runs']} not done yet at its "
         f"start){'; ' + i['note'] if i.get('note') else ''}"
         for i in invocations
     ]
