@@ -17,7 +17,7 @@ from uni3d.bench.shape_metrics import (
     primitive_mesh,
     shape_chamfer,
 )
-from uni3d.bench.shapes import run_bench
+from uni3d.bench.shapes import plan, run_bench
 from uni3d.bench.shapes_report import summarise
 from uni3d.prior.primitives import COLOURS, CUBE_HALF, SPHERE_RADIUS
 
@@ -82,6 +82,26 @@ def test_summary_counts_distinct_shapes_and_colours() -> None:
     ]
     (div,) = summarise(rows)["diversity"]
     assert (div["seeds"], div["distinct_shapes"], div["distinct_colours"]) == (3, 2, 2)
+
+
+def test_accuracy_table_is_seed_0_and_more_seeds_get_their_own_rows() -> None:
+    base = {"steps": 2, "preset": "sds", "status": "done", "wall_seconds": 1.0, "cpu_seconds": 1.0}
+    good = {"chamfer": 0.02, "right_colour": True, "right_shape": True, "colour_error": 0.1}
+    bad = {"chamfer": 0.09, "right_colour": True, "right_shape": False, "colour_error": 0.1}
+    rows = [
+        {**base, **good, "prompt": "a red cube", "seed": 0},
+        {**base, **good, "prompt": "a blue sphere", "seed": 0},
+        {**base, **bad, "prompt": "a red cube", "seed": 1},
+        {**base, **good, "prompt": "a blue sphere", "seed": 1},
+    ]
+    summary = summarise(rows)
+    (acc,) = summary["accuracy"]
+    assert (acc["prompts"], acc["both"], acc["chamfer_mean"]) == (2, 2, 0.02)
+    assert [(s["seed"], s["both"], s["missed"]) for s in summary["seeds"]] == [(0, 2, []), (1, 1, ["a red cube"])]
+    assert summarise(rows[:2])["seeds"] == []  # one seed: no per-seed rows
+    targets = [parse_target(q) for q in ("a red cube", "a cube")]
+    runs = [(t.prompt, p, s) for t, p, s in plan(targets, ["sds"], seeds=2, accuracy_seeds=3)]
+    assert runs == [("a red cube", "sds", s) for s in range(3)] + [("a cube", "sds", s) for s in range(2)]
 
 
 def test_two_step_bench_writes_json_docs_and_resumes(

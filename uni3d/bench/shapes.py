@@ -34,6 +34,7 @@ import trimesh
 from uni3d.bench.common import machine
 from uni3d.bench.shape_metrics import Target, parse_target, score_mesh
 from uni3d.bench.shapes_report import PRESETS, write_results
+from uni3d.errors import UsageError
 from uni3d.pipeline.batch import read_prompts, run_folder
 from uni3d.pipeline.config import GenerateConfig, read_config_file
 
@@ -94,11 +95,14 @@ def reexport_one(prior: Any, target: Target, row: dict[str, Any], settings: dict
     }
 
 
-def plan(targets: list[Target], presets: list[str], seeds: int) -> list[tuple[Target, str, int]]:
-    """Runs in order: preset by preset, the specified prompts (seed 0) then the open ones (``seeds`` seeds)."""
+def plan(
+    targets: list[Target], presets: list[str], seeds: int, accuracy_seeds: int = 1
+) -> list[tuple[Target, str, int]]:
+    """Runs in order: preset by preset, the specified prompts (seeds ``0 .. accuracy_seeds - 1``, seed by seed)
+    then the open ones (``seeds`` seeds)."""
     runs = []
     for preset in presets:
-        runs += [(t, preset, 0) for t in targets if t.specified]
+        runs += [(t, preset, s) for s in range(accuracy_seeds) for t in targets if t.specified]
         runs += [(t, preset, s) for t in targets if not t.specified for s in range(seeds)]
     return runs
 
@@ -120,6 +124,7 @@ def run_bench(
     log: Callable[[str], None] = print,
     command: str | None = None,
     reexport: bool = False,
+    accuracy_seeds: int = 1,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark; after every run, rewrite the json and the docs section. Returns the rows.
     ``reexport``: the planned runs already done are exported and scored again (:func:`reexport_one`) first.
@@ -135,7 +140,7 @@ def run_bench(
         invocations = list(saved.get("invocations", []))
     steps = GenerateConfig.from_dict({**settings, "prompt": "x"}).steps
     done = {run_key(r["prompt"], r["preset"], r["steps"], r["seed"]) for r in rows}
-    planned = plan([parse_target(q) for q in prompts], presets, seeds)
+    planned = plan([parse_target(q) for q in prompts], presets, seeds, accuracy_seeds)
     todo = [(t, p, s) for t, p, s in planned if run_key(t.prompt, p, steps, s) not in done]
     log(f"{len(todo)} runs to do ({len(done)} already in {json_path})")
     if command is not None:
@@ -183,6 +188,12 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated (default {','.join(PRESETS)})")
     p.add_argument("--steps", type=int, default=None, help="steps per run (default: the generate default)")
     p.add_argument("--seeds", type=int, default=8, help="seeds per under-specified prompt and preset (default 8)")
+    p.add_argument(
+        "--accuracy-seeds",
+        type=int,
+        default=1,
+        help="seeds per specified prompt and preset (default 1: seed 0; more fill the 'over seeds' table)",
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts (after --only)")
     p.add_argument("--only", choices=("all", "accuracy", "diversity"), default="all", help="which prompts to run")
     p.add_argument("--config", type=Path, default=None, help="YAML/JSON generate settings for every run")
@@ -211,5 +222,17 @@ def _bench_shapes(args: argparse.Namespace) -> int:
     for preset in presets:
         GenerateConfig(prompt="check", preset=preset)  # unknown presets: a one-line error now
     command = "uni3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_bench(prompts, presets, settings, args.seeds, args.out, args.docs, command=command, reexport=args.reexport)
+    if args.seeds < 1 or args.accuracy_seeds < 1:
+        raise UsageError(f"--seeds and --accuracy-seeds must be >= 1, got {args.seeds} and {args.accuracy_seeds}")
+    run_bench(
+        prompts,
+        presets,
+        settings,
+        args.seeds,
+        args.out,
+        args.docs,
+        command=command,
+        reexport=args.reexport,
+        accuracy_seeds=args.accuracy_seeds,
+    )
     return 0

@@ -34,17 +34,28 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _hit(r: dict[str, Any]) -> bool:
+    return r["chamfer"] <= CHAMFER_TARGET and bool(r["right_colour"])
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per (steps, preset): accuracy over specified prompts; per (steps, preset, prompt): diversity counts."""
-    accuracy, diversity = [], []
+    """Per (steps, preset): accuracy over specified prompts at seed 0, and per seed where more seeds ran;
+    per (steps, preset, prompt): diversity counts over the under-specified prompts' seeds."""
+    accuracy, seeds, diversity = [], [], []
     groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["steps"], r["preset"]), []).append(r)
     for (steps, preset), group in sorted(groups.items(), key=lambda kv: (-kv[0][0], _preset_order(kv[0][1]))):
-        spec = [r for r in group if parse_target(r["prompt"]).specified]
+        specified = [r for r in group if parse_target(r["prompt"]).specified]
+        spec = [r for r in specified if r["seed"] == 0]
+        if len({r["seed"] for r in specified}) > 1:
+            seeds += [
+                _seed_summary(steps, preset, s, [r for r in specified if r["seed"] == s])
+                for s in sorted({r["seed"] for r in specified})
+            ]
         if spec:
             ok = [r for r in spec if r["status"] == "done"]
-            hits = [r for r in ok if r["chamfer"] <= CHAMFER_TARGET and r["right_colour"]]
+            hits = [r for r in ok if _hit(r)]
             accuracy.append(
                 {
                     "steps": steps,
@@ -83,7 +94,24 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     "wall_mean": _mean([r["wall_seconds"] for r in ok]),
                 }
             )
-    return {"accuracy": accuracy, "diversity": diversity, "comparison": compare(rows)}
+    return {"accuracy": accuracy, "seeds": seeds, "diversity": diversity, "comparison": compare(rows)}
+
+
+def _seed_summary(steps: int, preset: str, seed: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One seed's score over the specified prompts (the robustness of the seed-0 table)."""
+    ok = [r for r in runs if r["status"] == "done"]
+    return {
+        "steps": steps,
+        "preset": preset,
+        "seed": seed,
+        "prompts": len(runs),
+        "failed": len(runs) - len(ok),
+        "both": sum(_hit(r) for r in ok),
+        "right_shape": sum(bool(r["right_shape"]) for r in ok),
+        "right_colour": sum(bool(r["right_colour"]) for r in ok),
+        "chamfer_mean": _mean([r["chamfer"] for r in ok]),
+        "missed": sorted(r["prompt"] for r in ok if not _hit(r)),
+    }
 
 
 def _preset_order(preset: str) -> int:
@@ -93,7 +121,7 @@ def _preset_order(preset: str) -> int:
 def compare(rows: list[dict[str, Any]]) -> list[str]:
     """Per step budget and uni-* preset: on how many shared prompts it beats sds and vsd (Chamfer, colour error)."""
     lines = []
-    done = [r for r in rows if r["status"] == "done" and parse_target(r["prompt"]).specified]
+    done = [r for r in rows if r["status"] == "done" and parse_target(r["prompt"]).specified and r["seed"] == 0]
     for steps in sorted({r["steps"] for r in done}, reverse=True):
         table = {(r["preset"], r["prompt"]): r for r in done if r["steps"] == steps}
         presets = sorted({p for p, _ in table}, key=_preset_order)
@@ -138,7 +166,7 @@ def _section(
         f"<= {SECONDS_TARGET / 60:.0f} min per prompt.",
         *_commands(invocations),
         "",
-        "### Per preset",
+        "### Per preset (seed 0)",
         "",
         "| steps | preset | prompts | Chamfer mean | median | <= 5% | right colour | right shape | both | colour err "
         "| wall s mean / max | CPU s mean |",
@@ -155,8 +183,21 @@ def _section(
         "",
         "| steps | preset | prompt | Chamfer | shape | colour | colour err | wall s | CPU s | load |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        *[_prompt_row(r) for r in _sorted_rows(rows) if parse_target(r["prompt"]).specified],
+        *[_prompt_row(r) for r in _sorted_rows(rows) if parse_target(r["prompt"]).specified and r["seed"] == 0],
     ]
+    if summary["seeds"]:
+        lines += [
+            "",
+            "### Over seeds (specified prompts; the tables above are seed 0)",
+            "",
+            "| steps | preset | seed | prompts | both | right shape | right colour | Chamfer mean | missed |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *[
+                f"| {s['steps']} | {s['preset']} | {s['seed']} | {s['prompts']} | {s['both']} | {s['right_shape']} "
+                f"| {s['right_colour']} | {_fmt(s['chamfer_mean'])} | {', '.join(s['missed']) or '—'} |"
+                for s in summary["seeds"]
+            ],
+        ]
     if summary["diversity"]:
         lines += [
             "",
