@@ -372,6 +372,7 @@ def _bench_images(args: argparse.Namespace) -> int:
     configs = [replace(base, preset=p, lr_generator=lr) for p, lr in presets]
     kept_teacher: list[dict[str, Any]] = []
     kept_students: list[dict[str, Any]] = []
+    stamp: dict[str, Any] = {}  # what each row of an --add run carries: its command and its machine's unit
     if args.add:
         old = _existing_table(args, info)
         labels = [student_label(cfg) for cfg in configs]
@@ -382,6 +383,7 @@ def _bench_images(args: argparse.Namespace) -> int:
             "teacher_step_cpu_seconds": info["teacher_step_cpu_seconds"],
             "rows": labels + [f"teacher NFE {n}" for n in nfes],
         }
+        stamp = {k: added[k] for k in ("command", "teacher_step_cpu_seconds")}
         kept_teacher = [r for r in old["teacher"] if r["nfe"] not in nfes]
         kept_students = [r for r in old["students"] if r["method"] not in labels]
         keep = ("teacher", "students", "rows_done")
@@ -392,10 +394,7 @@ def _bench_images(args: argparse.Namespace) -> int:
 
     def record(index: int, row: dict[str, Any]) -> None:
         """Keep a finished row and rewrite the outputs, so an interrupted benchmark keeps what it measured."""
-        if args.add:
-            added = info["added"][-1]
-            row = {**row, "command": added["command"], "teacher_step_cpu_seconds": added["teacher_step_cpu_seconds"]}
-        done[index] = row
+        done[index] = {**row, **stamp}
         print(f"{row['method']} NFE {row['nfe']}: FID {row['fid']:.2f} ({len(done)}/{len(tasks)})", file=sys.stderr)
         new = [done[i] for i in sorted(done)]
         teacher_done = sorted(kept_teacher + [r for r in new if r["method"] == "teacher Heun"], key=lambda r: r["nfe"])
