@@ -103,6 +103,10 @@ def test_status_line_shows_step_eta_and_outcome(tmp_path: Path) -> None:
     done = JobState("cancelled", tmp_path, steps=200, step=50, metrics={"status": "cancelled", "cancelled_at_step": 50})
     assert "cancelled at step 50" in status_html(done) and "resume" in status_html(done)
     assert "boom" in status_html(JobState("failed", tmp_path, steps=1, message="boom"))
+    noted = JobState("training", tmp_path, steps=200, notes=("the prior never saw 'glass' & co",))
+    assert "Note: the prior never saw &#x27;glass&#x27; &amp; co" in status_html(noted)
+    finished = JobState("done", tmp_path, steps=2, metrics={"steps": 2, "prompt_notes": ["too long"]})
+    assert "Note: too long" in status_html(finished) and "Note:" not in line
     assert duration(None) == "?" and duration(59.6) == "1 min 00 s" and duration(3) == "3 s"
     Image.new("RGB", (128, 32)).save(tmp_path / "sheet.png")
     assert enlarged(tmp_path / "sheet.png").size == (512, 128) and enlarged(None) is None
@@ -114,7 +118,7 @@ def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp
     export = {"iso_level": 5.0, "mc_resolution": 32, "max_faces": 2000, "texture_size": 64, "turntable_frames": 4,
               "turntable_size": 16}  # fmt: skip
     small = {"grid_resolution": 16, "render_steps": 32, "preview_every": 1, "export": export}
-    cfg = GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(folder), "steps": 400, **small})
+    cfg = GenerateConfig.from_dict({"prompt": "a red wooden cube", "prior": str(folder), "steps": 400, **small})
     loads: list[str] = []
     cache = PriorCache(lambda c: loads.append(c.prior) or prior)
     board = JobBoard()
@@ -127,6 +131,7 @@ def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp
         time.sleep(0.05)
     state = job.snapshot()
     assert state.phase == "training" and state.seconds_per_step is not None and state.eta_seconds is not None
+    assert len(state.notes) == 1 and "'wooden'" in state.notes[0]  # the prior's note on the prompt reaches the page
     assert board.cancel("session") and job.wait(120)
     state = job.snapshot()
     assert state.phase == "cancelled" and state.metrics is not None, state

@@ -65,6 +65,7 @@ def test_generate_writes_a_finite_asset(tiny_prior, tmp_path: Path, preset: str)
     saved = GenerateConfig.from_dict(json.loads((out / "config.json").read_text()))
     assert saved.t_min == (0.2 if preset == "uni-jeffreys" else 0.02) and saved.render_size == 16
     assert metrics["ratio_evaluations"] == (3 if preset == "uni-jeffreys" else 0)
+    assert metrics["prompt_notes"] == []
     assert json.loads((out / "metrics.json").read_text()) == metrics
 
 
@@ -245,10 +246,13 @@ def test_generate_command_end_to_end(tiny_prior, tmp_path: Path, capsys: pytest.
     config = tmp_path / "small.json"
     save_json(config, {**SMALL, "steps": 2})
     out = tmp_path / "cli"
-    argv = ["generate", "a blue sphere", "--prior", str(folder), "--config", str(config), "--out", str(out)]
+    argv = ["generate", "a blue glass sphere", "--prior", str(folder), "--config", str(config), "--out", str(out)]
     assert main([*argv, "--preset", "sds", "--seed", "3", "--json"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["steps"] == 2 and printed["prompt"] == "a blue sphere" and printed["out"] == str(out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed["steps"] == 2 and printed["prompt"] == "a blue glass sphere" and printed["out"] == str(out)
+    (note,) = printed["prompt_notes"]  # the tiny prior has the caption tokenizer: "glass" is unknown to it
+    assert "never saw the word(s) 'glass'" in note and f"note: {note}" in captured.err
     assert json.loads((out / "config.json").read_text())["seed"] == 3
     _glb_mesh(out / "model.glb")
 

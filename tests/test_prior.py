@@ -180,6 +180,24 @@ def _noisy_latents(prior, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, 
     return x0 + sigma.view(-1, 1, 1, 1) * torch.randn(x0.shape, generator=gen), sigma, t
 
 
+def test_prompt_notes_name_unknown_words_and_a_truncated_view_suffix() -> None:
+    from uni3d.prior.prompt_check import prompt_notes
+    from uni3d.prior.tokenizer import build_clip_tokenizer
+
+    tok = build_clip_tokenizer()
+    assert prompt_notes(tok, "An orange CONE", "") == []
+    (note,) = prompt_notes(tok, "a dragon made of glass cubes")
+    assert "'dragon', 'made', 'of', 'glass', 'cubes';" in note and "--prior" in note
+    (negative,) = prompt_notes(tok, "a red cube", "blurry red")
+    assert "negative prompt word(s) 'blurry'," in negative
+    other = build_clip_tokenizer(["a", "dragon", "made", "of", "glass"])  # not the caption tokenizer: no word notes
+    assert prompt_notes(other, "a dragon made of glass") == []
+    words = ("a red cube " * 25).strip()  # 75 tokens + BOS/EOS fit in 77; ", overhead view" adds 3
+    (cut,) = prompt_notes(tok, words)
+    assert "is 80 tokens, over the prior's 77" in cut
+    assert prompt_notes(tok, " ".join(words.split()[:-3])) == []
+
+
 def test_tokenizer_is_local_and_word_level() -> None:
     from uni3d.prior.tokenizer import build_clip_tokenizer
 

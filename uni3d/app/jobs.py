@@ -41,6 +41,7 @@ class JobState:
     elapsed: float = 0.0
     cancel_requested: bool = False
     message: str = ""
+    notes: tuple[str, ...] = ()
     metrics: dict[str, Any] | None = None
 
     @property
@@ -124,6 +125,12 @@ class Job:
             changes.update(phase="exporting", eta_seconds=None)
         self._update(**changes)
 
+    def _log(self, line: str) -> None:
+        """``generate``'s notes on the prompt (:func:`uni3d.prior.prompt_check.prompt_notes`) go on the page."""
+        if line.startswith("note: "):
+            with self._lock:
+                self._state = replace(self._state, notes=(*self._state.notes, line.removeprefix("note: ")))
+
     def _run(self) -> None:
         from uni3d.pipeline.run import generate  # diffusers: imported when the first job runs
 
@@ -136,6 +143,7 @@ class Job:
                 prior=prior,
                 progress=False,
                 callback=self._on_step,
+                log=self._log,
                 should_stop=self._stop.is_set,
             )
             status = metrics.get("status", "done")

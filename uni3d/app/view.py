@@ -78,15 +78,21 @@ def summary(metrics: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _notes_html(notes: tuple[str, ...] | list[str]) -> str:
+    """The prompt's notes (words the prior cannot read, a truncated prompt), one line each."""
+    return "".join(f'<div class="uni3d-note">Note: {html.escape(note)}</div>' for note in notes)
+
+
 def status_html(state: JobState) -> str:
-    """The progress bar and one line: phase, step / steps, seconds per step, ETA, elapsed."""
+    """The progress bar and one line: phase, step / steps, seconds per step, ETA, elapsed; then the prompt's notes."""
     label = _LABELS.get(state.phase, state.phase)
     if state.phase == "failed":
         return error_html(state.message or "the run failed")
+    notes = _notes_html(state.notes or (state.metrics or {}).get("prompt_notes", []))
     if state.phase in ("done", "cancelled"):
         note = " (the partial result is kept; run again with the same settings to resume)"
         line = f"<b>{label}</b> · {html.escape(summary(state.metrics or {}))}"
-        return _box(line + (note if state.phase == "cancelled" else ""), state.phase)
+        return _box(line + (note if state.phase == "cancelled" else "") + notes, state.phase)
     bar = f'<progress max="{state.steps}" value="{state.step}" style="width:100%"></progress>'
     parts = [f"<b>{label}</b>", f"step {state.step} / {state.steps}"]
     if state.resumed_from:
@@ -98,4 +104,4 @@ def status_html(state: JobState) -> str:
     parts.append(f"elapsed {duration(state.elapsed)}")
     if state.cancel_requested and state.phase != "exporting":
         parts.append("cancelling after this step…")
-    return _box(bar + '<div class="uni3d-progress-line">' + " · ".join(parts) + "</div>", state.phase)
+    return _box(bar + '<div class="uni3d-progress-line">' + " · ".join(parts) + "</div>" + notes, state.phase)

@@ -118,7 +118,7 @@ def run_batch(
             start = time.perf_counter()
             try:
                 prior = prior if prior is not None else load_prior(cfg)
-                metrics = generate(cfg, folder, prior=prior, progress=progress)
+                metrics = generate(cfg, folder, prior=prior, progress=progress, log=log)
                 row.status, row.steps, row.rollbacks = "done", metrics["steps"], metrics["rollbacks"]
             except UsageError as err:
                 if prior is None:  # the prior itself cannot load: every prompt would fail the same way

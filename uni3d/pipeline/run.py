@@ -28,6 +28,7 @@ from uni3d.io import atomic_write, save_json
 from uni3d.pipeline.bank import TeacherBank
 from uni3d.pipeline.config import EMBEDDED_PRIOR, GenerateConfig
 from uni3d.pipeline.trainer import NonFiniteError, StepStats, TextTo3D, prior_image_size
+from uni3d.prior.prompt_check import prompt_notes
 from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
 from uni3d.reconstruct.run import export_asset
 from uni3d.scene.background import SolidBackground
@@ -114,6 +115,9 @@ def generate(
         log(f"{out} is finished already (delete its metrics.json to train on or export again)")
         return finished
     prior = prior if prior is not None else load_prior(cfg)
+    notes = prompt_notes(prior.tokenizer, cfg.prompt, cfg.negative_prompt)
+    for note in notes:
+        log(f"note: {note}")
     resolved = cfg.resolved(prior_image_size(prior))
     config = json.loads(json.dumps(resolved.as_dict()))
     ckpt_path = out / "checkpoint.pt"
@@ -130,7 +134,7 @@ def generate(
     if state is not None:
         log(f"resuming {out} from step {trainer.step}")
     seconds = _train(trainer, out, config, seconds, progress, callback, should_stop)
-    return _finish(trainer, out, resumed_from, seconds, cancelled=trainer.step < resolved.steps)
+    return _finish(trainer, out, resumed_from, seconds, notes, cancelled=trainer.step < resolved.steps)
 
 
 def _train(
@@ -171,8 +175,11 @@ def _train(
     return time.perf_counter() - start
 
 
-def _finish(trainer: TextTo3D, out: Path, resumed_from: int, seconds: float, cancelled: bool = False) -> dict[str, Any]:
-    """Export the asset and write ``metrics.json`` last (status ``cancelled`` when training stopped early)."""
+def _finish(
+    trainer: TextTo3D, out: Path, resumed_from: int, seconds: float, notes: list[str], cancelled: bool = False
+) -> dict[str, Any]:
+    """Export the asset and write ``metrics.json`` last (status ``cancelled`` when training stopped early; ``notes``:
+    :func:`prompt_notes` of the prompt)."""
     cfg, ex = trainer.cfg, trainer.cfg.export
     if not trainer.field_is_finite():
         raise NonFiniteError("the field has non-finite parameters; refusing to export")
@@ -203,6 +210,7 @@ def _finish(trainer: TextTo3D, out: Path, resumed_from: int, seconds: float, can
         "prompt": cfg.prompt,
         "preset": cfg.preset,
         "prior": cfg.prior,
+        "prompt_notes": notes,
         "steps": trainer.step,
         "resumed_from_step": resumed_from,
         "render_size": trainer.size,
