@@ -108,8 +108,10 @@ def reconstruct(cfg: ReconstructConfig, out: Path, log: Callable[[str], None] = 
     renderer.background = SolidBackground((1.0, 1.0, 1.0))
     first = result.losses[0] if result.losses else float("nan")
     last = sum(result.losses[-20:]) / max(1, len(result.losses[-20:]))
+    log(f"fit {result.steps} steps in {result.seconds:.0f} s; rendering {cfg.holdout_views} held-out views")
     held_out = psnr(renderer.render_images(test.cameras)["rgb"], test.on_background(1.0))
     t1 = time.perf_counter()
+    log("exporting (marching cubes, texture bake, turntable)")
     distance = camera_distance(source, cfg.fov_deg)
     asset = export_asset(
         renderer,
