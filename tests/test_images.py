@@ -356,6 +356,11 @@ def test_bench_images_writes_its_section_only(files: dict[str, Path], tmp_path: 
         and "--no-ratio-motion --presets uni-fkl@1e-4 --add`" in text
     )
     assert text.count("<!-- images:begin -->") == 1 and "| `uni-fkl@0.0001-const-r` | 1 |" in text
+    longer = [*add[:6], "--cpu-seconds", "0.7", *add[8:]]  # another budget: a row of its own, the 0.5 s one stays
+    assert main([*longer, "--add", "--docs", str(docs)]) == 0
+    methods = [r["method"] for r in json.loads((docs / "benchmarks" / "images.json").read_text())["students"]]
+    assert methods[2:] == ["uni-fkl@0.0001-const-r", "uni-fkl@0.0001-const-r-0.7cpus"]
+    assert (docs / "benchmarks" / "images" / "uni-fkl@0.0001-const-r-0.7cpus.png").exists()
     assert main([*add[:-5], "--eval-samples", "30", "--presets", "di", "--add", "--docs", str(docs)]) == 2
     replace_section(docs / "benchmarks.md", "<!-- images:begin -->\nnew\n<!-- images:end -->")  # as a rerun does
     text = (docs / "benchmarks.md").read_text()

@@ -128,10 +128,12 @@ def teacher_step_seconds(teacher: EDMDenoiser, batch: int, repeats: int = 5) -> 
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
-def student_row(cfg: DistillConfig, teacher_file: str, evaluator: Evaluator, cpu_seconds: float, out: Path) -> dict:
+def student_row(
+    cfg: DistillConfig, teacher_file: str, evaluator: Evaluator, cpu_seconds: float, out: Path, label: str
+) -> dict:
     """Distill ``cfg.preset`` until ``cpu_seconds`` of process CPU time (one torch thread); score the EMA generator.
 
-    The row and its grid are named by :func:`student_label`.
+    The row and its grid are named ``label`` (:func:`student_label`).
     """
     torch.set_num_threads(1)
     data = load_dataset("mnist", "train")
@@ -144,7 +146,6 @@ def student_row(cfg: DistillConfig, teacher_file: str, evaluator: Evaluator, cpu
     bar.close()
     train_cpu, train_wall = time.process_time() - t0, time.perf_counter() - wall0
     images = evaluator.samples(distiller)
-    label = student_label(cfg)
     image_grid_png(out / f"{label}.png", images[:GRID])
     z = evaluator.noise[: cfg.batch_size]
     labels = None if evaluator.labels is None else evaluator.labels[: cfg.batch_size]
@@ -169,10 +170,12 @@ def student_row(cfg: DistillConfig, teacher_file: str, evaluator: Evaluator, cpu
     }
 
 
-def student_label(cfg: DistillConfig) -> str:
-    """``preset@lr`` (the generator learning rate), plus ``-const-r`` where a ratio preset holds ``r`` constant."""
+def student_label(cfg: DistillConfig, cpu_seconds: float | None = None) -> str:
+    """``preset@lr`` (the generator learning rate), plus ``-const-r`` where a ratio preset holds ``r`` constant, plus
+    ``-<cpu_seconds>cpus`` for a row added with another CPU budget than its table's."""
     const = not cfg.ratio_motion and get_preset(cfg.preset).uses_ratio
-    return f"{cfg.preset}@{cfg.lr_generator:g}" + ("-const-r" if const else "")
+    budget = "" if cpu_seconds is None else f"-{cpu_seconds:g}cpus"
+    return f"{cfg.preset}@{cfg.lr_generator:g}" + ("-const-r" if const else "") + budget
 
 
 def _fmt(v: Any, spec: str = ".2f") -> str:
@@ -373,9 +376,11 @@ def _bench_images(args: argparse.Namespace) -> int:
     kept_teacher: list[dict[str, Any]] = []
     kept_students: list[dict[str, Any]] = []
     stamp: dict[str, Any] = {}  # what each row of an --add run carries: its command and its machine's unit
+    labels = [student_label(cfg) for cfg in configs]
     if args.add:
         old = _existing_table(args, info)
-        labels = [student_label(cfg) for cfg in configs]
+        if args.cpu_seconds != old["cpu_seconds"]:  # another budget: its own rows, beside the table's
+            labels = [student_label(cfg, args.cpu_seconds) for cfg in configs]
         added = {
             "command": info["command"],
             "machine": info["machine"],
@@ -389,7 +394,10 @@ def _bench_images(args: argparse.Namespace) -> int:
         keep = ("teacher", "students", "rows_done")
         info = {**{k: v for k, v in old.items() if k not in keep}, "added": [*old.get("added", []), added]}
     tasks: list[tuple[Any, ...]] = [(teacher_row, teacher, evaluator, nfe, grids) for nfe in sorted(nfes)[::-1]]
-    tasks += [(student_row, cfg, args.teacher, evaluator, args.cpu_seconds, grids) for cfg in configs]
+    tasks += [
+        (student_row, cfg, args.teacher, evaluator, args.cpu_seconds, grids, label)
+        for cfg, label in zip(configs, labels, strict=True)
+    ]
     done: dict[int, dict[str, Any]] = {}
 
     def record(index: int, row: dict[str, Any]) -> None:
