@@ -182,10 +182,8 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return "—" if v is None else format(v, spec)
 
 
-def markdown(
-    info: dict[str, Any], teacher: list[dict[str, Any]], students: list[dict[str, Any]], complete: bool = True
-) -> str:
-    """The images section of docs/benchmarks.md (``complete=False``: some rows are still running)."""
+def markdown(info: dict[str, Any], teacher: list[dict[str, Any]], students: list[dict[str, Any]]) -> str:
+    """The images section of docs/benchmarks.md (partial while ``info["rows_done"]`` says rows are still running)."""
     m = info["machine"]
     nfe35 = next((r["fid"] for r in teacher if r["nfe"] == 35), None)
     best = min(students, key=lambda r: r["fid"]) if students else None
@@ -410,7 +408,7 @@ def _bench_images(args: argparse.Namespace) -> int:
         total = len(kept_teacher) + len(kept_students) + len(tasks)
         info["rows_done"] = f"{total - len(tasks) + len(done)} of {total}"
         save_json(args.docs / "benchmarks" / "images.json", {**info, "teacher": teacher_done, "students": students})
-        section = markdown(info, teacher_done, students, complete=len(done) == len(tasks))
+        section = markdown(info, teacher_done, students)
         replace_section(args.docs / "benchmarks.md", section)
 
     if args.jobs > 1:  # one process per row, one thread each; students measure their own process's CPU time
