@@ -87,7 +87,8 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--add",
         action="store_true",
-        help="add these rows to the table in DOCS (a row of the same name is replaced) instead of a new table",
+        help="add these rows to the table in DOCS instead of a new table (a row of the same name is replaced; "
+        "another --cpu-seconds than the table's names the rows <label>-<s>cpus)",
     )
     p.set_defaults(func=_bench_images)
 
