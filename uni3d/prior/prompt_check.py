@@ -10,6 +10,7 @@ loses its view words first. Each note is one line for the CLI, the batch log, th
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from transformers import PreTrainedTokenizerBase
 
@@ -17,9 +18,14 @@ from uni3d.prior.tokenizer import END, build_clip_tokenizer
 from uni3d.prior.views import VIEW_NAMES, with_view
 
 
+@cache
+def _caption_vocab() -> dict[str, int]:
+    return build_clip_tokenizer().get_vocab()
+
+
 def is_caption_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether ``tokenizer`` is the shapes caption tokenizer (a prior made by ``uni3d train-prior``)."""
-    return tokenizer.get_vocab() == build_clip_tokenizer().get_vocab()
+    return tokenizer.get_vocab() == _caption_vocab()
 
 
 def unknown_words(tokenizer: PreTrainedTokenizerBase, text: str) -> list[str]:
@@ -52,8 +58,7 @@ def prompt_notes(tokenizer: PreTrainedTokenizerBase, prompt: str, negative_promp
                 "so guidance away from them steers nowhere known"
             )
     limit = tokenizer.model_max_length
-    longest = max((with_view(prompt, view) for view in VIEW_NAMES), key=lambda t: token_count(tokenizer, t))
-    count = token_count(tokenizer, longest)
+    count = max(token_count(tokenizer, with_view(prompt, view)) for view in VIEW_NAMES)
     if count > limit:
         notes.append(
             f"the prompt with its view suffix is {count} tokens, over the prior's {limit}: the text encoder cuts "
