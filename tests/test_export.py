@@ -47,6 +47,17 @@ def test_marching_cubes_of_the_blob_is_a_closed_ball(blob: tuple[object, trimesh
     assert 0.2 < radius < 0.9 and abs(mesh.centroid).max() < 0.05
 
 
+def _faces_outward(mesh: trimesh.Trimesh) -> bool:
+    """Counter-clockwise seen from outside: positive signed volume, and normals away from the centre."""
+    outward = (mesh.vertex_normals * (mesh.vertices - mesh.centroid)).sum(1)
+    return bool(mesh.volume > 0 and (outward > 0).mean() > 0.95)
+
+
+def test_exported_faces_point_outward(blob: tuple[object, trimesh.Trimesh]) -> None:
+    _, mesh = blob
+    assert mesh.is_winding_consistent and _faces_outward(mesh)
+
+
 def test_automatic_level_puts_the_surface_where_rays_start_to_be_absorbed() -> None:
     """Radial density ramp ``40 relu(0.5 - r)``: the mesh's radius is the median radius of the points where opaque
     orbit rays reach ``T = 0.9``, found here by an independent fine quadrature (4000 steps along each impact
@@ -133,10 +144,11 @@ def test_glb_obj_files_reopen_with_the_same_counts(blob: tuple[object, trimesh.T
         write_glb(m, tmp_path / name)
         back = trimesh.load(tmp_path / name, force="mesh")
         assert (len(back.vertices), len(back.faces)) == (len(m.vertices), len(m.faces))
+        assert _faces_outward(back)
     files = write_obj(textured, tmp_path / "model.obj")
     assert {p.suffix for p in files} == {".obj", ".mtl", ".png"}
     back = trimesh.load(tmp_path / "model.obj", force="mesh")
-    assert len(back.faces) == len(textured.faces) and back.visual.kind == "texture"
+    assert len(back.faces) == len(textured.faces) and back.visual.kind == "texture" and _faces_outward(back)
 
 
 @pytest.mark.skipif(validator_missing() is not None, reason=f"glTF validator unavailable: {validator_missing()}")

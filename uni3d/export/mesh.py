@@ -165,8 +165,11 @@ def extract_mesh(
     if not grid.min() < level < grid.max():
         raise UsageError(f"the field is empty at iso-level {level:.3g}: nothing to export")
     solid = fill_unseen(fill_cavities(grid, level), level, spacing)
+    # skimage winds its triangles clockwise seen from the side of lower values (its "descent" convention for an
+    # object of higher values); glTF, OBJ and trimesh want them counter-clockwise seen from outside, so the
+    # order is reversed (else every viewer that culls back faces shows the asset inside out).
     verts, faces, _, _ = measure.marching_cubes(solid, level=level, spacing=tuple(spacing))
-    mesh = trimesh.Trimesh(verts + origin, faces, process=True)
+    mesh = trimesh.Trimesh(verts + origin, faces[:, ::-1], process=True)
     mesh.update_faces(mesh.nondegenerate_faces())
     mesh.remove_unreferenced_vertices()
     mesh = decimate(remove_small_components(mesh, min_component), max_faces)
