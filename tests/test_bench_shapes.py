@@ -15,7 +15,9 @@ from uni3d.bench.shape_metrics import (
     nearest_colour,
     parse_target,
     primitive_mesh,
+    score_mesh,
     shape_chamfer,
+    size_ratio,
 )
 from uni3d.bench.shapes import plan, run_bench
 from uni3d.bench.shapes_report import summarise
@@ -61,6 +63,21 @@ def test_chamfer_is_zero_for_the_true_shape_and_clearly_more_for_another(monkeyp
     bigger = box.copy()
     bigger.apply_scale(1.5)
     assert shape_chamfer(bigger, "cube") > 0.05  # size counts
+    assert shape_chamfer(bigger, "cube", size_free=True) < 0.01 and abs(size_ratio(bigger, "cube") - 1.5) < 0.02
+
+
+def test_size_free_shape_calls_a_too_large_rounded_cube_a_cube() -> None:
+    ball = trimesh.creation.icosphere(subdivisions=4)
+    rounded = ball.vertices / (np.abs(ball.vertices) ** 6).sum(1, keepdims=True) ** (1 / 6)  # |x|_6 = 1
+    for scale, plain in ((1.0, "cube"), (1.2, "sphere")):
+        cube = trimesh.Trimesh(rounded * CUBE_HALF * scale, ball.faces)
+        assert classify_shape(cube)[0] == plain  # size and shape judged together
+        assert classify_shape(cube, size_free=True)[0] == "cube"
+    row = score_mesh(cube, parse_target("a red cube"))
+    assert (row["shape_pred"], row["shape_pred_size_free"], row["right_shape_size_free"]) == ("sphere", "cube", True)
+    assert 1.08 < row["size_ratio"] < 1.16  # 1.2 x the rounded cube's RMS radius, 0.94 of the true cube's
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=SPHERE_RADIUS * 1.2)
+    assert classify_shape(sphere, size_free=True)[0] == "sphere"
 
 
 def test_colour_classification_and_error() -> None:
@@ -99,6 +116,14 @@ def test_accuracy_table_is_seed_0_and_more_seeds_get_their_own_rows() -> None:
     assert (acc["prompts"], acc["both"], acc["chamfer_mean"]) == (2, 2, 0.02)
     assert [(s["seed"], s["both"], s["missed"]) for s in summary["seeds"]] == [(0, 2, []), (1, 1, ["a red cube"])]
     assert summarise(rows[:2])["seeds"] == []  # one seed: no per-seed rows
+    assert summary["sizes"] == []  # rows scored before the size metric: no size table
+    sized = [{**rows[0], "size_ratio": 1.2, "right_shape": False, "right_shape_size_free": True}]
+    sized.append({**rows[1], "size_ratio": 1.0, "right_shape_size_free": True})
+    (size,) = summarise(sized + rows[2:])["sizes"]
+    assert (size["runs"], size["right_shape"], size["right_shape_size_free"]) == (2, 1, 2)
+    assert size["size_ratio_mean"] == pytest.approx(1.1) and size["wrong_only_for_size"] == [
+        "a red cube (seed 0, 1.20x)"
+    ]
     targets = [parse_target(q) for q in ("a red cube", "a cube")]
     runs = [(t.prompt, p, s) for t, p, s in plan(targets, ["sds"], seeds=2, accuracy_seeds=3)]
     assert runs == [("a red cube", "sds", s) for s in range(3)] + [("a cube", "sds", s) for s in range(2)]
@@ -153,3 +178,15 @@ def test_two_step_bench_writes_json_docs_and_resumes(
     for old, new in zip(rows, redone, strict=True):
         assert new["reexported"] and new["cpu_seconds"] == old["cpu_seconds"]
         assert json.loads((Path(new["out"]) / "metrics.json").read_text())["iso_level"] == 2.0
+    # a metric added later: --rescore scores the meshes again (no export); a run folder gone keeps its row
+    json_path = docs / "benchmarks" / "shapes.json"
+    saved = json.loads(json_path.read_text())
+    for r in saved["rows"]:
+        r.pop("size_ratio", None), r.pop("shape_pred_size_free")
+    json_path.write_text(json.dumps(saved))
+    (Path(saved["rows"][2]["out"]) / "model_vertex_color.glb").unlink()
+    rescored = run_bench(*args, command="x", rescore=True)
+    assert "scoring 3 finished runs again" in lines and lines[-1].startswith("[rescore 3/3]")
+    assert rescored[0]["rescored"] and rescored[0]["size_ratio"] > 0 and rescored[1]["shape_pred_size_free"]
+    assert "rescored" not in rescored[2] and "shape_pred_size_free" not in rescored[2]
+    assert [r["export_seconds"] for r in rescored] == [r["export_seconds"] for r in redone]

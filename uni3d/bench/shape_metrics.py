@@ -8,7 +8,11 @@
   :data:`YAW_STEPS` turns in ``[0, 90)`` degrees (the cube's and pyramid's symmetry; the rest are round);
 - **colour**: the area-weighted mean vertex colour (the field's albedo) of the exported mesh; ``colour error`` is
   the area-weighted mean RGB distance (``[0, 1]`` units) of the surface to the named albedo, and the colour is
-  right when the nearest named albedo to the mean colour is the prompt's.
+  right when the nearest named albedo to the mean colour is the prompt's;
+- **size**: the asset's RMS surface radius (about its surface centroid) over the true primitive's, and the
+  *size-free* nearest primitive: the same Chamfer after the asset is moved onto each primitive's centroid and
+  scaled to its RMS radius, so that a cube made 15 % too large is not called a sphere (the plain nearest
+  primitive judges shape and size together).
 """
 
 from __future__ import annotations
@@ -77,28 +81,49 @@ def _primitive_samples(shape: str) -> tuple[np.ndarray, cKDTree, float]:
     return pts, cKDTree(pts), float(np.linalg.norm(mesh.extents))
 
 
+def _centre_and_radius(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centroid and RMS distance from it of surface samples ``(N, 3)``."""
+    centre = points.mean(0)
+    return centre, float(np.sqrt(((points - centre) ** 2).sum(1).mean()))
+
+
+def _surface_samples(mesh: trimesh.Trimesh) -> np.ndarray:
+    return np.asarray(trimesh.sample.sample_surface(mesh, N_POINTS, seed=0)[0])
+
+
 def _yaw(points: np.ndarray, degrees: float) -> np.ndarray:
     a = math.radians(degrees)
     rot = np.array([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
     return points @ rot.T
 
 
-def shape_chamfer(mesh: trimesh.Trimesh, shape: str) -> float:
-    """Symmetric Chamfer between ``mesh`` and the true ``shape``, over its bbox diagonal, minimised over yaw."""
+def size_ratio(mesh: trimesh.Trimesh, shape: str) -> float:
+    """RMS surface radius of ``mesh`` over the true ``shape``'s (1: the true size)."""
+    return _centre_and_radius(_surface_samples(mesh))[1] / _centre_and_radius(_primitive_samples(shape)[0])[1]
+
+
+def shape_chamfer(mesh: trimesh.Trimesh, shape: str, size_free: bool = False) -> float:
+    """Symmetric Chamfer between ``mesh`` and the true ``shape``, over its bbox diagonal, minimised over yaw.
+
+    ``size_free``: the mesh is first moved onto the true surface's centroid and scaled to its RMS radius."""
     true_pts, true_tree, diag = _primitive_samples(shape)
-    pred, _ = trimesh.sample.sample_surface(mesh, N_POINTS, seed=0)
+    pred = _surface_samples(mesh)
+    if size_free:
+        centre, radius = _centre_and_radius(pred)
+        true_centre, true_radius = _centre_and_radius(true_pts)
+        pred = (pred - centre) * (true_radius / radius) + true_centre
     best = math.inf
     for k in range(YAW_STEPS):
-        turned = _yaw(np.asarray(pred), 90.0 * k / YAW_STEPS)
+        turned = _yaw(pred, 90.0 * k / YAW_STEPS)
         to_true = float(true_tree.query(turned)[0].mean())
         to_pred = float(cKDTree(turned).query(true_pts)[0].mean())
         best = min(best, (to_true + to_pred) / 2 / diag)
     return best
 
 
-def classify_shape(mesh: trimesh.Trimesh) -> tuple[str, dict[str, float]]:
+def classify_shape(mesh: trimesh.Trimesh, size_free: bool = False) -> tuple[str, dict[str, float]]:
     """The nearest primitive by :func:`shape_chamfer`, and the distance to each."""
-    scores = {name: shape_chamfer(mesh, name) for name in SHAPE_NAMES}
+    scores = {name: shape_chamfer(mesh, name, size_free) for name in SHAPE_NAMES}
     return min(scores, key=scores.__getitem__), scores
 
 
@@ -132,8 +157,15 @@ def colour_scores(mesh: trimesh.Trimesh, target: str | None) -> dict[str, Any]:
 def score_mesh(mesh: trimesh.Trimesh, target: Target) -> dict[str, Any]:
     """Every metric of one asset against ``target`` (Chamfer only when the prompt names the shape)."""
     shape_pred, distances = classify_shape(mesh)
-    row: dict[str, Any] = {"shape_pred": shape_pred, **colour_scores(mesh, target.colour)}
+    size_free, _ = classify_shape(mesh, size_free=True)
+    row: dict[str, Any] = {
+        "shape_pred": shape_pred,
+        "shape_pred_size_free": size_free,
+        **colour_scores(mesh, target.colour),
+    }
     if target.shape is not None:
         row["chamfer"] = distances[target.shape]
         row["right_shape"] = shape_pred == target.shape
+        row["right_shape_size_free"] = size_free == target.shape
+        row["size_ratio"] = size_ratio(mesh, target.shape)
     return row

@@ -14,7 +14,8 @@ distinct shapes and colours counted. Every finished run is written at once to ``
 and the ``<!-- shapes:begin -->`` section of ``docs/benchmarks.md``; a rerun skips the runs already there
 (keyed by prompt, preset, steps, seed), so a killed benchmark resumes. ``--reexport`` exports the finished
 runs again from their final checkpoints (after a change to the mesh export) and scores them again, keeping
-their training times; the rows record the date.
+their training times; ``--rescore`` only scores their exported meshes again (after a change to the metrics);
+the rows record the date.
 """
 
 from __future__ import annotations
@@ -95,6 +96,15 @@ def reexport_one(prior: Any, target: Target, row: dict[str, Any], settings: dict
     }
 
 
+def rescore_one(target: Target, row: dict[str, Any]) -> dict[str, Any]:
+    """Score a finished run's exported mesh again; a run folder without its mesh keeps ``row``."""
+    mesh_path = Path(row["out"]) / "model_vertex_color.glb"
+    if not mesh_path.is_file():
+        return row
+    mesh = trimesh.load(mesh_path, force="mesh")
+    return {**row, "rescored": machine()["date"], **score_mesh(mesh, target)}
+
+
 def plan(
     targets: list[Target], presets: list[str], seeds: int, accuracy_seeds: int = 1
 ) -> list[tuple[Target, str, int]]:
@@ -125,9 +135,11 @@ def run_bench(
     command: str | None = None,
     reexport: bool = False,
     accuracy_seeds: int = 1,
+    rescore: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark; after every run, rewrite the json and the docs section. Returns the rows.
-    ``reexport``: the planned runs already done are exported and scored again (:func:`reexport_one`) first.
+    ``reexport``: the planned runs already done are exported and scored again (:func:`reexport_one`) first;
+    ``rescore``: only scored again (:func:`rescore_one`).
 
     ``command`` (the command line) is recorded with the date in the json's ``invocations`` and the docs, so the
     section says exactly what was run."""
@@ -148,15 +160,19 @@ def run_bench(
         invocations.append(
             {"command": command, "date": now["date"], "cpu": now["cpu"], "planned": len(planned), "runs": len(todo)}
         )
-    if reexport:
+    if reexport or rescore:
         keys = {run_key(t.prompt, p, steps, s): t for t, p, s in planned}
         row_keys = [run_key(r["prompt"], r["preset"], r["steps"], r["seed"]) for r in rows]
         again = [(i, keys[k]) for i, k in enumerate(row_keys) if k in keys]
-        log(f"exporting {len(again)} finished runs again")
+        verb, label = ("exporting", "re-export") if reexport else ("scoring", "rescore")
+        log(f"{verb} {len(again)} finished runs again")
         for n, (i, target) in enumerate(again, 1):
-            prior = prior if prior is not None else _load_prior(settings)
-            rows[i] = reexport_one(prior, target, rows[i], settings)
-            log(f"[re-export {n}/{len(again)}] {_one_line(rows[i])}")
+            if reexport:
+                prior = prior if prior is not None else _load_prior(settings)
+                rows[i] = reexport_one(prior, target, rows[i], settings)
+            else:
+                rows[i] = rescore_one(target, rows[i])
+            log(f"[{label} {n}/{len(again)}] {_one_line(rows[i])}")
             write_results(docs, rows, invocations)
     for i, (target, preset, seed) in enumerate(todo, 1):
         prior = prior if prior is not None else _load_prior(settings)
@@ -206,6 +222,12 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="export the finished runs again from their final checkpoints and score them again (after an export change)",
     )
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the finished runs' exported meshes again (after a metric change); runs whose folder is gone keep "
+        "their scores",
+    )
     p.set_defaults(func=_bench_shapes)
 
 
@@ -222,6 +244,8 @@ def _bench_shapes(args: argparse.Namespace) -> int:
     for preset in presets:
         GenerateConfig(prompt="check", preset=preset)  # unknown presets: a one-line error now
     command = "uni3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.reexport and args.rescore:
+        raise UsageError("--reexport already scores the runs again; give --reexport or --rescore, not both")
     if args.seeds < 1 or args.accuracy_seeds < 1:
         raise UsageError(f"--seeds and --accuracy-seeds must be >= 1, got {args.seeds} and {args.accuracy_seeds}")
     run_bench(
@@ -234,5 +258,6 @@ def _bench_shapes(args: argparse.Namespace) -> int:
         command=command,
         reexport=args.reexport,
         accuracy_seeds=args.accuracy_seeds,
+        rescore=args.rescore,
     )
     return 0

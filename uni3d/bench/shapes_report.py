@@ -39,9 +39,10 @@ def _hit(r: dict[str, Any]) -> bool:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per (steps, preset): accuracy over specified prompts at seed 0, and per seed where more seeds ran;
-    per (steps, preset, prompt): diversity counts over the under-specified prompts' seeds."""
-    accuracy, seeds, diversity = [], [], []
+    """Per (steps, preset): accuracy over specified prompts at seed 0, per seed where more seeds ran, and sizes
+    over the runs scored with them; per (steps, preset, prompt): diversity counts over the under-specified
+    prompts' seeds."""
+    accuracy, seeds, diversity, sizes = [], [], [], []
     groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["steps"], r["preset"]), []).append(r)
@@ -91,10 +92,44 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                     "colours": dict(Counter(r["colour_pred"] for r in ok)),
                     "distinct_shapes": len({r["shape_pred"] for r in ok}),
                     "distinct_colours": len({r["colour_pred"] for r in ok}),
+                    "shapes_size_free": (
+                        dict(Counter(r["shape_pred_size_free"] for r in ok))
+                        if ok and all("shape_pred_size_free" in r for r in ok)
+                        else None
+                    ),
                     "wall_mean": _mean([r["wall_seconds"] for r in ok]),
                 }
             )
-    return {"accuracy": accuracy, "seeds": seeds, "diversity": diversity, "comparison": compare(rows)}
+        sized = [r for r in specified if r["status"] == "done" and "size_ratio" in r]
+        if sized:
+            sizes.append(_size_summary(steps, preset, sized))
+    return {
+        "accuracy": accuracy,
+        "seeds": seeds,
+        "diversity": diversity,
+        "sizes": sizes,
+        "comparison": compare(rows),
+    }
+
+
+def _size_summary(steps: int, preset: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Asset size against the true primitive, and the shape verdict with size taken out (specified prompts)."""
+    ratios = [r["size_ratio"] for r in runs]
+    return {
+        "steps": steps,
+        "preset": preset,
+        "runs": len(runs),
+        "size_ratio_mean": _mean(ratios),
+        "size_ratio_min": min(ratios),
+        "size_ratio_max": max(ratios),
+        "right_shape": sum(bool(r["right_shape"]) for r in runs),
+        "right_shape_size_free": sum(bool(r["right_shape_size_free"]) for r in runs),
+        "wrong_only_for_size": sorted(
+            f"{r['prompt']} (seed {r['seed']}, {r['size_ratio']:.2f}x)"
+            for r in runs
+            if r["right_shape_size_free"] and not r["right_shape"]
+        ),
+    }
 
 
 def _seed_summary(steps: int, preset: str, seed: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -203,12 +238,35 @@ def _section(
             "",
             "### Diversity (under-specified prompts)",
             "",
-            "| steps | preset | prompt | seeds | distinct shapes | distinct colours | shapes | colours |",
-            "|---|---|---|---|---|---|---|---|",
+            "| steps | preset | prompt | seeds | distinct shapes | distinct colours | shapes | colours "
+            "| shapes (size-free) |",
+            "|---|---|---|---|---|---|---|---|---|",
             *[
                 f"| {d['steps']} | {d['preset']} | {d['prompt']} | {d['seeds']} | {d['distinct_shapes']} "
-                f"| {d['distinct_colours']} | {_counts(d['shapes'])} | {_counts(d['colours'])} |"
+                f"| {d['distinct_colours']} | {_counts(d['shapes'])} | {_counts(d['colours'])} "
+                f"| {_counts(d['shapes_size_free']) if d.get('shapes_size_free') else '-'} |"
                 for d in summary["diversity"]
+            ],
+        ]
+    if summary["sizes"]:
+        lines += [
+            "",
+            "### Size (specified prompts; the runs scored with it)",
+            "",
+            "Size: the asset's RMS surface radius about its centroid over the true primitive's (1 = the true "
+            "size). Right shape (size-free): the nearest primitive once the asset is moved onto each primitive's "
+            "centroid and scaled to its RMS radius; the plain 'right shape' judges shape and size together, so a "
+            "cube made too large can be nearer the sphere (radius 0.5) than the cube (half side 0.4). Runs "
+            "scored before this metric existed (2026-12-02) and whose folders are gone are not counted.",
+            "",
+            "| steps | preset | runs | size mean | min - max | right shape | right shape (size-free) "
+            "| wrong shape only for its size |",
+            "|---|---|---|---|---|---|---|---|",
+            *[
+                f"| {z['steps']} | {z['preset']} | {z['runs']} | {z['size_ratio_mean']:.2f} "
+                f"| {z['size_ratio_min']:.2f} - {z['size_ratio_max']:.2f} | {z['right_shape']} "
+                f"| {z['right_shape_size_free']} | {', '.join(z['wrong_only_for_size']) or '—'} |"
+                for z in summary["sizes"]
             ],
         ]
     lines += ["", *_target_verdict(summary["accuracy"]), "", _chamfer_scale()]
