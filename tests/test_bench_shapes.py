@@ -186,7 +186,7 @@ def test_two_step_bench_writes_json_docs_and_resumes(
     json_path.write_text(json.dumps(saved))
     (Path(saved["rows"][2]["out"]) / "model_vertex_color.glb").unlink()
     rescored = run_bench(*args, command="x", rescore=True)
-    assert "scoring 3 finished runs again" in lines and lines[-1].startswith("[rescore 3/3]")
+    assert "scoring 3 finished runs again" in lines and lines[-1].startswith("[rescore 2/3]")  # 3/3: nothing new
     assert rescored[0]["rescored"] and rescored[0]["size_ratio"] > 0 and rescored[1]["shape_pred_size_free"]
     assert "rescored" not in rescored[2] and "shape_pred_size_free" not in rescored[2]
     assert [r["export_seconds"] for r in rescored] == [r["export_seconds"] for r in redone]

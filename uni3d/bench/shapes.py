@@ -169,10 +169,13 @@ def run_bench(
         for n, (i, target) in enumerate(again, 1):
             if reexport:
                 prior = prior if prior is not None else _load_prior(settings)
-                rows[i] = reexport_one(prior, target, rows[i], settings)
+                row = reexport_one(prior, target, rows[i], settings)
             else:
-                rows[i] = rescore_one(target, rows[i])
-            log(f"[{label} {n}/{len(again)}] {_one_line(rows[i])}")
+                row = rescore_one(target, rows[i])
+            if row is rows[i]:  # its run folder is gone or its export failed: nothing new to write
+                continue
+            rows[i] = row
+            log(f"[{label} {n}/{len(again)}] {_one_line(row)}")
             write_results(docs, rows, invocations)
     for i, (target, preset, seed) in enumerate(todo, 1):
         prior = prior if prior is not None else _load_prior(settings)
