@@ -234,17 +234,18 @@ def _section(
             ],
         ]
     if summary["diversity"]:
+        size_free = any(d.get("shapes_size_free") for d in summary["diversity"])  # a column once runs have it
         lines += [
             "",
             "### Diversity (under-specified prompts)",
             "",
-            "| steps | preset | prompt | seeds | distinct shapes | distinct colours | shapes | colours "
-            "| shapes (size-free) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| steps | preset | prompt | seeds | distinct shapes | distinct colours | shapes | colours |"
+            + (" shapes (size-free) |" if size_free else ""),
+            "|---|---|---|---|---|---|---|---|" + ("---|" if size_free else ""),
             *[
                 f"| {d['steps']} | {d['preset']} | {d['prompt']} | {d['seeds']} | {d['distinct_shapes']} "
-                f"| {d['distinct_colours']} | {_counts(d['shapes'])} | {_counts(d['colours'])} "
-                f"| {_counts(d['shapes_size_free']) if d.get('shapes_size_free') else '-'} |"
+                f"| {d['distinct_colours']} | {_counts(d['shapes'])} | {_counts(d['colours'])} |"
+                + (f" {_counts(d['shapes_size_free']) if d.get('shapes_size_free') else '-'} |" if size_free else "")
                 for d in summary["diversity"]
             ],
         ]
