@@ -257,8 +257,10 @@ def _section(
             "Size: the asset's RMS surface radius about its centroid over the true primitive's (1 = the true "
             "size). Right shape (size-free): the nearest primitive once the asset is moved onto each primitive's "
             "centroid and scaled to its RMS radius; the plain 'right shape' judges shape and size together, so a "
-            "cube made too large can be nearer the sphere (radius 0.5) than the cube (half side 0.4). Runs "
-            "scored before this metric existed (2026-12-02) and whose folders are gone are not counted.",
+            "cube made too large can be nearer the sphere (radius 0.5) than the cube (half side 0.4). The "
+            "size-free verdict is a diagnostic, not a better judge: taking size out also takes out the cue that "
+            "tells a pyramid (square base) from a cone of its height. Runs scored before this metric existed "
+            "(2026-12-02) and whose folders are gone are not counted.",
             "",
             "| steps | preset | runs | size mean | min - max | right shape | right shape (size-free) "
             "| wrong shape only for its size |",
