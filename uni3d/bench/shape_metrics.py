@@ -106,8 +106,12 @@ def shape_chamfer(mesh: trimesh.Trimesh, shape: str, size_free: bool = False) ->
     """Symmetric Chamfer between ``mesh`` and the true ``shape``, over its bbox diagonal, minimised over yaw.
 
     ``size_free``: the mesh is first moved onto the true surface's centroid and scaled to its RMS radius."""
+    return _points_chamfer(_surface_samples(mesh), shape, size_free)
+
+
+def _points_chamfer(pred: np.ndarray, shape: str, size_free: bool) -> float:
+    """:func:`shape_chamfer` of the mesh's surface samples ``pred (N, 3)``."""
     true_pts, true_tree, diag = _primitive_samples(shape)
-    pred = _surface_samples(mesh)
     if size_free:
         centre, radius = _centre_and_radius(pred)
         true_centre, true_radius = _centre_and_radius(true_pts)
@@ -122,8 +126,9 @@ def shape_chamfer(mesh: trimesh.Trimesh, shape: str, size_free: bool = False) ->
 
 
 def classify_shape(mesh: trimesh.Trimesh, size_free: bool = False) -> tuple[str, dict[str, float]]:
-    """The nearest primitive by :func:`shape_chamfer`, and the distance to each."""
-    scores = {name: shape_chamfer(mesh, name, size_free) for name in SHAPE_NAMES}
+    """The nearest primitive by :func:`shape_chamfer`, and the distance to each (the mesh sampled once)."""
+    pred = _surface_samples(mesh)
+    scores = {name: _points_chamfer(pred, name, size_free) for name in SHAPE_NAMES}
     return min(scores, key=scores.__getitem__), scores
 
 
