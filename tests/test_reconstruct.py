@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import trimesh
 
 from uni3d import scene_cli
 from uni3d.errors import UsageError
-from uni3d.reconstruct.fit import FitConfig, fit_field
+from uni3d.reconstruct.fit import FitConfig, expected_termination, fit_field
 from uni3d.reconstruct.meshes import load_mesh
 from uni3d.reconstruct.metrics import chamfer, psnr
 from uni3d.reconstruct.views import render_views
+from uni3d.scene.occupancy import ray_aabb
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("pyvista") is None,
@@ -81,3 +83,21 @@ def test_reconstruct_command_writes_outputs_and_json(tmp_path: Path, capsys: pyt
     for name in ("model.glb", "model_vertex_color.glb", "model.obj", "model.mtl", "contact_sheet.png", "metrics.json"):
         assert (out / name).is_file(), name
     assert (out / "turntable.mp4").is_file() or (out / "turntable.gif").is_file()
+
+
+def test_surface_pull_moves_the_surface_toward_the_cameras(tmp_path: Path) -> None:
+    box = tmp_path / "box.obj"
+    trimesh.creation.box(extents=(1.0, 1.0, 1.0)).export(box)
+    views = render_views(load_mesh(str(box)), 4, 24)
+    origins, dirs = (t.reshape(-1, 3) for t in views.cameras.rays())
+    alpha = views.alpha.reshape(-1, 1)
+    t_exit = ray_aabb(origins, dirs, 1.0)[1].clamp_min(0.0)
+    depth = {}
+    for pull in (0.0, 0.05):
+        cfg = FitConfig(steps=30, rays_per_step=256, warmup_rays=256, grid_every=8, surface_pull=pull)
+        renderer = fit_field(views, cfg).renderer
+        with torch.no_grad():
+            depth[pull] = expected_termination(renderer(origins, dirs), t_exit, alpha).item()
+    assert depth[0.05] < depth[0.0] - 0.05  # 0.15 measured
+    with pytest.raises(UsageError, match="surface pull"):
+        FitConfig(surface_pull=-1.0)

@@ -36,6 +36,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mc-resolution", type=int, default=_REC.mc_resolution, help="marching-cubes grid size")
     p.add_argument("--max-faces", type=int, default=_REC.max_faces, help="face budget before UV unwrapping")
     p.add_argument("--texture-size", type=int, default=_REC.texture_size, help="baked texture size in pixels")
+    p.add_argument(
+        "--surface-pull",
+        type=float,
+        default=_FIT.surface_pull,
+        help=f"weight of the balloon term that keeps unlit faces from sinking in (default {_FIT.surface_pull}; 0 turns it off)",
+    )
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="scene backend (default auto)")
     p.add_argument(
         "--compile",
@@ -59,6 +65,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         seed=args.seed,
         backend=args.backend,
         compile=args.compile,
+        surface_pull=args.surface_pull,
     )
     cfg = ReconstructConfig(
         mesh=args.mesh,

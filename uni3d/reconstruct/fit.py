@@ -5,6 +5,10 @@ Each step draws random training rays, renders them over a random per-ray backgro
 colour alone. Adam with Instant-NGP's settings; the occupancy grid refreshes every ``grid_every`` steps;
 hash-grid levels unmask linearly over the first half of the run. The first fifth of the run draws
 ``warmup_rays`` rays per step (cheap steps while the initial blob is still foggy and the grid coarse).
+
+Faces that are uniformly shaded (turned away from the light) carry no photometric signal about their depth, and
+the photometric loss alone lets them sink into the shape. ``surface_pull`` adds a small balloon force
+(Cohen, 1991) toward the photo hull (Kutulakos and Seitz, 2000), see :func:`expected_termination`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from uni3d.errors import UsageError
 from uni3d.reconstruct.views import ViewSet
 from uni3d.scene.field import FieldConfig, RadianceField
 from uni3d.scene.hashgrid import HashGridConfig
-from uni3d.scene.renderer import VolumeRenderer, build_renderer
+from uni3d.scene.occupancy import ray_aabb
+from uni3d.scene.renderer import RenderOutput, VolumeRenderer, build_renderer
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class FitConfig:
     grid_resolution: int = 64
     render_steps: int = 256
     compile: bool = False
+    surface_pull: float = 6e-4
     field: FieldConfig = field(
         default_factory=lambda: FieldConfig(
             encoding=HashGridConfig(n_levels=8, log2_table_size=16, base_resolution=16, max_resolution=256),
@@ -50,6 +56,8 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.rays_per_step < 1 or self.lr <= 0:
             raise UsageError(f"fit needs positive steps, rays per step and learning rate, got {self}")
+        if not 0 <= self.surface_pull < 1:
+            raise UsageError(f"surface pull must be in [0, 1), got {self.surface_pull}")
 
 
 @dataclass
@@ -58,6 +66,7 @@ class FitResult:
     steps: int
     seconds: float
     losses: list[float]
+    """The photometric loss of each step (without the surface pull)."""
 
 
 def field_optimizer(renderer: VolumeRenderer, lr: float) -> torch.optim.Adam:
@@ -75,6 +84,15 @@ def unmask_levels(field_: RadianceField, start_levels: int, progress: float) -> 
     field_.set_active_levels(start_levels + round(2 * progress * (field_.n_levels - start_levels)))
 
 
+def expected_termination(out: RenderOutput, t_exit: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Mean over the ground truth's foreground of each ray's expected termination distance
+    ``sum_i w_i t_i + (1 - sum_i w_i) t_exit`` (the light left over stops where the ray leaves the box), weighted
+    by ``alpha_gt``. Minimising it moves the surface along each foreground ray toward its camera: a balloon
+    force that only the photometric loss can stop, so the surface settles on the photo hull."""
+    term = out.depth + (1 - out.opacity) * t_exit.unsqueeze(-1)
+    return (alpha * term).sum() / alpha.sum().clamp_min(1.0)
+
+
 def fit_field(views: ViewSet, cfg: FitConfig, progress: Callable[[int, float], None] | None = None) -> FitResult:
     """Fit a fresh field to ``views``; ``progress(step, loss)`` is called every 50 steps."""
     torch.manual_seed(cfg.seed)
@@ -89,6 +107,7 @@ def fit_field(views: ViewSet, cfg: FitConfig, progress: Callable[[int, float], N
     device = next(renderer.parameters()).device
     origins, dirs = (t.reshape(-1, 3).to(device) for t in views.cameras.rays())
     rgb, alpha = views.rgb.reshape(-1, 3).to(device), views.alpha.reshape(-1, 1).to(device)
+    t_exit = ray_aabb(origins, dirs, cfg.field.bound)[1].clamp_min(0.0)
     opt = field_optimizer(renderer, cfg.lr)
     field_ = renderer.field
     renderer.train()
@@ -109,10 +128,12 @@ def fit_field(views: ViewSet, cfg: FitConfig, progress: Callable[[int, float], N
         out = renderer(origins[idx], dirs[idx])
         target = rgb[idx] + (1 - alpha[idx]) * out.background
         loss = torch.nn.functional.mse_loss(out.rgb, target)
+        losses.append(loss.item())
+        if cfg.surface_pull > 0:
+            loss = loss + cfg.surface_pull * expected_termination(out, t_exit[idx], alpha[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
         if progress is not None and step % 50 == 0:
             progress(step, sum(losses[-50:]) / len(losses[-50:]))
     renderer.eval()
