@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 import trimesh
@@ -16,6 +17,8 @@ from uni3d.errors import UsageError
 from uni3d.reconstruct.fit import FitConfig, expected_termination, fit_field
 from uni3d.reconstruct.meshes import load_mesh
 from uni3d.reconstruct.metrics import chamfer, psnr
+from uni3d.reconstruct.sections import main as sections_main
+from uni3d.reconstruct.sections import section_lines
 from uni3d.reconstruct.views import render_views
 from uni3d.scene.occupancy import ray_aabb
 
@@ -101,3 +104,18 @@ def test_surface_pull_moves_the_surface_toward_the_cameras(tmp_path: Path) -> No
     assert depth[0.05] < depth[0.0] - 0.05  # 0.15 measured
     with pytest.raises(UsageError, match="surface pull"):
         FitConfig(surface_pull=-1.0)
+
+
+def test_section_plot_traces_the_source_and_the_exports(tmp_path: Path) -> None:
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    lines = section_lines(box, 2)
+    points = numpy.concatenate(lines)
+    assert len(lines) == 1 and numpy.allclose(numpy.abs(points[:, :2]).max(0), 0.5) and numpy.allclose(points[:, 2], 0)
+    assert section_lines(box.apply_translation((0, 0, 5)), 2) == []
+    (tmp_path / "box.obj").write_text(trimesh.creation.box(extents=(1.0, 1.0, 1.0)).export(file_type="obj"))
+    trimesh.creation.icosphere(radius=0.7).export(tmp_path / "ball.obj")
+    out = tmp_path / "sections.png"
+    assert sections_main([str(tmp_path / "box.obj"), str(out), f"ball={tmp_path / 'ball.obj'}"]) == 0
+    assert out.stat().st_size > 1000
+    with pytest.raises(UsageError, match="no mesh file"):
+        sections_main([str(tmp_path / "box.obj"), str(out), f"x={tmp_path / 'missing.obj'}"])
