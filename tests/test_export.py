@@ -11,8 +11,9 @@ import trimesh
 from skimage import measure
 
 from uni3d.errors import UsageError
+from uni3d.export import mesh as export_mesh
 from uni3d.export.bake import bake_texture, vertex_colored
-from uni3d.export.mesh import SURFACE_TRANSMITTANCE, decimate, extract_mesh, fill_cavities, fill_unseen
+from uni3d.export.mesh import SURFACE_TRANSMITTANCE, decimate, extract_mesh, fill_cavities, fill_unseen_voxels
 from uni3d.export.validate import validate_gltf, validator_missing
 from uni3d.export.video import contact_sheet, turntable_frames, write_video
 from uni3d.export.writers import write_glb, write_obj
@@ -118,24 +119,29 @@ def test_enclosed_cavities_are_filled_and_through_holes_kept() -> None:
     assert np.array_equal(fill_cavities(tube, 5.0), tube)
 
 
-def test_unseen_inside_is_filled_and_what_a_view_sees_kept() -> None:
-    """A slit inside a solid cube, open to the outside only through a bent channel, is filled; the channel's
-    straight leg to the border (seen along x) and a bore along y stay open; nothing outside changes."""
+def _cracked_cube() -> tuple[np.ndarray, ...]:
+    """A solid cube (density 10) with a slit inside, open to the outside only through a bent channel; returns
+    the grid, the cube, the slit and the channel's last leg (masks), the coordinates and the spacing."""
     x = np.linspace(-1, 1, 41)
     px, py, pz = np.meshgrid(x, x, x, indexing="ij")
-    h = np.full(3, x[1] - x[0])
     cube = np.where((abs(px) < 0.7) & (abs(py) < 0.7) & (abs(pz) < 0.7), 10.0, 0.0)
     slit = (abs(px) < 0.3) & (abs(py) < 0.06) & (abs(pz) < 0.3)
     rise = (abs(px) < 0.06) & (abs(py) < 0.06) & (pz >= 0.0) & (pz <= 0.45)  # up from the slit, inside
     leg = (px >= 0.0) & (abs(py) < 0.06) & (abs(pz - 0.45) < 0.06)  # then straight out along +x
-    cracked = np.where(slit | rise | leg, 0.0, cube)
+    return np.where(slit | rise | leg, 0.0, cube), cube, slit, leg, (px, py, pz), np.full(3, x[1] - x[0])
+
+
+def test_unseen_inside_is_filled_and_what_a_view_sees_kept() -> None:
+    """The cracked cube's slit is filled; the channel's straight leg to the border (seen along x) and a bore
+    along y stay open; nothing outside changes."""
+    cracked, cube, slit, leg, (px, _, pz), h = _cracked_cube()
     assert np.array_equal(fill_cavities(cracked, 5.0), cracked)  # connected to the outside: not a cavity
-    filled = fill_unseen(cracked, 5.0, h)
+    filled = fill_unseen_voxels(cracked, 5.0, h)
     assert (filled[slit] > 5.0).all() and (filled[leg] < 5.0).all()
     assert np.array_equal(filled[cube == 0], cracked[cube == 0])
     rho = np.sqrt(px**2 + pz**2)
     tube = np.where((rho > 0.3) & (rho < 0.7), 10.0, 0.0)
-    assert np.array_equal(fill_unseen(tube, 5.0, h), tube)
+    assert np.array_equal(fill_unseen_voxels(tube, 5.0, h), tube)
 
 
 def test_empty_field_and_absurd_settings_are_one_line_errors(tmp_path: Path) -> None:
@@ -192,3 +198,15 @@ def test_turntable_video_and_contact_sheet(blob: tuple[object, trimesh.Trimesh],
     assert iio.imread(sheet).shape == (32, 32, 3)
     with pytest.raises(UsageError):
         turntable_frames(renderer, n_frames=0)
+
+
+def test_extract_mesh_fills_the_unseen_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    cracked, *_, h = _cracked_cube()
+    origin = np.full(3, -1.0)
+    monkeypatch.setattr(export_mesh, "density_grid", lambda renderer, resolution: (cracked, origin, h))
+    volume = {
+        fill: extract_mesh(None, 41, threshold=5.0, max_faces=100000, fill_unseen=fill)[0].volume
+        for fill in (True, False)
+    }
+    slit_volume = 0.6 * 0.12 * 0.6
+    assert volume[True] - volume[False] > 0.5 * slit_volume

@@ -78,8 +78,11 @@ def test_reconstruct_command_writes_outputs_and_json(tmp_path: Path, capsys: pyt
     argv = ["reconstruct", "ant", "--views", "6", "--holdout-views", "2", "--image-size", "32", "--steps", "40"]
     argv += ["--no-compile"]  # compiling costs more than these 40 steps (the compiled grid has its own test)
     argv += ["--rays", "512", "--mc-resolution", "48", "--max-faces", "2000", "--texture-size", "64"]
+    argv += ["--no-fill-unseen", "--surface-pull", "0.001"]
     assert _cli([*argv, "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["fill_unseen"] is False and saved["fit"]["surface_pull"] == 0.001
     assert report["steps"] == 40 and report["backend"] == "torch"
     assert report["loss_last"] < report["loss_first"]
     assert 0 < report["chamfer_over_diagonal"] < 0.5 and report["psnr_holdout_db"] > 10

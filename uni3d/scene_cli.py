@@ -42,6 +42,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=_FIT.surface_pull,
         help=f"weight of the balloon term that keeps unlit faces from sinking in (default {_FIT.surface_pull}; 0 turns it off)",
     )
+    p.add_argument(
+        "--fill-unseen",
+        action=argparse.BooleanOptionalAction,
+        default=_REC.fill_unseen,
+        help="fill the voxels no axis-aligned view sees before marching cubes (default on; off can be better "
+        "for deep open cavities such as a cup, worse for thin walls)",
+    )
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="scene backend (default auto)")
     p.add_argument(
         "--compile",
@@ -75,6 +82,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         mc_resolution=args.mc_resolution,
         max_faces=args.max_faces,
         texture_size=args.texture_size,
+        fill_unseen=args.fill_unseen,
         fit=fit,
     )
     out = args.out or Path("runs") / "reconstruct" / Path(args.mesh.removeprefix("example:")).stem

@@ -11,7 +11,9 @@ the density sampled at ``resolution^3`` points over the occupied cells' bounding
 are not evaluated: their density is below the occupancy threshold). Enclosed cavities (empty voxels no path
 through empty space connects to the box's border) are filled first: no camera sees them, so a fit leaves the
 inside of a solid at any density, and marching cubes would wrap a hollow in a second, inner surface; so is the
-low density that no axis-aligned view sees (:func:`fill_unseen`: the nut's walls, 1.04% -> 0.73%).
+low density that no axis-aligned view sees (:func:`fill_unseen_voxels`: the nut's walls, 1.04% -> 0.73%), unless
+``fill_unseen=False`` (a floater over a cup's opening hides the column below it from the one axis that looks
+in, and the fill turns that column solid).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def fill_cavities(grid: np.ndarray, level: float) -> np.ndarray:
     return filled
 
 
-def fill_unseen(grid: np.ndarray, level: float, spacing: np.ndarray) -> np.ndarray:
+def fill_unseen_voxels(grid: np.ndarray, level: float, spacing: np.ndarray) -> np.ndarray:
     """``grid`` with every voxel below ``level`` that no axis-aligned view sees raised to the grid's maximum.
 
     A voxel is seen when the light of an orthographic ray along ``+-x``, ``+-y`` or ``+-z`` from outside the grid
@@ -159,8 +161,10 @@ def extract_mesh(
     threshold: float | None = None,
     min_component: float = 0.002,
     max_faces: int = 20000,
+    fill_unseen: bool = True,
 ) -> tuple[trimesh.Trimesh, float]:
-    """Marching cubes at ``resolution^3`` (``threshold=None``: :func:`auto_threshold`), cleaned and decimated.
+    """Marching cubes at ``resolution^3`` (``threshold=None``: :func:`auto_threshold`), cleaned and decimated;
+    enclosed cavities are always filled, the voxels no axis-aligned view sees only with ``fill_unseen``.
 
     Returns the mesh in scene coordinates and the iso-level used.
     """
@@ -172,7 +176,9 @@ def extract_mesh(
     grid, origin, spacing = density_grid(renderer, resolution)
     if not grid.min() < level < grid.max():
         raise UsageError(f"the field is empty at iso-level {level:.3g}: nothing to export")
-    solid = fill_unseen(fill_cavities(grid, level), level, spacing)
+    solid = fill_cavities(grid, level)
+    if fill_unseen:
+        solid = fill_unseen_voxels(solid, level, spacing)
     # skimage winds its triangles clockwise seen from the side of lower values (its "descent" convention for an
     # object of higher values); glTF, OBJ and trimesh want them counter-clockwise seen from outside, so the
     # order is reversed (else every viewer that culls back faces shows the asset inside out).

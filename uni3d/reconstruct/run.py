@@ -44,6 +44,10 @@ class ReconstructConfig:
     max_faces: int = 10000
     texture_size: int = 1024
     turntable_frames: int = 48
+    fill_unseen: bool = True
+    """Fill what no axis-aligned view sees before marching cubes (``--no-fill-unseen`` turns it off: better for a
+    cup, whose opening one floater can hide from the only axis that looks in, 2.89 -> 2.04%; worse for an annulus
+    fitted briefly, 0.41 -> 1.70%; README, reconstruct)."""
     fit: FitConfig = field(default_factory=FitConfig)
 
     def __post_init__(self) -> None:
@@ -76,12 +80,16 @@ def export_asset(
     frame_size: int,
     distance: float,
     threshold: float | None = None,
+    fill_unseen: bool = True,
 ) -> ExportedAsset:
     """Mesh, bake and write a field into ``out`` (each file atomically): ``model.glb`` (textured),
     ``model_vertex_color.glb``, ``model.obj`` + ``.mtl`` + texture PNG, ``turntable.mp4`` (or ``.gif``) and
     ``contact_sheet.png``; the turntable orbits at ``distance`` with ``n_frames`` frames of ``frame_size`` px.
-    ``threshold``: the density iso-level (``None``: :func:`uni3d.export.mesh.auto_threshold`)."""
-    mesh, level = extract_mesh(renderer, mc_resolution, threshold=threshold, max_faces=max_faces)
+    ``threshold``: the density iso-level (``None``: :func:`uni3d.export.mesh.auto_threshold`); ``fill_unseen``: see
+    :func:`uni3d.export.mesh.extract_mesh`."""
+    mesh, level = extract_mesh(
+        renderer, mc_resolution, threshold=threshold, max_faces=max_faces, fill_unseen=fill_unseen
+    )
     textured = bake_texture(mesh, renderer.field, texture_size)
     write_glb(textured, out / "model.glb")
     write_glb(vertex_colored(mesh, renderer.field), out / "model_vertex_color.glb")
@@ -122,6 +130,7 @@ def reconstruct(cfg: ReconstructConfig, out: Path, log: Callable[[str], None] = 
         cfg.turntable_frames,
         cfg.image_size,
         distance,
+        fill_unseen=cfg.fill_unseen,
     )
     mesh, level, video = asset.mesh, asset.iso_level, asset.video
     cd, to_src, to_pred = chamfer(mesh, source.mesh)
