@@ -46,8 +46,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--fill-unseen",
         action=argparse.BooleanOptionalAction,
         default=_REC.fill_unseen,
-        help="fill the voxels no axis-aligned view sees before marching cubes (default on; off can be better "
-        "for deep open cavities such as a cup, worse for thin walls)",
+        help="fill the voxels no axis-aligned view sees before marching cubes (default on; off was better for a "
+        "cup's deep opening and worse for an annulus, see the README)",
     )
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="scene backend (default auto)")
     p.add_argument(
