@@ -7,7 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-import numpy
+import numpy as np
 import pytest
 import torch
 import trimesh
@@ -112,10 +112,10 @@ def test_surface_pull_moves_the_surface_toward_the_cameras(tmp_path: Path) -> No
 def test_section_plot_traces_the_source_and_the_exports(tmp_path: Path) -> None:
     box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
     lines = section_lines(box, 2)
-    points = numpy.concatenate(lines)
-    assert len(lines) == 1 and numpy.allclose(numpy.abs(points[:, :2]).max(0), 0.5) and numpy.allclose(points[:, 2], 0)
+    points = np.concatenate(lines)
+    assert len(lines) == 1 and np.allclose(np.abs(points[:, :2]).max(0), 0.5) and np.allclose(points[:, 2], 0)
     assert section_lines(box.apply_translation((0, 0, 5)), 2) == []
-    (tmp_path / "box.obj").write_text(trimesh.creation.box(extents=(1.0, 1.0, 1.0)).export(file_type="obj"))
+    trimesh.creation.box(extents=(1.0, 1.0, 1.0)).export(tmp_path / "box.obj")
     trimesh.creation.icosphere(radius=0.7).export(tmp_path / "ball.obj")
     out = tmp_path / "sections.png"
     assert sections_main([str(tmp_path / "box.obj"), str(out), f"ball={tmp_path / 'ball.obj'}"]) == 0
