@@ -19,8 +19,8 @@ from uni3d.bench.shape_metrics import (
     shape_chamfer,
     size_ratio,
 )
-from uni3d.bench.shapes import plan, run_bench
-from uni3d.bench.shapes_report import summarise
+from uni3d.bench.shapes import plan, row_key, run_bench, settings_label
+from uni3d.bench.shapes_report import compare, run_groups, summarise, write_results
 from uni3d.prior.primitives import COLOURS, CUBE_HALF, SPHERE_RADIUS
 
 
@@ -190,3 +190,41 @@ def test_two_step_bench_writes_json_docs_and_resumes(
     assert rescored[0]["rescored"] and rescored[0]["size_ratio"] > 0 and rescored[1]["shape_pred_size_free"]
     assert "rescored" not in rescored[2] and "shape_pred_size_free" not in rescored[2]
     assert [r["export_seconds"] for r in rescored] == [r["export_seconds"] for r in redone]
+
+
+def test_settings_label_names_what_differs_from_the_defaults() -> None:
+    assert settings_label({}) == "" and settings_label({"steps": 50, "lambda_orient": 0.01}) == ""  # defaults
+    label = settings_label({"lambda_normal_smooth": 2, "field": {"blob_radius": 0.2}, "export": {"mc_resolution": 64}})
+    assert label == "export.mc_resolution=64; field.blob_radius=0.2; lambda_normal_smooth=2"
+    row = {"prompt": "a red cube", "preset": "sds", "steps": 400, "seed": 0}
+    assert row_key(row) == "a red cube|sds|400|0"  # rows from before labels: the defaults
+    assert row_key({**row, "settings": "export.mc_resolution=64"}) == row_key(row)  # export alone: the same run
+    assert row_key({**row, "settings": label}) == row_key(row) + "|field.blob_radius=0.2; lambda_normal_smooth=2"
+
+
+def test_rows_with_other_settings_are_their_own_group_and_never_the_target(tmp_path: Path) -> None:
+    base = {"steps": 2, "status": "done", "wall_seconds": 1.0, "cpu_seconds": 1.0, "colour_error": 0.1}
+    base.update(load_average_1min=1.0, shape_pred="cube", colour_pred="red", right_shape=True, out=str(tmp_path))
+    good, bad = {"chamfer": 0.02, "right_colour": True}, {"chamfer": 0.09, "right_colour": False}
+    label = "lambda_normal_smooth=30.0"
+    rows = [
+        {**base, **good, "preset": "sds", "prompt": "a red cube", "seed": 0},
+        {**base, **bad, "preset": "sds", "prompt": "a red cube", "seed": 0, "settings": label},
+        {**base, **bad, "preset": "uni-rkl", "prompt": "a red cube", "seed": 0},
+        {**base, **good, "preset": "uni-rkl", "prompt": "a red cube", "seed": 0, "settings": label},
+    ]
+    acc = summarise(rows)["accuracy"]
+    assert [(a["preset"], a["settings"], a["both"]) for a in acc] == [
+        ("sds", "", 1),
+        ("sds", label, 0),
+        ("uni-rkl", "", 0),
+        ("uni-rkl", label, 1),
+    ]
+    # uni-* against sds only with the same settings: the defaults' uni-rkl loses, the labelled one wins
+    assert [line.split(": lower Chamfer on ")[1][0] for line in compare(rows)] == ["0", "1"]
+    assert f"[{label}]" in compare(rows)[1]
+    assert list(run_groups(rows)) == [(2, "sds"), (2, f"sds [{label}]"), (2, "uni-rkl"), (2, f"uni-rkl [{label}]")]
+    (tmp_path / "benchmarks.md").write_text("# Benchmarks\n")
+    write_results(tmp_path, rows)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert f"| 2 | sds [{label}] | a red cube | 0.090 ✗ |" in text and "| 2 | sds | a red cube | 0.020 |" in text

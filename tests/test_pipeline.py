@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -166,6 +167,17 @@ def test_resume_continues_and_matches_the_uninterrupted_run(tiny_prior, tmp_path
     assert again == metrics
     with pytest.raises(UsageError, match="other settings"):  # never taken for a run with other settings
         generate(_cfg(folder, preset="vsd", steps=4), part, prior=prior, progress=False)
+
+
+def test_a_partial_nested_setting_changes_only_what_it_names() -> None:
+    default = GenerateConfig(prompt="a red cube")
+    cfg = GenerateConfig.from_dict({"prompt": "a red cube", "field": {"blob_radius": 0.2, "encoding": {"n_levels": 4}}})
+    encoding = dataclasses.replace(default.field.encoding, n_levels=4)
+    assert cfg.field == dataclasses.replace(default.field, blob_radius=0.2, encoding=encoding)
+    assert cfg.field.hidden == default.field.hidden == 32  # the small text-to-3D field, not FieldConfig()'s 64
+    assert GenerateConfig.from_dict({"prompt": "x", "export": {"max_faces": 500}}).export.texture_size == (
+        default.export.texture_size
+    )
 
 
 def test_runs_made_before_the_3d_gradient_settings_existed(tmp_path: Path) -> None:

@@ -12,15 +12,19 @@ A prompt that leaves the shape or colour open ("a cube", "a red object") is the 
 seeds per preset, each asset classified (nearest primitive by that Chamfer, nearest named colour), and the
 distinct shapes and colours counted. Every finished run is written at once to ``docs/benchmarks/shapes.json``
 and the ``<!-- shapes:begin -->`` section of ``docs/benchmarks.md``; a rerun skips the runs already there
-(keyed by prompt, preset, steps, seed), so a killed benchmark resumes. ``--reexport`` exports the finished
-runs again from their final checkpoints (after a change to the mesh export) and scores them again, keeping
-their training times; ``--rescore`` only scores their exported meshes again (after a change to the metrics);
-the rows record the date.
+(keyed by prompt, preset, steps, seed and settings), so a killed benchmark resumes. ``--config`` settings other
+than the defaults label their rows (:func:`settings_label`): the tables give such rows their own lines, and a
+rerun with the defaults does not take them for its own. When a default changes, the rows made under the old
+one are relabelled with it (the json is edited once), so every unlabelled row is a run of today's defaults.
+``--reexport`` exports the finished runs again from their final checkpoints (after a change to the mesh
+export) and scores them again, keeping their training times; ``--rescore`` only scores their exported meshes
+again (after a change to the metrics); the rows record the date.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -42,8 +46,51 @@ from uni3d.pipeline.config import GenerateConfig, read_config_file
 # ---- runs -----------------------------------------------------------------------------------------------------
 
 
-def run_key(prompt: str, preset: str, steps: int, seed: int) -> str:
-    return f"{prompt}|{preset}|{steps}|{seed}"
+KEYED_ELSEWHERE = ("prompt", "preset", "seed", "steps")
+"""Config fields that a row records in its own columns, left out of its settings label."""
+SEPARATOR = "; "
+
+
+def run_key(prompt: str, preset: str, steps: int, seed: int, settings: str = "") -> str:
+    """A row's identity; ``settings`` is its :func:`settings_label` (empty for the defaults)."""
+    key = f"{prompt}|{preset}|{steps}|{seed}"
+    return f"{key}|{settings}" if settings else key
+
+
+def _label(row: dict[str, Any]) -> str:
+    """A row's settings label (rows from before labels existed were runs of the defaults of their day)."""
+    return str(row.get("settings", ""))
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """:func:`run_key` of a benchmark row with its :func:`training_label`: runs that differ only in their
+    export settings are one run (``--reexport`` exports it again with other export settings)."""
+    return run_key(row["prompt"], row["preset"], row["steps"], row["seed"], training_label(_label(row)))
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def settings_label(settings: dict[str, Any]) -> str:
+    """``"k=v; ..."`` of the generate settings that differ from :class:`GenerateConfig`'s defaults, sorted by
+    name, nested fields dotted (``field.blob_radius=0.5``); ``""`` when every setting is a default. The prompt,
+    preset, seed and step budget are left out: rows have their own columns for them."""
+    chosen = _flat(dataclasses.asdict(GenerateConfig.from_dict({**settings, "prompt": "x"})))
+    default = _flat(dataclasses.asdict(GenerateConfig(prompt="x")))
+    changed = [f"{k}={chosen[k]}" for k in sorted(chosen) if k not in KEYED_ELSEWHERE and chosen[k] != default[k]]
+    return SEPARATOR.join(changed)
+
+
+def training_label(label: str) -> str:
+    """The part of a settings label that the training depends on (the export settings left out)."""
+    return SEPARATOR.join(item for item in label.split(SEPARATOR) if item and not item.startswith("export."))
 
 
 def run_one(prior: Any, target: Target, preset: str, seed: int, settings: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -52,7 +99,7 @@ def run_one(prior: Any, target: Target, preset: str, seed: int, settings: dict[s
 
     cfg = GenerateConfig.from_dict({**settings, "prompt": target.prompt, "preset": preset, "seed": seed})
     row: dict[str, Any] = {"prompt": target.prompt, "preset": preset, "steps": cfg.steps, "seed": seed}
-    row["out"] = str(out)
+    row.update(settings=settings_label(settings), out=str(out))
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         metrics = generate(cfg, out, prior=prior, progress=False)
@@ -90,6 +137,7 @@ def reexport_one(prior: Any, target: Target, row: dict[str, Any], settings: dict
     mesh = trimesh.load(out / "model_vertex_color.glb", force="mesh")
     return {
         **row,
+        "settings": settings_label(settings),
         "export_seconds": metrics["export_seconds"],
         "reexported": machine()["date"],
         **score_mesh(mesh, target),
@@ -151,9 +199,10 @@ def run_bench(
         rows = [r for r in saved.get("rows", []) if r.get("status") == "done"]
         invocations = list(saved.get("invocations", []))
     steps = GenerateConfig.from_dict({**settings, "prompt": "x"}).steps
-    done = {run_key(r["prompt"], r["preset"], r["steps"], r["seed"]) for r in rows}
+    tag = training_label(settings_label(settings))
+    done = {row_key(r) for r in rows}
     planned = plan([parse_target(q) for q in prompts], presets, seeds, accuracy_seeds)
-    todo = [(t, p, s) for t, p, s in planned if run_key(t.prompt, p, steps, s) not in done]
+    todo = [(t, p, s) for t, p, s in planned if run_key(t.prompt, p, steps, s, tag) not in done]
     log(f"{len(todo)} runs to do ({len(done)} already in {json_path})")
     if command is not None:
         now = machine()
@@ -161,9 +210,8 @@ def run_bench(
             {"command": command, "date": now["date"], "cpu": now["cpu"], "planned": len(planned), "runs": len(todo)}
         )
     if reexport or rescore:
-        keys = {run_key(t.prompt, p, steps, s): t for t, p, s in planned}
-        row_keys = [run_key(r["prompt"], r["preset"], r["steps"], r["seed"]) for r in rows]
-        again = [(i, keys[k]) for i, k in enumerate(row_keys) if k in keys]
+        keys = {run_key(t.prompt, p, steps, s, tag): t for t, p, s in planned}
+        again = [(i, keys[row_key(r)]) for i, r in enumerate(rows) if row_key(r) in keys]
         verb, label = ("exporting", "re-export") if reexport else ("scoring", "rescore")
         log(f"{verb} {len(again)} finished runs again")
         for n, (i, target) in enumerate(again, 1):

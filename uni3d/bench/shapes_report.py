@@ -38,20 +38,35 @@ def _hit(r: dict[str, Any]) -> bool:
     return r["chamfer"] <= CHAMFER_TARGET and bool(r["right_colour"])
 
 
+def _settings(r: dict[str, Any]) -> str:
+    """A row's settings label (:func:`uni3d.bench.shapes.settings_label`; ``""``: the defaults)."""
+    return str(r.get("settings", ""))
+
+
+def preset_name(preset: str, settings: str) -> str:
+    """How the tables name a group: the preset, with its settings in brackets when they are not the defaults."""
+    return f"{preset} [{settings}]" if settings else preset
+
+
+def _group_order(steps: int, preset: str, settings: str) -> tuple[int, int, str, str]:
+    return -steps, _preset_order(preset), settings, preset
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per (steps, preset): accuracy over specified prompts at seed 0, per seed where more seeds ran, and sizes
-    over the runs scored with them; per (steps, preset, prompt): diversity counts over the under-specified
-    prompts' seeds."""
+    """Per (steps, preset, settings): accuracy over specified prompts at seed 0, per seed where more seeds ran,
+    and sizes over the runs scored with them; per (steps, preset, settings, prompt): diversity counts over the
+    under-specified prompts' seeds."""
     accuracy, seeds, diversity, sizes = [], [], [], []
-    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["steps"], r["preset"]), []).append(r)
-    for (steps, preset), group in sorted(groups.items(), key=lambda kv: (-kv[0][0], _preset_order(kv[0][1]))):
+        groups.setdefault((r["steps"], r["preset"], _settings(r)), []).append(r)
+    for (steps, preset, settings), group in sorted(groups.items(), key=lambda kv: _group_order(*kv[0])):
+        head = {"steps": steps, "preset": preset, "settings": settings}
         specified = [r for r in group if parse_target(r["prompt"]).specified]
         spec = [r for r in specified if r["seed"] == 0]
         if len({r["seed"] for r in specified}) > 1:
             seeds += [
-                _seed_summary(steps, preset, s, [r for r in specified if r["seed"] == s])
+                {**head, **_seed_summary(s, [r for r in specified if r["seed"] == s])}
                 for s in sorted({r["seed"] for r in specified})
             ]
         if spec:
@@ -59,8 +74,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             hits = [r for r in ok if _hit(r)]
             accuracy.append(
                 {
-                    "steps": steps,
-                    "preset": preset,
+                    **head,
                     "prompts": len(spec),
                     "failed": len(spec) - len(ok),
                     "chamfer_mean": _mean([r["chamfer"] for r in ok]),
@@ -83,8 +97,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             ok = [r for r in runs if r["status"] == "done"]
             diversity.append(
                 {
-                    "steps": steps,
-                    "preset": preset,
+                    **head,
                     "prompt": prompt,
                     "seeds": len(runs),
                     "failed": len(runs) - len(ok),
@@ -102,7 +115,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             )
         sized = [r for r in specified if r["status"] == "done" and "size_ratio" in r]
         if sized:
-            sizes.append(_size_summary(steps, preset, sized))
+            sizes.append({**head, **_size_summary(sized)})
     return {
         "accuracy": accuracy,
         "seeds": seeds,
@@ -112,12 +125,10 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _size_summary(steps: int, preset: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _size_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Asset size against the true primitive, and the shape verdict with size taken out (specified prompts)."""
     ratios = [r["size_ratio"] for r in runs]
     return {
-        "steps": steps,
-        "preset": preset,
         "runs": len(runs),
         "size_ratio_mean": _mean(ratios),
         "size_ratio_min": min(ratios),
@@ -132,12 +143,10 @@ def _size_summary(steps: int, preset: str, runs: list[dict[str, Any]]) -> dict[s
     }
 
 
-def _seed_summary(steps: int, preset: str, seed: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _seed_summary(seed: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One seed's score over the specified prompts (the robustness of the seed-0 table)."""
     ok = [r for r in runs if r["status"] == "done"]
     return {
-        "steps": steps,
-        "preset": preset,
         "seed": seed,
         "prompts": len(runs),
         "failed": len(runs) - len(ok),
@@ -154,11 +163,12 @@ def _preset_order(preset: str) -> int:
 
 
 def compare(rows: list[dict[str, Any]]) -> list[str]:
-    """Per step budget and uni-* preset: on how many shared prompts it beats sds and vsd (Chamfer, colour error)."""
+    """Per step budget, settings and uni-* preset: on how many shared prompts it beats sds and vsd run with the
+    same settings (Chamfer, colour error)."""
     lines = []
     done = [r for r in rows if r["status"] == "done" and parse_target(r["prompt"]).specified and r["seed"] == 0]
-    for steps in sorted({r["steps"] for r in done}, reverse=True):
-        table = {(r["preset"], r["prompt"]): r for r in done if r["steps"] == steps}
+    for steps, settings in sorted({(r["steps"], _settings(r)) for r in done}, key=lambda k: (-k[0], k[1])):
+        table = {(r["preset"], r["prompt"]): r for r in done if r["steps"] == steps and _settings(r) == settings}
         presets = sorted({p for p, _ in table}, key=_preset_order)
         for uni in [p for p in presets if p.startswith("uni-")]:
             for base in [p for p in ("sds", "vsd") if p in presets]:
@@ -170,8 +180,8 @@ def compare(rows: list[dict[str, Any]]) -> list[str]:
                 mu = _mean([table[(uni, q)]["chamfer"] for q in shared])
                 mb = _mean([table[(base, q)]["chamfer"] for q in shared])
                 lines.append(
-                    f"{steps} steps: {uni} vs {base} on {len(shared)} prompts: lower Chamfer on {cd} "
-                    f"(mean {mu:.3f} vs {mb:.3f}), lower colour error on {ce}"
+                    f"{steps} steps{' [' + settings + ']' if settings else ''}: {uni} vs {base} on {len(shared)} "
+                    f"prompts: lower Chamfer on {cd} (mean {mu:.3f} vs {mb:.3f}), lower colour error on {ce}"
                 )
     return lines
 
@@ -207,7 +217,7 @@ def _section(
         "| wall s mean / max | CPU s mean |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *[
-            f"| {a['steps']} | {a['preset']} | {a['prompts']}{' (' + str(a['failed']) + ' failed)' if a['failed'] else ''} "
+            f"| {a['steps']} | {_named(a)} | {a['prompts']}{' (' + str(a['failed']) + ' failed)' if a['failed'] else ''} "
             f"| {_fmt(a['chamfer_mean'])} | {_fmt(a['chamfer_median'])} | {a['within_target']} | {a['right_colour']} "
             f"| {a['right_shape']} | {a['both']} | {_fmt(a['colour_error_mean'])} "
             f"| {_fmt(a['wall_mean'], '.0f')} / {_fmt(a['wall_max'], '.0f')} | {_fmt(a['cpu_mean'], '.0f')} |"
@@ -228,7 +238,7 @@ def _section(
             "| steps | preset | seed | prompts | both | right shape | right colour | Chamfer mean | missed |",
             "|---|---|---|---|---|---|---|---|---|",
             *[
-                f"| {s['steps']} | {s['preset']} | {s['seed']} | {s['prompts']} | {s['both']} | {s['right_shape']} "
+                f"| {s['steps']} | {_named(s)} | {s['seed']} | {s['prompts']} | {s['both']} | {s['right_shape']} "
                 f"| {s['right_colour']} | {_fmt(s['chamfer_mean'])} | {', '.join(s['missed']) or '—'} |"
                 for s in summary["seeds"]
             ],
@@ -243,7 +253,7 @@ def _section(
             + (" shapes (size-free) |" if size_free else ""),
             "|---|---|---|---|---|---|---|---|" + ("---|" if size_free else ""),
             *[
-                f"| {d['steps']} | {d['preset']} | {d['prompt']} | {d['seeds']} | {d['distinct_shapes']} "
+                f"| {d['steps']} | {_named(d)} | {d['prompt']} | {d['seeds']} | {d['distinct_shapes']} "
                 f"| {d['distinct_colours']} | {_counts(d['shapes'])} | {_counts(d['colours'])} |"
                 + (f" {_counts(d['shapes_size_free']) if d.get('shapes_size_free') else '-'} |" if size_free else "")
                 for d in summary["diversity"]
@@ -266,7 +276,7 @@ def _section(
             "| wrong shape only for its size |",
             "|---|---|---|---|---|---|---|---|",
             *[
-                f"| {z['steps']} | {z['preset']} | {z['runs']} | {z['size_ratio_mean']:.2f} "
+                f"| {z['steps']} | {_named(z)} | {z['runs']} | {z['size_ratio_mean']:.2f} "
                 f"| {z['size_ratio_min']:.2f} - {z['size_ratio_max']:.2f} | {z['right_shape']} "
                 f"| {z['right_shape_size_free']} | {', '.join(z['wrong_only_for_size']) or '—'} |"
                 for z in summary["sizes"]
@@ -294,7 +304,7 @@ def _commands(invocations: list[dict[str, Any]]) -> list[str]:
 def _target_verdict(accuracy: list[dict[str, Any]]) -> list[str]:
     """Issue 5's target, judged on the default preset at the default step budget from the measured rows."""
     default = GenerateConfig(prompt="x")
-    rows = [a for a in accuracy if a["preset"] == default.preset and a["steps"] == default.steps]
+    rows = [a for a in accuracy if a["preset"] == default.preset and a["steps"] == default.steps and not _settings(a)]
     if not rows:
         return [f"Target: not judged yet (no run of the default preset {default.preset} at {default.steps} steps)."]
     a = rows[0]
@@ -328,26 +338,31 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def _named(r: dict[str, Any]) -> str:
+    return preset_name(r["preset"], _settings(r))
+
+
 def _sorted_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(rows, key=lambda r: (-r["steps"], _preset_order(r["preset"]), r["prompt"], r["seed"]))
+    return sorted(rows, key=lambda r: (*_group_order(r["steps"], r["preset"], _settings(r)), r["prompt"], r["seed"]))
 
 
 def _prompt_row(r: dict[str, Any]) -> str:
     if r["status"] != "done":
-        return f"| {r['steps']} | {r['preset']} | {r['prompt']} | failed: {r['error'][:80]} | | | | | | |"
+        return f"| {r['steps']} | {_named(r)} | {r['prompt']} | failed: {r['error'][:80]} | | | | | | |"
     ok = "" if r["chamfer"] <= CHAMFER_TARGET else " ✗"
     colour = r["colour_pred"] + ("" if r["right_colour"] else " ✗")
     return (
-        f"| {r['steps']} | {r['preset']} | {r['prompt']} | {r['chamfer']:.3f}{ok} | {r['shape_pred']} | {colour} "
+        f"| {r['steps']} | {_named(r)} | {r['prompt']} | {r['chamfer']:.3f}{ok} | {r['shape_pred']} | {colour} "
         f"| {r['colour_error']:.3f} | {r['wall_seconds']:.0f} | {r['cpu_seconds']:.0f} | {r['load_average_1min']} |"
     )
 
 
 def run_groups(rows: list[dict[str, Any]]) -> dict[tuple[int, str], list[dict[str, Any]]]:
-    """Finished runs grouped by (steps, preset), in the tables' order (the contact sheet's rows)."""
+    """Finished runs grouped by (steps, preset name with its settings), in the tables' order (the contact
+    sheet's rows)."""
     groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for r in _sorted_rows([r for r in rows if r["status"] == "done"]):
-        groups.setdefault((r["steps"], r["preset"]), []).append(r)
+        groups.setdefault((r["steps"], _named(r)), []).append(r)
     return groups
 
 
