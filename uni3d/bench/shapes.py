@@ -38,7 +38,7 @@ import trimesh
 
 from uni3d.bench.common import machine
 from uni3d.bench.shape_metrics import Target, parse_target, score_mesh
-from uni3d.bench.shapes_report import PRESETS, write_results
+from uni3d.bench.shapes_report import PRESETS, row_settings, write_results
 from uni3d.errors import UsageError
 from uni3d.pipeline.batch import read_prompts, run_folder
 from uni3d.pipeline.config import GenerateConfig, read_config_file
@@ -57,15 +57,10 @@ def run_key(prompt: str, preset: str, steps: int, seed: int, settings: str = "")
     return f"{key}|{settings}" if settings else key
 
 
-def _label(row: dict[str, Any]) -> str:
-    """A row's settings label (rows from before labels existed were runs of the defaults of their day)."""
-    return str(row.get("settings", ""))
-
-
 def row_key(row: dict[str, Any]) -> str:
     """:func:`run_key` of a benchmark row with its :func:`training_label`: runs that differ only in their
     export settings are one run (``--reexport`` exports it again with other export settings)."""
-    return run_key(row["prompt"], row["preset"], row["steps"], row["seed"], training_label(_label(row)))
+    return run_key(row["prompt"], row["preset"], row["steps"], row["seed"], training_label(row_settings(row)))
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -74,7 +69,7 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, dict):
             out.update(_flat(value, f"{prefix}{name}."))
         else:
-            out[f"{prefix}{name}"] = list(value) if isinstance(value, tuple) else value
+            out[f"{prefix}{name}"] = value
     return out
 
 

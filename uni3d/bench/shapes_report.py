@@ -38,8 +38,9 @@ def _hit(r: dict[str, Any]) -> bool:
     return r["chamfer"] <= CHAMFER_TARGET and bool(r["right_colour"])
 
 
-def _settings(r: dict[str, Any]) -> str:
-    """A row's settings label (:func:`uni3d.bench.shapes.settings_label`; ``""``: the defaults)."""
+def row_settings(r: dict[str, Any]) -> str:
+    """A row's settings label (:func:`uni3d.bench.shapes.settings_label`; ``""``: the defaults, and rows from
+    before labels existed were runs of the defaults of their day)."""
     return str(r.get("settings", ""))
 
 
@@ -59,7 +60,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     accuracy, seeds, diversity, sizes = [], [], [], []
     groups: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["steps"], r["preset"], _settings(r)), []).append(r)
+        groups.setdefault((r["steps"], r["preset"], row_settings(r)), []).append(r)
     for (steps, preset, settings), group in sorted(groups.items(), key=lambda kv: _group_order(*kv[0])):
         head = {"steps": steps, "preset": preset, "settings": settings}
         specified = [r for r in group if parse_target(r["prompt"]).specified]
@@ -167,8 +168,8 @@ def compare(rows: list[dict[str, Any]]) -> list[str]:
     same settings (Chamfer, colour error)."""
     lines = []
     done = [r for r in rows if r["status"] == "done" and parse_target(r["prompt"]).specified and r["seed"] == 0]
-    for steps, settings in sorted({(r["steps"], _settings(r)) for r in done}, key=lambda k: (-k[0], k[1])):
-        table = {(r["preset"], r["prompt"]): r for r in done if r["steps"] == steps and _settings(r) == settings}
+    for steps, settings in sorted({(r["steps"], row_settings(r)) for r in done}, key=lambda k: (-k[0], k[1])):
+        table = {(r["preset"], r["prompt"]): r for r in done if r["steps"] == steps and row_settings(r) == settings}
         presets = sorted({p for p, _ in table}, key=_preset_order)
         for uni in [p for p in presets if p.startswith("uni-")]:
             for base in [p for p in ("sds", "vsd") if p in presets]:
@@ -304,7 +305,9 @@ def _commands(invocations: list[dict[str, Any]]) -> list[str]:
 def _target_verdict(accuracy: list[dict[str, Any]]) -> list[str]:
     """Issue 5's target, judged on the default preset at the default step budget from the measured rows."""
     default = GenerateConfig(prompt="x")
-    rows = [a for a in accuracy if a["preset"] == default.preset and a["steps"] == default.steps and not _settings(a)]
+    rows = [
+        a for a in accuracy if a["preset"] == default.preset and a["steps"] == default.steps and not row_settings(a)
+    ]
     if not rows:
         return [f"Target: not judged yet (no run of the default preset {default.preset} at {default.steps} steps)."]
     a = rows[0]
@@ -339,11 +342,11 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _named(r: dict[str, Any]) -> str:
-    return preset_name(r["preset"], _settings(r))
+    return preset_name(r["preset"], row_settings(r))
 
 
 def _sorted_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(rows, key=lambda r: (*_group_order(r["steps"], r["preset"], _settings(r)), r["prompt"], r["seed"]))
+    return sorted(rows, key=lambda r: (*_group_order(r["steps"], r["preset"], row_settings(r)), r["prompt"], r["seed"]))
 
 
 def _prompt_row(r: dict[str, Any]) -> str:

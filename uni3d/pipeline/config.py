@@ -80,8 +80,8 @@ class GenerateConfig:
     normal may not turn within ``normal_smooth_eps`` of the surface (threestudio's 3D normal smoothness; without
     it the SDS surface is covered in bumps the 32 px prior cannot see). Its weight 5 (was 30): on the shapes
     benchmark's 10 prompts over seeds 0-2, sds met Chamfer <= 5% with the right colour on 30 of 30 runs against
-    26 of 30 with 30, a lower Chamfer on 24 of 30, and the red cube a cube on two seeds (README); 0 was no better. Fake score: ``fake_guidance_scale`` ``g``
-    evaluates the LoRA guided like the teacher, ``D_p^u + g (D_p^c - D_p^u)`` (SiD-LSG; 1 = the prompt-conditioned
+    26 of 30 with 30, a lower Chamfer on 24 of 30, and the red cube a cube on two seeds (README); 0 was no
+    better. Fake score: ``fake_guidance_scale`` ``g`` evaluates the LoRA guided like the teacher, ``D_p^u + g (D_p^c - D_p^u)`` (SiD-LSG; 1 = the prompt-conditioned
     LoRA of ProlificDreamer), the LoRA then trains on the negative prompt with probability ``text_drop``;
     ``fake_warmup_steps``: the first steps train only the LoRA and the ratio head, the field waits.
 
