@@ -13,6 +13,7 @@ from uni3d.bench import fake_bias as bench_fake_bias
 from uni3d.bench import image_runs as bench_image_runs
 from uni3d.bench import images as bench_images
 from uni3d.bench import scene as bench_scene
+from uni3d.bench import sd_step as bench_sd_step
 from uni3d.bench import shapes as bench_shapes
 from uni3d.bench import teacher_jacobian as bench_teacher_jacobian
 from uni3d.bench import toy as bench_toy
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_shapes.add_commands(bench_sub)
     bench_fake_bias.add_commands(bench_sub)
     bench_teacher_jacobian.add_commands(bench_sub)
+    bench_sd_step.add_commands(bench_sub)
 
     return parser
 

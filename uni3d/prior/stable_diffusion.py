@@ -130,7 +130,28 @@ class StableDiffusionPrior(nn.Module):
             sched_cfg = DDPMScheduler.load_config(where, subfolder="scheduler", **local)
         except (OSError, ValueError) as err:
             raise _missing_prior(str(source), f"{type(err).__name__}: {err}") from err
-        scheduler = DDPMScheduler.from_config(sched_cfg)
+        return cls.from_modules(vae, text_encoder, tokenizer, unet, DDPMScheduler.from_config(sched_cfg), opts, source)
+
+    @classmethod
+    def from_modules(
+        cls,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: DDPMScheduler,
+        options: PriorOptions | None = None,
+        source: str = "the prior",
+    ) -> StableDiffusionPrior:
+        """The prior of in-memory SD components, in ``options``' dtype (the VAE in fp32 under fp16), device and
+        memory options; ``source`` names them in errors."""
+        opts = options or PriorOptions()
+        dtype = DTYPES[opts.dtype]
+        vae_dtype = torch.float32 if opts.dtype == "fp16" else dtype
+        if vae.dtype != vae_dtype:  # loaded weights come in their dtype already
+            vae = vae.to(vae_dtype)
+        if unet.dtype != dtype:
+            text_encoder, unet = text_encoder.to(dtype), unet.to(dtype)
         kind = scheduler.config.prediction_type
         if kind not in PREDICTIONS:
             raise UsageError(f"unsupported prediction_type {kind!r} in {source}; valid: {', '.join(PREDICTIONS)}")

@@ -1,0 +1,62 @@
+"""``uni3d bench sd-step`` and the SD-shaped random architectures it builds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from uni3d.bench.sd_step import run
+from uni3d.cli import main
+from uni3d.errors import UsageError
+from uni3d.prior.architectures import random_sd_modules
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "unet", "text_encoder", "prediction"),
+    [("sd15", 859_520_964, 123_060_480, "epsilon"), ("sd21", 865_910_724, 340_387_840, "v_prediction")],
+)
+def test_architectures_have_the_released_models_parameter_counts(
+    name: str, unet: int, text_encoder: int, prediction: str
+) -> None:
+    # the released checkpoints' counts (UNet, CLIP text tower; the VAE is shared): a wrong width, head layout or
+    # block type in the restated configs changes them. Built on the meta device: no memory, no time.
+    with torch.device("meta"):
+        vae, encoder, tokenizer, net, scheduler = random_sd_modules(name)
+    assert (_count(net), _count(encoder), _count(vae)) == (unet, text_encoder, 83_653_863)
+    assert scheduler.config.prediction_type == prediction
+    assert max(tokenizer.get_vocab().values()) < encoder.config.vocab_size
+
+
+def test_sd_step_bench_writes_a_row_per_preset_and_the_docs_section(tmp_path: Path) -> None:
+    args = "bench sd-step --models tiny --presets sds,vsd --device cpu --steps 2 --warmup 1 --docs".split()
+    rc = main([*args, str(tmp_path)])
+    assert rc == 0
+    rows = json.loads((tmp_path / "benchmarks" / "sd_step.json").read_text())["rows"]
+    assert [(r["model"], r["preset"]) for r in rows] == [("tiny", "sds"), ("tiny", "vsd")]
+    for r in rows:
+        assert r["step_s"] > 0 and r["bare_s"] > 0 and r["peak_gib"] > 0 and r["rollbacks"] == 0
+        assert r["overhead"] == pytest.approx(r["step_s"] / r["bare_s"])
+        assert (r["dtype"], r["latent"], r["image"]) == ("float32", 16, 32)
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- sd-step:begin -->" in text and "| tiny | `vsd` | float32 |" in text
+
+
+def test_sd_step_runs_a_bf16_prior_with_fp32_adapters_without_rollbacks() -> None:
+    # the half-precision path of real SD (UNet in bf16, LoRA adapters and camera embedding in fp32)
+    (row,) = run(["tiny"], ["uni-jeffreys"], "cpu", "bf16", steps=2, warmup=0)
+    assert row["dtype"] == "bfloat16" and row["rollbacks"] == 0
+
+
+@pytest.mark.parametrize(
+    ("models", "presets", "message"), [(["sd3"], ["sds"], "unknown model 'sd3'"), (["tiny"], ["sdss"], "sdss")]
+)
+def test_sd_step_rejects_unknown_names_before_building_anything(models: list[str], presets: list[str], message: str):
+    with pytest.raises(UsageError, match=message):
+        run(models, presets, "cpu", "fp32", steps=1, warmup=0)

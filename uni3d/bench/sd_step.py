@@ -1,0 +1,211 @@
+"""``uni3d bench sd-step``: the text-to-3D step at Stable Diffusion size against the bare cost of its UNet calls.
+
+Issue 5's GPU benchmark, runnable anywhere. Per architecture (:mod:`uni3d.prior.architectures`: SD 1.5- and
+2.1-shaped models with random weights, no download; ``tiny`` is the test prior) and preset, a :class:`TextTo3D`
+with the default settings (``GenerateConfig.resolved``: a 128-pixel render upsampled to the prior's side) runs
+``warmup`` untimed steps, then ``steps`` timed ones (:meth:`TextTo3D.train_step`, CUDA synchronised; the median
+is reported). The **bare** cost is what the step cannot do without at the same batch: the teacher's
+classifier-free-guided UNet forward (``2 x views`` images, no grad) and, for presets with a learned fake score,
+the LoRA UNet's forward + backward (its denoising step). The rest of a step (render, VAE encoder forward and
+backward, the generator loss's LoRA forward, regularizers, ratio head, optimizer steps) is the **overhead**,
+``step / bare``. Peak memory: ``torch.cuda.max_memory_allocated`` over the timed steps on CUDA; on CPU, the
+process's peak resident set size (models included). Writes ``docs/benchmarks/sd_step.json`` and the section
+between ``<!-- sd-step:begin -->`` and ``<!-- sd-step:end -->`` of ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.errors import UsageError
+from uni3d.io import save_json
+from uni3d.pipeline.config import GenerateConfig
+from uni3d.pipeline.fake_score import camera_condition
+from uni3d.pipeline.run import resolve_device
+from uni3d.pipeline.trainer import TextTo3D, prior_image_size
+from uni3d.prior.architectures import ARCHITECTURES, random_sd_prior
+from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
+from uni3d.prior.tiny import tiny_pipeline
+
+BEGIN, END = section_markers("sd-step")
+MODELS = ("tiny", *ARCHITECTURES)
+PROMPT = "a hamburger"
+
+
+def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
+    """Register ``sd-step`` on the ``uni3d bench`` subparsers."""
+    p = bench_subparsers.add_parser("sd-step", help="text-to-3D step time and memory at SD size vs its UNet calls")
+    p.add_argument("--models", default="sd15,sd21", help=f"comma-separated, of {', '.join(MODELS)} (default sd15,sd21)")
+    p.add_argument("--presets", default="sds,vsd,uni-jeffreys", help="comma-separated (default sds,vsd,uni-jeffreys)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available) | cuda | cpu")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None, help="default fp16 on cuda, else fp32")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per case (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
+    p.set_defaults(func=_bench_sd_step)
+
+
+def build_prior(model: str, dtype: str, device: str) -> StableDiffusionPrior:
+    """A random-weight prior of ``model`` (:data:`MODELS`)."""
+    if model == "tiny":
+        pipe = tiny_pipeline(sample_size=16)
+        parts = (pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler)
+        return StableDiffusionPrior.from_modules(*parts, PriorOptions(dtype=dtype, device=device))
+    return random_sd_prior(model, dtype, device)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_seconds(fn: Callable[[], object], warmup: int, repeats: int, device: str) -> float:
+    """Median wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (CUDA synchronised)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bare_call(trainer: TextTo3D) -> Callable[[], None]:
+    """One call of the step's unavoidable UNet work at its batch: the guided teacher forward (no grad) and, with
+    a learned fake score, the LoRA forward + backward (gradients cleared after)."""
+    prior, cfg, device = trainer.prior, trainer.cfg, trainer.device
+    unet = prior.unet.config
+    n = cfg.views_per_step
+    x = torch.randn(n, int(unet.in_channels), int(unet.sample_size), int(unet.sample_size), device=device)
+    sigma = prior.sigma_at(torch.full((n,), 0.5 * prior.num_train_timesteps, device=device))
+    angles = torch.zeros(n)
+    cond, uncond = prior.view_conditions(cfg.prompt, angles, angles, cfg.negative_prompt, cfg.view_dependent)
+    camera = camera_condition(torch.eye(4, device=device).expand(n, 4, 4))
+
+    def call() -> None:
+        with torch.no_grad():
+            prior.denoise(x, sigma, cond, uncond, cfg.guidance_scale)
+        if trainer.fake is not None:
+            trainer.fake.denoise(x, sigma, cond, camera).square().mean().backward()
+            trainer.fake.zero_grad(set_to_none=True)
+
+    return call
+
+
+def _peak_memory_gib(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def measure(prior: StableDiffusionPrior, model: str, preset: str, steps: int, warmup: int) -> dict[str, Any]:
+    """One row: median step and bare seconds, their ratio, peak memory and the run's shapes."""
+    device = str(prior.log_sigmas.device)
+    cfg = GenerateConfig(prompt=PROMPT, preset=preset, steps=warmup + steps).resolved(prior_image_size(prior))
+    torch.manual_seed(0)
+    trainer = TextTo3D(cfg, prior)
+    bare = median_seconds(bare_call(trainer), warmup, steps, device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    step = median_seconds(trainer.train_step, warmup, steps, device)
+    unet = prior.unet.config
+    return {
+        "model": model,
+        "preset": preset,
+        "dtype": str(prior.unet.dtype).removeprefix("torch."),
+        "device": device,
+        "latent": int(unet.sample_size),
+        "image": prior_image_size(prior),
+        "render": cfg.render_size,
+        "views": cfg.views_per_step,
+        "unet_params_m": round(sum(p.numel() for p in prior.unet.parameters()) / 1e6, 1),
+        "step_s": step,
+        "bare_s": bare,
+        "overhead": step / bare,
+        "peak_gib": _peak_memory_gib(device),
+        "rollbacks": trainer.counters.rollbacks,
+        "steps": steps,
+        "warmup": warmup,
+    }
+
+
+def run(models: list[str], presets: list[str], device: str, dtype: str, steps: int, warmup: int) -> list[dict]:
+    """Every (model, preset) row on a resolved ``device`` in ``dtype``; each model is built once. Names and counts
+    are checked before any model is built (a full-size one takes a while)."""
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise UsageError(f"unknown model {unknown[0]!r}; valid: {', '.join(MODELS)}")
+    if steps < 1 or warmup < 0:
+        raise UsageError("--steps must be at least 1 and --warmup at least 0")
+    for preset in presets:
+        GenerateConfig(prompt=PROMPT, preset=preset)  # one-line error for an unknown preset
+    rows = []
+    for model in models:
+        prior = build_prior(model, dtype, device)
+        for preset in presets:
+            rows.append(measure(prior, model, preset, steps, warmup))
+            print(_row(rows[-1]), flush=True)
+        del prior
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _row(r: dict[str, Any]) -> str:
+    return (
+        f"| {r['model']} | `{r['preset']}` | {r['dtype']} | {r['latent']}² ({r['image']} px; render {r['render']}) "
+        f"| {r['unet_params_m']:.0f} M | {1000 * r['step_s']:.0f} | {1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x "
+        f"| {r['peak_gib']:.1f} | {r['rollbacks']} |"
+    )
+
+
+def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
+    """The docs section: the command, machine and one table row per (model, preset)."""
+    where = info["cuda"] or f"{info['cpu']} ({info['cores']} cores, {info['torch_threads']} torch threads)"
+    memory = "`torch.cuda.max_memory_allocated` over the timed steps" if info["cuda"] else "peak RSS of the process"
+    lines = [
+        BEGIN,
+        "## Text-to-3D step at Stable Diffusion size",
+        "",
+        f"`{command}` on {where}, torch {info['torch']}, {info['date']} (load average {info['load_average_1min']}). "
+        "Random-weight models with the released architectures (`uni3d/prior/architectures.py`); the default "
+        "`GenerateConfig` otherwise. Step: median of the timed `TextTo3D.train_step` calls after the warm-up. "
+        "Bare: the teacher's guided UNet forward (no grad) plus, for presets with a LoRA fake score, the LoRA "
+        f"UNet's forward + backward, at the same batch. Peak memory: {memory}. Raw numbers: "
+        "`docs/benchmarks/sd_step.json`.",
+        "",
+        "| model | preset | dtype | latent | UNet | step ms | bare ms | step / bare | peak GiB | rollbacks |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *(_row(r) for r in rows),
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def _bench_sd_step(args: argparse.Namespace) -> int:
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    device = resolve_device(args.device)
+    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    rows = run(models, presets, device, dtype, args.steps, args.warmup)
+    command = (
+        f"uni3d bench sd-step --models {','.join(models)} --presets {','.join(presets)} --device {device} "
+        f"--dtype {dtype} --steps {args.steps} --warmup {args.warmup}"
+    )
+    info = machine()
+    save_json(args.docs / "benchmarks" / "sd_step.json", {"machine": info, "command": command, "rows": rows})
+    replace_section(args.docs / "benchmarks.md", section(rows, info, command))
+    print(f"wrote {args.docs / 'benchmarks.md'} and {args.docs / 'benchmarks' / 'sd_step.json'}")
+    return 0
