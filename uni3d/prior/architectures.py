@@ -94,6 +94,19 @@ ARCHITECTURES: dict[str, Architecture] = {
 """``sd15``: SD 1.5 (512 px, epsilon). ``sd21``: SD 2.1 (768 px, v-prediction; 2.1-base is the same UNet at 512)."""
 
 
+def sd_scheduler(prediction_type: str) -> DDPMScheduler:
+    """SD's DDPM training schedule: ``scaled_linear`` betas 0.00085-0.012 over 1000 steps."""
+    return DDPMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+
+
 def random_sd_modules(
     name: str, seed: int = 0
 ) -> tuple[AutoencoderKL, CLIPTextModel, Any, UNet2DConditionModel, DDPMScheduler]:
@@ -117,16 +130,7 @@ def random_sd_modules(
         )
         vae = AutoencoderKL(**_SD_VAE, sample_size=8 * arch.sample_size)
         unet = UNet2DConditionModel(**arch.unet, sample_size=arch.sample_size)
-    scheduler = DDPMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        clip_sample=False,
-        steps_offset=1,
-        prediction_type=arch.prediction_type,
-    )
-    return vae, text_encoder, tokenizer, unet, scheduler
+    return vae, text_encoder, tokenizer, unet, sd_scheduler(arch.prediction_type)
 
 
 def random_sd_prior(name: str, dtype: str = "fp32", device: str = "cpu", seed: int = 0) -> StableDiffusionPrior:

@@ -15,10 +15,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from uni3d.errors import UsageError
+from uni3d.prior.architectures import sd_scheduler
 from uni3d.prior.tokenizer import MAX_LENGTH, build_clip_tokenizer
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -75,15 +76,7 @@ def tiny_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_size: 
             cross_attention_dim=32,
             attention_head_dim=8,
         )
-    scheduler = DDPMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        clip_sample=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    scheduler = sd_scheduler(prediction_type)
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
