@@ -371,3 +371,22 @@ def test_missing_embedded_prior_says_how_to_get_it(
 
     monkeypatch.setattr(config_mod, "REPO_ROOT", tmp_path)
     _one_line_error(capsys, ["generate", "a red cube", "--out", str(tmp_path / "run")], "uni3d train-prior")
+
+
+def test_memory_options_reach_the_prior_and_a_resumed_run_may_change_them(tiny_prior, tmp_path: Path) -> None:
+    from uni3d.cli import build_parser
+    from uni3d.pipeline.cli import settings_from_args
+    from uni3d.pipeline.run import MEMORY_OPTIONS, _check_resumable, load_prior
+
+    folder, _ = tiny_prior
+    flags = ["--attention-slicing", "--channels-last", "--vae-slicing"]
+    settings = settings_from_args(build_parser().parse_args(["generate", "a red cube", "--prior", str(folder), *flags]))
+    assert {name: settings[name] for name in MEMORY_OPTIONS} == dict.fromkeys(MEMORY_OPTIONS, True)
+    prior = load_prior(GenerateConfig.from_dict({**settings, "prompt": "a red cube", "device": "cpu"}))
+    assert prior.vae.use_slicing
+    assert {type(p).__name__ for p in prior.unet.attn_processors.values()} == {"SlicedAttnProcessor"}
+    assert prior.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = load_prior(GenerateConfig(prompt="a red cube", prior=str(folder), device="cpu"))
+    assert not plain.vae.use_slicing and plain.unet.conv_in.weight.is_contiguous()
+    saved = {k: v for k, v in GenerateConfig(prompt="a red cube").as_dict().items() if k not in MEMORY_OPTIONS}
+    _check_resumable(saved, GenerateConfig(prompt="a red cube", vae_slicing=True).as_dict(), tmp_path)

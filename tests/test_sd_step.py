@@ -12,6 +12,7 @@ from uni3d.bench.sd_step import run
 from uni3d.cli import main
 from uni3d.errors import UsageError
 from uni3d.prior.architectures import random_sd_modules
+from uni3d.prior.stable_diffusion import PriorOptions
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -45,13 +46,13 @@ def test_sd_step_bench_writes_a_row_per_preset_and_the_docs_section(tmp_path: Pa
         assert r["overhead"] == pytest.approx(r["step_s"] / r["bare_s"])
         assert (r["dtype"], r["latent"], r["image"]) == ("float32", 16, 32)
     text = (tmp_path / "benchmarks.md").read_text()
-    assert "<!-- sd-step:begin -->" in text and "| tiny | `vsd` | float32 |" in text
+    assert "<!-- sd-step:begin -->" in text and "| tiny | `vsd` | float32 | - |" in text
 
 
 def test_sd_step_runs_a_bf16_prior_with_fp32_adapters_without_rollbacks() -> None:
     # the half-precision path of real SD (UNet in bf16, LoRA adapters and camera embedding in fp32)
-    (row,) = run(["tiny"], ["uni-jeffreys"], "cpu", "bf16", steps=2, warmup=0)
-    assert row["dtype"] == "bfloat16" and row["rollbacks"] == 0
+    (row,) = run(["tiny"], ["uni-jeffreys"], PriorOptions("bf16", vae_slicing=True), steps=2, warmup=0)
+    assert (row["dtype"], row["memory"], row["rollbacks"]) == ("bfloat16", "vae slicing", 0)
 
 
 @pytest.mark.parametrize(
@@ -59,4 +60,4 @@ def test_sd_step_runs_a_bf16_prior_with_fp32_adapters_without_rollbacks() -> Non
 )
 def test_sd_step_rejects_unknown_names_before_building_anything(models: list[str], presets: list[str], message: str):
     with pytest.raises(UsageError, match=message):
-        run(models, presets, "cpu", "fp32", steps=1, warmup=0)
+        run(models, presets, PriorOptions(), steps=1, warmup=0)

@@ -30,7 +30,7 @@ from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.pipeline.config import GenerateConfig
 from uni3d.pipeline.fake_score import camera_condition
-from uni3d.pipeline.run import resolve_device
+from uni3d.pipeline.run import MEMORY_OPTIONS, resolve_device
 from uni3d.pipeline.trainer import TextTo3D, prior_image_size
 from uni3d.prior.architectures import ARCHITECTURES, random_sd_prior
 from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
@@ -50,17 +50,19 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None, help="default fp16 on cuda, else fp32")
     p.add_argument("--steps", type=int, default=10, help="timed steps per case (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    for name in MEMORY_OPTIONS:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", help=f"prior memory: {name}")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
     p.set_defaults(func=_bench_sd_step)
 
 
-def build_prior(model: str, dtype: str, device: str) -> StableDiffusionPrior:
+def build_prior(model: str, options: PriorOptions) -> StableDiffusionPrior:
     """A random-weight prior of ``model`` (:data:`MODELS`)."""
     if model == "tiny":
         pipe = tiny_pipeline(sample_size=16)
         parts = (pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler)
-        return StableDiffusionPrior.from_modules(*parts, PriorOptions(dtype=dtype, device=device))
-    return random_sd_prior(model, dtype, device)
+        return StableDiffusionPrior.from_modules(*parts, options)
+    return random_sd_prior(model, options)
 
 
 def _sync(device: str) -> None:
@@ -110,7 +112,9 @@ def _peak_memory_gib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def measure(prior: StableDiffusionPrior, model: str, preset: str, steps: int, warmup: int) -> dict[str, Any]:
+def measure(
+    prior: StableDiffusionPrior, model: str, preset: str, steps: int, warmup: int, memory: str = ""
+) -> dict[str, Any]:
     """One row: median step and bare seconds, their ratio, peak memory and the run's shapes."""
     device = str(prior.log_sigmas.device)
     cfg = GenerateConfig(prompt=PROMPT, preset=preset, steps=warmup + steps).resolved(prior_image_size(prior))
@@ -125,6 +129,7 @@ def measure(prior: StableDiffusionPrior, model: str, preset: str, steps: int, wa
         "model": model,
         "preset": preset,
         "dtype": str(prior.unet.dtype).removeprefix("torch."),
+        "memory": memory,
         "device": device,
         "latent": int(unet.sample_size),
         "image": prior_image_size(prior),
@@ -141,9 +146,9 @@ def measure(prior: StableDiffusionPrior, model: str, preset: str, steps: int, wa
     }
 
 
-def run(models: list[str], presets: list[str], device: str, dtype: str, steps: int, warmup: int) -> list[dict]:
-    """Every (model, preset) row on a resolved ``device`` in ``dtype``; each model is built once. Names and counts
-    are checked before any model is built (a full-size one takes a while)."""
+def run(models: list[str], presets: list[str], options: PriorOptions, steps: int, warmup: int) -> list[dict[str, Any]]:
+    """Every (model, preset) row with the prior ``options`` (a resolved device); each model is built once. Names
+    and counts are checked before any model is built (a full-size one takes a while)."""
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise UsageError(f"unknown model {unknown[0]!r}; valid: {', '.join(MODELS)}")
@@ -151,21 +156,22 @@ def run(models: list[str], presets: list[str], device: str, dtype: str, steps: i
         raise UsageError("--steps must be at least 1 and --warmup at least 0")
     for preset in presets:
         GenerateConfig(prompt=PROMPT, preset=preset)  # one-line error for an unknown preset
+    memory = ", ".join(name.replace("_", " ") for name in MEMORY_OPTIONS if getattr(options, name))
     rows = []
     for model in models:
-        prior = build_prior(model, dtype, device)
+        prior = build_prior(model, options)
         for preset in presets:
-            rows.append(measure(prior, model, preset, steps, warmup))
+            rows.append(measure(prior, model, preset, steps, warmup, memory))
             print(_row(rows[-1]), flush=True)
         del prior
-        if device.startswith("cuda"):
+        if options.device.startswith("cuda"):
             torch.cuda.empty_cache()
     return rows
 
 
 def _row(r: dict[str, Any]) -> str:
     return (
-        f"| {r['model']} | `{r['preset']}` | {r['dtype']} | {r['latent']}² ({r['image']} px; render {r['render']}) "
+        f"| {r['model']} | `{r['preset']}` | {r['dtype']} | {r['memory'] or '-'} | {r['latent']}² ({r['image']} px; render {r['render']}) "
         f"| {r['unet_params_m']:.0f} M | {1000 * r['step_s']:.0f} | {1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x "
         f"| {r['peak_gib']:.1f} | {r['rollbacks']} |"
     )
@@ -186,8 +192,9 @@ def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> s
         f"UNet's forward + backward, at the same batch. Peak memory: {memory}. Raw numbers: "
         "`docs/benchmarks/sd_step.json`.",
         "",
-        "| model | preset | dtype | latent | UNet | step ms | bare ms | step / bare | peak GiB | rollbacks |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | preset | dtype | memory options | latent | UNet | step ms | bare ms | step / bare | peak GiB "
+        "| rollbacks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *(_row(r) for r in rows),
         END,
     ]
@@ -199,10 +206,12 @@ def _bench_sd_step(args: argparse.Namespace) -> int:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     device = resolve_device(args.device)
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
-    rows = run(models, presets, device, dtype, args.steps, args.warmup)
+    memory = {name: bool(getattr(args, name)) for name in MEMORY_OPTIONS}
+    rows = run(models, presets, PriorOptions(dtype, device, **memory), args.steps, args.warmup)
+    switches = "".join(f" --{name.replace('_', '-')}" for name, on in memory.items() if on)
     command = (
         f"uni3d bench sd-step --models {','.join(models)} --presets {','.join(presets)} --device {device} "
-        f"--dtype {dtype} --steps {args.steps} --warmup {args.warmup}"
+        f"--dtype {dtype} --steps {args.steps} --warmup {args.warmup}{switches}"
     )
     info = machine()
     save_json(args.docs / "benchmarks" / "sd_step.json", {"machine": info, "command": command, "rows": rows})

@@ -28,13 +28,21 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("dtype", str, "prior weights: fp32, fp16 or bf16 (default fp32)"),
 )
 """Settings with a flag: ``(field, type, help)``; the rest come from ``--config``."""
+_SWITCHES: tuple[tuple[str, str], ...] = (
+    ("allow_download", "let diffusers fetch a hub id"),
+    ("attention_slicing", "prior memory: UNet attention in slices"),
+    ("channels_last", "prior memory: UNet in channels-last format"),
+    ("vae_slicing", "prior memory: VAE one image at a time"),
+)
+"""On/off settings with a flag: ``(field, help)``."""
 
 
 def _add_settings(p: argparse.ArgumentParser) -> None:
     for name, kind, text in _FLAGS:
         flags = ["--" + name.replace("_", "-")] + (["--guidance"] if name == "preset" else [])
         p.add_argument(*flags, dest=name, type=kind, default=None, metavar=name.upper(), help=text)
-    p.add_argument("--allow-download", action="store_true", default=None, help="let diffusers fetch a hub id")
+    for name, text in _SWITCHES:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=None, help=text)
     p.add_argument("--config", type=Path, default=None, help="YAML/JSON settings (e.g. a saved config.json); flags win")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -71,8 +79,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
     values.pop("prompt", None)
     values.update({name: getattr(args, name) for name, _, _ in _FLAGS if getattr(args, name) is not None})
-    if args.allow_download:
-        values["allow_download"] = True
+    values.update({name: True for name, _ in _SWITCHES if getattr(args, name)})
     return values
 
 

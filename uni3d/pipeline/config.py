@@ -98,6 +98,10 @@ class GenerateConfig:
     a constant, so a ``uni-<f>`` gradient is ``h(r)`` times the ``uni-rkl`` one (the exact gradient of
     ``w E[h(sg r) ||y||^2]``, the form clamped samples get anyway). The ratio-motion term averages out only for an
     exact fake score; the lagging LoRA biases it (``uni3d bench fake-bias``), which turned the red cube blue.
+
+    Prior: ``dtype``, ``device``, ``allow_download`` and the memory options ``attention_slicing``,
+    ``channels_last``, ``vae_slicing`` (:class:`uni3d.prior.stable_diffusion.PriorOptions`; a resumed run may
+    change the memory options and the device).
     """
 
     prompt: str
@@ -159,6 +163,9 @@ class GenerateConfig:
     device: str = "auto"
     dtype: str = "fp32"
     allow_download: bool = False
+    attention_slicing: bool = False
+    channels_last: bool = False
+    vae_slicing: bool = False
 
     def __post_init__(self) -> None:
         if not self.prompt.strip():

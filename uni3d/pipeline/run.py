@@ -33,8 +33,19 @@ from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
 from uni3d.reconstruct.run import export_asset
 from uni3d.scene.background import SolidBackground
 
+MEMORY_OPTIONS = ("attention_slicing", "channels_last", "vae_slicing")
+"""Settings of :class:`PriorOptions` that change memory use, not results (beyond rounding)."""
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "checkpoint_every", "snapshot_every", "max_rollbacks", "preview_every", "export", "device"}
+    {
+        "steps",
+        "checkpoint_every",
+        "snapshot_every",
+        "max_rollbacks",
+        "preview_every",
+        "export",
+        "device",
+        *MEMORY_OPTIONS,
+    }
 )
 """Settings a resumed run may change (the rest must equal the checkpoint's)."""
 Callback = Callable[[int, StepStats], None]
@@ -59,7 +70,8 @@ def load_prior(cfg: GenerateConfig) -> StableDiffusionPrior:
             f"the embedded prior {EMBEDDED_PRIOR} is missing: train it with `uni3d train-prior` (it writes "
             f"{EMBEDDED_PRIOR}), or pass --prior with a Stable Diffusion folder or a cached hub id"
         )
-    opts = PriorOptions(dtype=cfg.dtype, device=resolve_device(cfg.device), allow_download=cfg.allow_download)
+    memory = {name: getattr(cfg, name) for name in MEMORY_OPTIONS}
+    opts = PriorOptions(cfg.dtype, resolve_device(cfg.device), cfg.allow_download, **memory)
     return StableDiffusionPrior.from_pretrained(cfg.prior_path, opts)
 
 

@@ -133,7 +133,7 @@ def random_sd_modules(
     return vae, text_encoder, tokenizer, unet, sd_scheduler(arch.prediction_type)
 
 
-def random_sd_prior(name: str, dtype: str = "fp32", device: str = "cpu", seed: int = 0) -> StableDiffusionPrior:
-    """:func:`random_sd_modules` as a :class:`StableDiffusionPrior` in ``dtype`` on ``device``
-    (:meth:`StableDiffusionPrior.from_modules`)."""
-    return StableDiffusionPrior.from_modules(*random_sd_modules(name, seed), PriorOptions(dtype=dtype, device=device))
+def random_sd_prior(name: str, options: PriorOptions | None = None, seed: int = 0) -> StableDiffusionPrior:
+    """:func:`random_sd_modules` as a :class:`StableDiffusionPrior` with ``options`` (dtype, device, memory;
+    :meth:`StableDiffusionPrior.from_modules`)."""
+    return StableDiffusionPrior.from_modules(*random_sd_modules(name, seed), options)
