@@ -195,11 +195,13 @@ def test_two_step_bench_writes_json_docs_and_resumes(
 def test_settings_label_names_what_differs_from_the_defaults() -> None:
     assert settings_label({}) == "" and settings_label({"steps": 50, "lambda_orient": 0.01}) == ""  # defaults
     label = settings_label({"lambda_normal_smooth": 2, "field": {"blob_radius": 0.2}, "export": {"mc_resolution": 64}})
-    assert label == "export.mc_resolution=64; field.blob_radius=0.2; lambda_normal_smooth=2"
+    assert label == "export.mc_resolution=64; field.blob_radius=0.2; lambda_normal_smooth=2.0"
+    same = {"lambda_normal_smooth": 2.0, "field": {"blob_radius": 0.2}, "export": {"mc_resolution": 64}}
+    assert settings_label(same) == label  # an integer given for a float setting is that float
     row = {"prompt": "a red cube", "preset": "sds", "steps": 400, "seed": 0}
     assert row_key(row) == "a red cube|sds|400|0"  # rows from before labels: the defaults
     assert row_key({**row, "settings": "export.mc_resolution=64"}) == row_key(row)  # export alone: the same run
-    assert row_key({**row, "settings": label}) == row_key(row) + "|field.blob_radius=0.2; lambda_normal_smooth=2"
+    assert row_key({**row, "settings": label}) == row_key(row) + "|field.blob_radius=0.2; lambda_normal_smooth=2.0"
 
 
 def test_rows_with_other_settings_are_their_own_group_and_never_the_target(tmp_path: Path) -> None:

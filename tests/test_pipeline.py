@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -390,3 +391,25 @@ def test_memory_options_reach_the_prior_and_a_resumed_run_may_change_them(tiny_p
     assert not plain.vae.use_slicing and plain.unet.conv_in.weight.is_contiguous()
     saved = {k: v for k, v in GenerateConfig(prompt="a red cube").as_dict().items() if k not in MEMORY_OPTIONS}
     _check_resumable(saved, GenerateConfig(prompt="a red cube", vae_slicing=True).as_dict(), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"steps": "ten"}, "generate setting 'steps' must be an integer, got 'ten'"),
+        ({"steps": 2.5}, "'steps' must be an integer"),
+        ({"view_dependent": 1}, "'view_dependent' must be true or false"),
+        ({"field": {"blob_radius": "x"}}, "generate.field setting 'blob_radius' must be a number"),
+        ({"elevation_deg": [1, 2, 3]}, "'elevation_deg' must hold 2 values"),
+        ({"t_min": "low"}, "'t_min' must be a number"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_a_one_line_error_naming_it(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        GenerateConfig.from_dict({"prompt": "a red cube", **settings})
+
+
+def test_settings_of_the_right_type_pass_and_integers_become_floats() -> None:
+    cfg = GenerateConfig.from_dict({"prompt": "x", "guidance_scale": 7, "t_min": None, "elevation_deg": [0, 30]})
+    assert (cfg.guidance_scale, cfg.t_min, cfg.elevation_deg) == (7.0, None, (0.0, 30.0))
+    assert isinstance(cfg.guidance_scale, float) and GenerateConfig.from_dict(cfg.as_dict()) == cfg

@@ -266,11 +266,40 @@ def _build(kind: type, data: dict[str, Any], where: str) -> Any:
             value = _build(hint, _merged(base, value), f"{where}.{key}")
         elif _is_tuple(hint) and isinstance(value, list):
             value = tuple(value)
-        values[key] = value
+        values[key] = _checked(hint, value, f"{where} setting {key!r}")
     try:
         return kind(**values)
     except TypeError as err:
         raise UsageError(f"bad {where} settings: {err}") from None
+
+
+_SCALARS: dict[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a text"}
+
+
+def _checked(hint: Any, value: Any, name: str) -> Any:
+    """``value`` if it has the scalar type ``hint`` asks for (an integer stands for a float and becomes one;
+    ``None`` where the hint allows it; tuples element by element), else a one-line error naming the setting.
+    Other hints (nested settings) pass unchecked: their own dataclass checks them."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    kinds = [k for k in options if k in _SCALARS]
+    if not kinds:
+        tuple_hint = next((k for k in options if typing.get_origin(k) is tuple), None)
+        if tuple_hint is None or not isinstance(value, tuple):
+            return value
+        args = typing.get_args(tuple_hint)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[float, ...]
+            args = (args[0],) * len(value)
+        if len(args) != len(value):
+            raise UsageError(f"{name} must hold {len(args)} values, got {list(value)!r}")
+        return tuple(_checked(a, v, name) for a, v in zip(args, value, strict=True))
+    for kind in kinds:
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+    raise UsageError(f"{name} must be {' or '.join(_SCALARS[k] for k in kinds)}, got {value!r}")
 
 
 def _default(field: dataclasses.Field[Any]) -> Any:
