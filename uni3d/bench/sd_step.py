@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -206,6 +207,14 @@ def _bench_sd_step(args: argparse.Namespace) -> int:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     device = resolve_device(args.device)
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    if not device.startswith("cuda") and any(m != "tiny" for m in models):
+        print(
+            f"note: full-size models on {device}: each step takes minutes on a CPU; "
+            f"{len(models) * len(presets) * (args.steps + args.warmup)} training steps and as many bare UNet calls "
+            "are planned",
+            file=sys.stderr,
+            flush=True,
+        )
     memory = {name: bool(getattr(args, name)) for name in MEMORY_OPTIONS}
     rows = run(models, presets, PriorOptions(dtype, device, **memory), args.steps, args.warmup)
     switches = "".join(f" --{name.replace('_', '-')}" for name, on in memory.items() if on)
