@@ -157,6 +157,14 @@ def run(models: list[str], presets: list[str], options: PriorOptions, steps: int
         raise UsageError("--steps must be at least 1 and --warmup at least 0")
     for preset in presets:
         GenerateConfig(prompt=PROMPT, preset=preset)  # one-line error for an unknown preset
+    if not options.device.startswith("cuda") and any(m != "tiny" for m in models):
+        print(
+            f"note: full-size models on {options.device}: each step takes minutes on a CPU; "
+            f"{len(models) * len(presets) * (steps + warmup)} training steps and as many bare UNet calls "
+            "are planned",
+            file=sys.stderr,
+            flush=True,
+        )
     memory = ", ".join(name.replace("_", " ") for name in MEMORY_OPTIONS if getattr(options, name))
     rows = []
     for model in models:
@@ -207,14 +215,6 @@ def _bench_sd_step(args: argparse.Namespace) -> int:
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     device = resolve_device(args.device)
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
-    if not device.startswith("cuda") and any(m != "tiny" for m in models):
-        print(
-            f"note: full-size models on {device}: each step takes minutes on a CPU; "
-            f"{len(models) * len(presets) * (args.steps + args.warmup)} training steps and as many bare UNet calls "
-            "are planned",
-            file=sys.stderr,
-            flush=True,
-        )
     memory = {name: bool(getattr(args, name)) for name in MEMORY_OPTIONS}
     rows = run(models, presets, PriorOptions(dtype, device, **memory), args.steps, args.warmup)
     switches = "".join(f" --{name.replace('_', '-')}" for name, on in memory.items() if on)
