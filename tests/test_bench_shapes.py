@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import trimesh
@@ -166,15 +168,19 @@ def test_two_step_bench_writes_json_docs_and_resumes(
     assert red["chamfer"] >= 0 and red["colour_pred"] and red["wall_seconds"] > 0 and red["cpu_seconds"] > 0
     text = (docs / "benchmarks.md").read_text()
     assert "<!-- shapes:begin -->" in text and "a red cube" in text
-    assert (docs / "benchmarks" / "shapes" / "contact_sheet.png").is_file()
+    sheet_path, tiles = docs / "benchmarks" / "shapes" / "contact_sheet.png", docs / "benchmarks" / "shapes" / "tiles"
+    assert sheet_path.is_file() and len(list(tiles.glob("*.png"))) == 3
     assert "`uni3d bench shapes --steps 2`" in text and saved["invocations"][0]["runs"] == 3
     assert saved["invocations"][0]["cpu"] == saved["machine"]["cpu"] and f"on {saved['machine']['cpu']}: 3 runs" in text
     again = run_bench(*args, command="uni3d bench shapes --steps 2")
     assert len(again) == 3 and "0 runs to do" in lines[-1]
     assert json.loads((docs / "benchmarks" / "shapes.json").read_text())["invocations"][1]["runs"] == 0
     lower = {**settings, "export": {**settings["export"], "iso_level": 2.0}}
+    old_tiles = sorted(tiles.glob("*.png"))
     redone = run_bench(args[0], ["sds"], lower, *args[3:], command="x", reexport=True)
     assert "exporting 3 finished runs again" in lines and lines[-1].startswith("[re-export 3/3]")
+    new_tiles = sorted(tiles.glob("*.png"))  # re-exported under other settings: new tiles, the old ones pruned
+    assert len(new_tiles) == 3 and not set(old_tiles) & set(new_tiles)
     for old, new in zip(rows, redone, strict=True):
         assert new["reexported"] and new["cpu_seconds"] == old["cpu_seconds"]
         assert json.loads((Path(new["out"]) / "metrics.json").read_text())["iso_level"] == 2.0
@@ -190,6 +196,15 @@ def test_two_step_bench_writes_json_docs_and_resumes(
     assert rescored[0]["rescored"] and rescored[0]["size_ratio"] > 0 and rescored[1]["shape_pred_size_free"]
     assert "rescored" not in rescored[2] and "shape_pred_size_free" not in rescored[2]
     assert [r["export_seconds"] for r in rescored] == [r["export_seconds"] for r in redone]
+    # the sheet outlives the run folders: a deleted run keeps its stored picture; with neither it is left off
+    before = iio.imread(sheet_path)
+    shutil.rmtree(rescored[0]["out"])
+    write_results(docs, rescored)
+    assert np.array_equal(iio.imread(sheet_path), before)
+    for path in tiles.glob("*.png"):
+        path.unlink()
+    write_results(docs, rescored)
+    assert iio.imread(sheet_path).shape[1] == 2 * 96 < before.shape[1] and len(list(tiles.glob("*.png"))) == 2
 
 
 def test_settings_label_names_what_differs_from_the_defaults() -> None:

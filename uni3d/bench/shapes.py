@@ -38,7 +38,8 @@ import trimesh
 
 from uni3d.bench.common import machine
 from uni3d.bench.shape_metrics import Target, parse_target, score_mesh
-from uni3d.bench.shapes_report import PRESETS, row_settings, write_results
+from uni3d.bench.shapes_report import PRESETS, row_settings, tiles_folder, write_results
+from uni3d.bench.shapes_sheet import store_tiles
 from uni3d.errors import UsageError
 from uni3d.pipeline.batch import read_prompts, run_folder
 from uni3d.pipeline.config import GenerateConfig, read_config_file
@@ -218,6 +219,8 @@ def run_bench(
             if row is rows[i]:  # its run folder is gone or its export failed: nothing new to write
                 continue
             rows[i] = row
+            if reexport:
+                store_tiles(row, tiles_folder(docs))  # the sheet's stored pictures of the run are stale
             log(f"[{label} {n}/{len(again)}] {_one_line(row)}")
             write_results(docs, rows, invocations)
     for i, (target, preset, seed) in enumerate(todo, 1):

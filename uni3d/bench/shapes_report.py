@@ -16,7 +16,7 @@ import numpy as np
 
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.bench.shape_metrics import parse_target, primitive_mesh, shape_chamfer
-from uni3d.bench.shapes_sheet import contact_sheet_image
+from uni3d.bench.shapes_sheet import contact_sheet_image, prune_tiles
 from uni3d.io import atomic_write, save_json
 from uni3d.pipeline.config import GenerateConfig
 
@@ -369,6 +369,11 @@ def run_groups(rows: list[dict[str, Any]]) -> dict[tuple[int, str], list[dict[st
     return groups
 
 
+def tiles_folder(docs: Path) -> Path:
+    """Where the contact sheet's per-run tiles are stored (:mod:`uni3d.bench.shapes_sheet`)."""
+    return docs / "benchmarks" / "shapes" / "tiles"
+
+
 def write_results(docs: Path, rows: list[dict[str, Any]], invocations: list[dict[str, Any]] | None = None) -> None:
     """``docs/benchmarks/shapes.json``, the docs section and ``docs/benchmarks/shapes/contact_sheet.png``."""
     import imageio.v3 as iio
@@ -379,7 +384,9 @@ def write_results(docs: Path, rows: list[dict[str, Any]], invocations: list[dict
     data = {"machine": info, "invocations": invocations, "summary": summary, "rows": rows}
     save_json(docs / "benchmarks" / "shapes.json", data)
     replace_section(docs / "benchmarks.md", _section(rows, summary, info, invocations))
-    sheet = contact_sheet_image(run_groups(rows))
+    groups = run_groups(rows)
+    sheet = contact_sheet_image(groups, tiles_folder(docs))
+    prune_tiles(tiles_folder(docs), [r for group in groups.values() for r in group])
     if sheet is not None:
         atomic_write(
             docs / "benchmarks" / "shapes" / "contact_sheet.png", iio.imwrite("<bytes>", sheet, extension=".png")
