@@ -22,20 +22,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.errors import UsageError
 from uni3d.io import save_json
-from uni3d.pipeline.config import GenerateConfig
-from uni3d.pipeline.fake_score import camera_condition
-from uni3d.pipeline.run import MEMORY_OPTIONS, resolve_device
-from uni3d.pipeline.trainer import TextTo3D, prior_image_size
-from uni3d.prior.architectures import ARCHITECTURES, random_sd_prior
-from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
-from uni3d.prior.tiny import tiny_pipeline
+from uni3d.pipeline.config import MEMORY_OPTIONS, GenerateConfig
+from uni3d.prior.architectures import ARCHITECTURES
+
+if TYPE_CHECKING:  # diffusers and peft are imported when the benchmark runs, not with the CLI
+    from uni3d.pipeline.trainer import TextTo3D
+    from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
 
 BEGIN, END = section_markers("sd-step")
 MODELS = ("tiny", *ARCHITECTURES)
@@ -59,6 +58,10 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
 
 def build_prior(model: str, options: PriorOptions) -> StableDiffusionPrior:
     """A random-weight prior of ``model`` (:data:`MODELS`)."""
+    from uni3d.prior.architectures import random_sd_prior
+    from uni3d.prior.stable_diffusion import StableDiffusionPrior
+    from uni3d.prior.tiny import tiny_pipeline
+
     if model == "tiny":
         pipe = tiny_pipeline(sample_size=16)
         parts = (pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler)
@@ -88,6 +91,8 @@ def median_seconds(fn: Callable[[], object], warmup: int, repeats: int, device: 
 def bare_call(trainer: TextTo3D) -> Callable[[], None]:
     """One call of the step's unavoidable UNet work at its batch: the guided teacher forward (no grad) and, with
     a learned fake score, the LoRA forward + backward (gradients cleared after)."""
+    from uni3d.pipeline.fake_score import camera_condition
+
     prior, cfg, device = trainer.prior, trainer.cfg, trainer.device
     unet = prior.unet.config
     n = cfg.views_per_step
@@ -117,6 +122,8 @@ def measure(
     prior: StableDiffusionPrior, model: str, preset: str, steps: int, warmup: int, memory: str = ""
 ) -> dict[str, Any]:
     """One row: median step and bare seconds, their ratio, peak memory and the run's shapes."""
+    from uni3d.pipeline.trainer import TextTo3D, prior_image_size
+
     device = str(prior.log_sigmas.device)
     cfg = GenerateConfig(prompt=PROMPT, preset=preset, steps=warmup + steps).resolved(prior_image_size(prior))
     torch.manual_seed(0)
@@ -211,6 +218,9 @@ def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> s
 
 
 def _bench_sd_step(args: argparse.Namespace) -> int:
+    from uni3d.pipeline.run import resolve_device
+    from uni3d.prior.stable_diffusion import PriorOptions
+
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     device = resolve_device(args.device)

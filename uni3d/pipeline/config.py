@@ -35,6 +35,9 @@ ratio-weighted gradient diverged in the 2-D toy (``w(t) = 0`` below ``t_min`` fi
 MAX_RENDER_SIZE = 128
 """Largest default render side; a bigger prior image (SD: 512) is reached by bilinear upsampling, as threestudio."""
 LIGHTS = ("world", "camera")
+MEMORY_OPTIONS = ("attention_slicing", "channels_last", "vae_slicing")
+"""Settings of the prior (:class:`uni3d.prior.stable_diffusion.PriorOptions`) that change memory use, not results
+(beyond rounding)."""
 
 
 def _small_field() -> FieldConfig:

@@ -26,15 +26,13 @@ from uni3d.errors import UsageError
 from uni3d.export.video import contact_sheet
 from uni3d.io import atomic_write, save_json
 from uni3d.pipeline.bank import TeacherBank
-from uni3d.pipeline.config import EMBEDDED_PRIOR, GenerateConfig
+from uni3d.pipeline.config import EMBEDDED_PRIOR, MEMORY_OPTIONS, GenerateConfig
 from uni3d.pipeline.trainer import NonFiniteError, StepStats, TextTo3D, prior_image_size
 from uni3d.prior.prompt_check import prompt_notes
 from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
 from uni3d.reconstruct.run import export_asset
 from uni3d.scene.background import SolidBackground
 
-MEMORY_OPTIONS = ("attention_slicing", "channels_last", "vae_slicing")
-"""Settings of :class:`PriorOptions` that change memory use, not results (beyond rounding)."""
 RESUMABLE_CHANGES = frozenset(
     {
         "steps",

@@ -11,15 +11,17 @@ those of the real models; the outputs mean nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from uni3d.errors import UsageError
-from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
-from uni3d.prior.tokenizer import MAX_LENGTH, build_clip_tokenizer
+
+if TYPE_CHECKING:  # diffusers and transformers are imported when a model is built, not with the CLI
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
 
 CLIP_VOCAB = 49408
 """CLIP's BPE vocabulary size (both SD 1.x's ViT-L/14 and SD 2.x's OpenCLIP ViT-H/14 text towers)."""
@@ -96,6 +98,8 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 def sd_scheduler(prediction_type: str) -> DDPMScheduler:
     """SD's DDPM training schedule: ``scaled_linear`` betas 0.00085-0.012 over 1000 steps."""
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -112,6 +116,11 @@ def random_sd_modules(
 ) -> tuple[AutoencoderKL, CLIPTextModel, Any, UNet2DConditionModel, DDPMScheduler]:
     """``(vae, text_encoder, tokenizer, unet, scheduler)`` of architecture ``name`` with random float32 weights
     (drawn under ``seed`` in a forked RNG; SD's ``scaled_linear`` DDPM schedule)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from uni3d.prior.tokenizer import MAX_LENGTH, build_clip_tokenizer
+
     if name not in ARCHITECTURES:
         raise UsageError(f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}")
     arch = ARCHITECTURES[name]
@@ -136,4 +145,6 @@ def random_sd_modules(
 def random_sd_prior(name: str, options: PriorOptions | None = None, seed: int = 0) -> StableDiffusionPrior:
     """:func:`random_sd_modules` as a :class:`StableDiffusionPrior` with ``options`` (dtype, device, memory;
     :meth:`StableDiffusionPrior.from_modules`)."""
+    from uni3d.prior.stable_diffusion import StableDiffusionPrior
+
     return StableDiffusionPrior.from_modules(*random_sd_modules(name, seed), options)
