@@ -26,6 +26,7 @@ from uni3d.prior import (
     load_shapes_dataset,
     make_shapes_dataset,
     save_shapes_dataset,
+    split_view,
     view_index,
     view_prompts,
 )
@@ -140,6 +141,12 @@ def test_view_suffix_by_azimuth_and_elevation() -> None:
         "a red cube, back view",
         "a red cube, side view",
     ]
+    # a view the prompt already names is replaced per camera, never doubled; trailing punctuation goes
+    assert view_prompts("a red cube, FRONT view.", elevation[:2], azimuth[:2]) == view_prompts(
+        "a red cube", elevation[:2], azimuth[:2]
+    )
+    assert split_view("a blue cone - overhead view!") == ("a blue cone", "overhead")
+    assert split_view("a side view of a cube") == ("a side view of a cube", None)  # not at the end: kept
 
 
 def test_timestep_range_anneals_the_upper_end() -> None:
@@ -196,6 +203,9 @@ def test_prompt_notes_name_unknown_words_and_a_truncated_view_suffix() -> None:
     (cut,) = prompt_notes(tok, words)
     assert "is 80 tokens, over the prior's 77" in cut
     assert prompt_notes(tok, " ".join(words.split()[:-3])) == []
+    (view,) = prompt_notes(tok, "a red cube, side view")
+    assert "'side view'" in view and "view_dependent: false" in view
+    assert prompt_notes(tok, "a red cube, side view", view_dependent=False) == []
 
 
 def test_tokenizer_is_local_and_word_level() -> None:

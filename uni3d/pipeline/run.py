@@ -125,7 +125,7 @@ def generate(
         log(f"{out} is finished already (delete its metrics.json to train on or export again)")
         return finished
     prior = prior if prior is not None else load_prior(cfg)
-    notes = prompt_notes(prior.tokenizer, cfg.prompt, cfg.negative_prompt)
+    notes = prompt_notes(prior.tokenizer, cfg.prompt, cfg.negative_prompt, cfg.view_dependent)
     for note in notes:
         log(f"note: {note}")
     resolved = cfg.resolved(prior_image_size(prior))

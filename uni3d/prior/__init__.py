@@ -16,7 +16,7 @@ from uni3d.prior.dataset import (
 )
 from uni3d.prior.primitives import COLOUR_NAMES, COLOURS, SHAPE_NAMES, SHAPES
 from uni3d.prior.timesteps import TimestepRange
-from uni3d.prior.views import VIEW_NAMES, camera_angles, view_index, view_prompts, with_view
+from uni3d.prior.views import VIEW_NAMES, camera_angles, split_view, view_index, view_prompts, with_view
 
 __all__ = [
     "CAPTION_KINDS",
@@ -35,5 +35,6 @@ __all__ = [
     "save_shapes_dataset",
     "view_index",
     "view_prompts",
+    "split_view",
     "with_view",
 ]

@@ -15,7 +15,7 @@ from functools import cache
 from transformers import PreTrainedTokenizerBase
 
 from uni3d.prior.tokenizer import END, build_clip_tokenizer
-from uni3d.prior.views import VIEW_NAMES, with_view
+from uni3d.prior.views import VIEW_NAMES, split_view, with_view
 
 
 @cache
@@ -40,9 +40,18 @@ def token_count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     return len(tokenizer(text, truncation=False, verbose=False).input_ids)
 
 
-def prompt_notes(tokenizer: PreTrainedTokenizerBase, prompt: str, negative_prompt: str = "") -> list[str]:
-    """One-line notes on ``prompt`` (and ``negative_prompt``) for a prior with ``tokenizer``; empty when all is well."""
+def prompt_notes(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, negative_prompt: str = "", view_dependent: bool = True
+) -> list[str]:
+    """One-line notes on ``prompt`` (and ``negative_prompt``) for a prior with ``tokenizer``; empty when all is well.
+    ``view_dependent``: whether each camera's view is appended (:func:`with_view`), replacing one the prompt names."""
     notes: list[str] = []
+    named = split_view(prompt)[1]
+    if named is not None and view_dependent:
+        notes.append(
+            f"the prompt ends with a view ('{named} view'); each camera's own view replaces it (view-dependent "
+            "prompting), so the asset is seen from all sides; set view_dependent: false in --config to keep it"
+        )
     if is_caption_tokenizer(tokenizer):
         unknown = unknown_words(tokenizer, prompt)
         if unknown:

@@ -3,10 +3,13 @@
 Angles follow :mod:`uni3d.scene.cameras`: azimuth about ``+y`` from ``+z`` (the object's front) towards ``+x``,
 elevation from the ``xz`` plane towards ``+y``. ``overhead`` wins above ``OVERHEAD_ELEVATION``; otherwise
 ``front`` within ``FRONT_HALF_ANGLE`` of azimuth 0, ``back`` within ``BACK_HALF_ANGLE`` of 180, else ``side``.
-The dataset captions and the prior's prompts use this one function.
+The dataset captions and the prior's prompts use this one function. A prompt that already ends with a view
+(``"a red cube, front view"``) has it replaced by each camera's, never doubled (:func:`split_view`).
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -36,9 +39,22 @@ def view_index(elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor) -> torch.
     return idx
 
 
+_TRAILING_VIEW = re.compile(rf"[\s,;:.!-]*\b({'|'.join(VIEW_NAMES)})\s+view\W*$", re.IGNORECASE)
+_TRAILING_MARKS = re.compile(r"[\s,;:.!-]+$")
+
+
+def split_view(prompt: str) -> tuple[str, str | None]:
+    """``"a red cube, front view."`` -> ``("a red cube", "front")``: the prompt without a trailing view phrase
+    (one of :data:`VIEW_NAMES` followed by ``view``) or trailing punctuation, and the view it named (``None``)."""
+    match = _TRAILING_VIEW.search(prompt)
+    base = prompt[: match.start()] if match else prompt
+    return _TRAILING_MARKS.sub("", base), match.group(1).lower() if match else None
+
+
 def with_view(prompt: str, view: str) -> str:
-    """``"a red cube"`` -> ``"a red cube, side view"``."""
-    return f"{prompt}, {view} view"
+    """``"a red cube"`` -> ``"a red cube, side view"``; a view the prompt ends with is replaced, not doubled
+    (``"a red cube, front view"`` -> ``"a red cube, side view"``), and trailing punctuation dropped."""
+    return f"{split_view(prompt)[0]}, {view} view"
 
 
 def view_prompts(prompt: str, elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor) -> list[str]:
