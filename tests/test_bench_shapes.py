@@ -204,7 +204,8 @@ def test_two_step_bench_writes_json_docs_and_resumes(
     for path in tiles.glob("*.png"):
         path.unlink()
     write_results(docs, rescored)
-    assert iio.imread(sheet_path).shape[1] == 2 * 96 < before.shape[1] and len(list(tiles.glob("*.png"))) == 2
+    # the red cube's group (its only run) is gone from the sheet; the open prompt's two runs stay
+    assert iio.imread(sheet_path).shape[0] < before.shape[0] and len(list(tiles.glob("*.png"))) == 2
 
 
 def test_settings_label_names_what_differs_from_the_defaults() -> None:
@@ -241,6 +242,8 @@ def test_rows_with_other_settings_are_their_own_group_and_never_the_target(tmp_p
     assert [line.split(": lower Chamfer on ")[1][0] for line in compare(rows)] == ["0", "1"]
     assert f"[{label}]" in compare(rows)[1]
     assert list(run_groups(rows)) == [(2, "sds"), (2, f"sds [{label}]"), (2, "uni-rkl"), (2, f"uni-rkl [{label}]")]
+    open_prompt = {**rows[0], "prompt": "a red object"}  # under-specified: its own row of the contact sheet
+    assert list(run_groups([rows[0], open_prompt])) == [(2, "sds"), (2, "sds, open prompts")]
     (tmp_path / "benchmarks.md").write_text("# Benchmarks\n")
     write_results(tmp_path, rows)
     text = (tmp_path / "benchmarks.md").read_text()

@@ -362,10 +362,12 @@ def _prompt_row(r: dict[str, Any]) -> str:
 
 def run_groups(rows: list[dict[str, Any]]) -> dict[tuple[int, str], list[dict[str, Any]]]:
     """Finished runs grouped by (steps, preset name with its settings), in the tables' order (the contact
-    sheet's rows)."""
+    sheet's rows); the under-specified prompts' runs of a preset are a group of their own (``"sds, open
+    prompts"``)."""
     groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for r in _sorted_rows([r for r in rows if r["status"] == "done"]):
-        groups.setdefault((r["steps"], _named(r)), []).append(r)
+        name = _named(r) + ("" if parse_target(r["prompt"]).specified else ", open prompts")
+        groups.setdefault((r["steps"], name), []).append(r)
     return groups
 
 
