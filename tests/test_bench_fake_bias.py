@@ -23,7 +23,8 @@ def test_measure_reports_cosines_at_the_asked_steps(tiny_prior) -> None:
     rows = measure(_cfg(folder, preset="uni-jeffreys", fake_guidance_scale=2.0), every=2, draws=3, prior=prior)
     assert [r["step"] for r in rows] == [0, 2, 3]
     for r in rows:
-        assert -1 <= r["cos_mean"] <= 1 and math.isfinite(r["cos_mean"]) and r["positive"] in (0, 1 / 3, 2 / 3, 1)
+        assert -1 <= r["cos_mean"] <= 1 and math.isfinite(r["cos_mean"])
+        assert any(r["positive"] == pytest.approx(share) for share in (0, 1 / 3, 2 / 3, 1))  # a float32 mean
 
 
 def test_residual_alignment_leaves_the_run_rng_alone(tiny_prior) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.pipeline.batch import format_summary, parse_shard, read_prompts, run_batch, select_shard
 from uni3d.pipeline.config import GenerateConfig
+from uni3d.prior.views import camera_angles
+from uni3d.scene.cameras import orbit_cameras
 
 SMALL: dict[str, Any] = {
     "steps": 3,
@@ -75,7 +78,6 @@ def test_generate_writes_a_finite_asset(tiny_prior, tmp_path: Path, preset: str)
 def test_fake_score_guided_like_the_teacher_starts_equal_to_it(tiny_prior, scale: float) -> None:
     """LoRA and camera embedding start at zero, so with the teacher's guidance the fake score is the teacher."""
     from uni3d.pipeline.trainer import TextTo3D
-    from uni3d.prior.views import camera_angles
 
     folder, prior = tiny_prior
     cfg = _cfg(folder, preset="uni-rkl", guidance_scale=scale, fake_guidance_scale=scale).resolved(16)
@@ -84,7 +86,7 @@ def test_fake_score_guided_like_the_teacher_starts_equal_to_it(tiny_prior, scale
     x = torch.randn(2, unet.in_channels, unet.sample_size, unet.sample_size, generator=torch.Generator().manual_seed(0))
     sigma = torch.tensor([0.5, 2.0])
     cams = trainer.sampler.sample(2, 16)
-    cond, uncond = trainer.conditions(*camera_angles(cams))
+    cond, uncond = trainer.conditions(cams)
     with torch.no_grad():
         d_fake = trainer.fake_denoise(x, sigma, cond, uncond, cams.c2w)
         d_teacher = prior.denoise(x, sigma, cond, uncond, scale)
@@ -168,6 +170,26 @@ def test_resume_continues_and_matches_the_uninterrupted_run(tiny_prior, tmp_path
     assert again == metrics
     with pytest.raises(UsageError, match="other settings"):  # never taken for a run with other settings
         generate(_cfg(folder, preset="vsd", steps=4), part, prior=prior, progress=False)
+
+
+def test_a_bank_saved_with_angles_resumes_with_a_field_of_view() -> None:
+    """Checkpoints before 2026-12-05 kept each bank sample's elevation and azimuth; the cameras' fields of view,
+    which the angles view scheme needs, are then taken as the run's middle one."""
+    from uni3d.pipeline.bank import TeacherBank
+
+    c2w = orbit_cameras(2, elevation_deg=20.0).c2w
+    old = {
+        "latents": torch.zeros(2, 4, 8, 8),
+        "c2w": c2w,
+        "elevation": torch.full((2,), 20.0),
+        "azimuth": torch.zeros(2),
+    }
+    bank = TeacherBank.from_state(old, 0.7)
+    torch.testing.assert_close(bank.fov_y, torch.full((2,), 0.7))
+    elevation, _ = camera_angles(bank.cameras(torch.tensor([1])))
+    torch.testing.assert_close(elevation, torch.tensor([20.0]))
+    again = TeacherBank.from_state(asdict(bank), 0.1)  # a current checkpoint keeps its own
+    assert all(torch.equal(getattr(again, k), getattr(bank, k)) for k in ("latents", "c2w", "fov_y"))
 
 
 def test_a_partial_nested_setting_changes_only_what_it_names() -> None:

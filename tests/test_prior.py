@@ -14,27 +14,33 @@ from torch import nn
 
 from uni3d.errors import UsageError
 from uni3d.prior import (
+    ANGLES,
     CAPTION_KINDS,
+    COARSE,
     COLOUR_NAMES,
     COLOURS,
     SHAPE_NAMES,
     VIEW_NAMES,
     ShapesDatasetConfig,
     TimestepRange,
+    ViewScheme,
+    apparent_distance,
     camera_angles,
-    caption,
     load_shapes_dataset,
     make_shapes_dataset,
     save_shapes_dataset,
+    spell,
     split_view,
+    subject,
     view_index,
-    view_prompts,
 )
 from uni3d.prior.primitives import SHAPES
 from uni3d.prior.render import AMBIENT, render_primitive
 from uni3d.scene import orbit_cameras
+from uni3d.scene.cameras import Cameras, look_at, spherical_to_position
 
 SMALL = ShapesDatasetConfig(n=96, size=24, seed=3)
+SHIPPED_PRIOR = Path(__file__).resolve().parents[1] / "assets" / "priors" / "shapes"
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +73,12 @@ def test_dataset_file_round_trip(shapes, tmp_path: Path) -> None:
 
 
 def test_caption_variants() -> None:
-    assert caption("cube", "red", "full", "side") == "a red cube, side view"
-    assert caption("cube", "red", "shape", "front") == "a cube, front view"
-    assert caption("cube", "red", "colour", "back") == "a red object, back view"
-    assert caption("cone", "orange", "full", "overhead") == "an orange cone, overhead view"
+    assert COARSE.caption(subject("cube", "red", "full"), 10.0, 90.0, 3.0) == "a red cube, side view"
+    assert COARSE.caption(subject("cube", "red", "shape"), 10.0, 0.0, 3.0) == "a cube, front view"
+    assert COARSE.caption(subject("cube", "red", "colour"), 10.0, 180.0, 3.0) == "a red object, back view"
+    assert COARSE.caption(subject("cone", "orange", "full"), 70.0, 0.0, 3.0) == "an orange cone, overhead view"
     with pytest.raises(UsageError):
-        caption("cube", "red", "nothing", "side")
+        subject("cube", "red", "nothing")
 
 
 def test_captions_agree_with_labels(shapes) -> None:
@@ -89,6 +95,33 @@ def test_captions_agree_with_labels(shapes) -> None:
     np.testing.assert_array_equal(
         view_index(torch.from_numpy(shapes.elevation), torch.from_numpy(shapes.azimuth)).numpy(), shapes.view
     )
+
+
+def test_angle_captions_name_each_camera_as_stored() -> None:
+    """``--views angles``: the same images and labels as ``coarse`` (same seed), each caption the coarse one plus
+    the stored camera's azimuth, elevation and apparent distance, rounded to the scheme's steps, one word each."""
+    from uni3d.prior.tokenizer import build_clip_tokenizer
+
+    coarse = make_shapes_dataset(ShapesDatasetConfig(n=24, size=16, seed=5))
+    angles = make_shapes_dataset(ShapesDatasetConfig(n=24, size=16, seed=5, views="angles"))
+    np.testing.assert_array_equal(coarse.images, angles.images)
+    reference = np.tan(np.radians(20.0))
+    apparent = angles.distance * np.tan(np.radians(angles.fov) / 2) / reference
+    spelt = {spell(n): n for n in range(-90, 1000)}
+    tokenizer = build_clip_tokenizer()
+    for short, long, el, az, far in zip(
+        coarse.captions, angles.captions, angles.elevation, angles.azimuth, apparent, strict=True
+    ):
+        assert long.startswith(short + ", azimuth"), long
+        words = long.split(", ")[-3:]
+        assert all(len(tokenizer.tokenize(w)) == 1 for w in words), words
+        a, e, d = (
+            spelt[w.removeprefix(kind)] for w, kind in zip(words, ("azimuth", "elevation", "distance"), strict=True)
+        )
+        assert 0 <= a < 360 and a % 15 == 0 and e % 15 == 0 and d % 25 == 0
+        assert abs((a - az + 180) % 360 - 180) <= 7.5 and abs(e - el) <= 7.5 and abs(d / 100 - far) <= 0.125 + 1e-6
+    with pytest.raises(UsageError, match="view scheme"):
+        ShapesDatasetConfig(views="compass")
 
 
 def test_labels_agree_with_pixels(shapes) -> None:
@@ -133,20 +166,63 @@ def test_view_suffix_by_azimuth_and_elevation() -> None:
     el = torch.tensor([0.0] * 10 + [70.0])
     names = [VIEW_NAMES[i] for i in view_index(el, az).tolist()]
     assert names == ["front", "front", "side", "side", "side", "side", "back", "back", "back", "front", "overhead"]
-    elevation, azimuth = camera_angles(orbit_cameras(4, elevation_deg=15.0))
+    orbit = orbit_cameras(4, elevation_deg=15.0)
+    elevation, azimuth = camera_angles(orbit)
     torch.testing.assert_close(elevation, torch.full((4,), 15.0))
-    assert view_prompts("a red cube", elevation, azimuth) == [
+    assert COARSE.prompts("a red cube", orbit) == [
         "a red cube, front view",
         "a red cube, side view",
         "a red cube, back view",
         "a red cube, side view",
     ]
     # a view the prompt already names is replaced per camera, never doubled; trailing punctuation goes
-    assert view_prompts("a red cube, FRONT view.", elevation[:2], azimuth[:2]) == view_prompts(
-        "a red cube", elevation[:2], azimuth[:2]
-    )
+    assert COARSE.prompts("a red cube, FRONT view.", orbit[:2]) == COARSE.prompts("a red cube", orbit[:2])
     assert split_view("a blue cone - overhead view!") == ("a blue cone", "overhead")
     assert split_view("a side view of a cube") == ("a side view of a cube", None)  # not at the end: kept
+
+
+def test_angle_words_name_the_camera() -> None:
+    """``angles``: azimuth in [0, 360) and elevation rounded to 15 degrees, the apparent distance (the distance
+    at a 40 degree field of view showing the object as large) to 0.25, each spelt as one word; a prompt's own view
+    words are replaced."""
+    orbit = orbit_cameras(4, elevation_deg=15.0, distance=3.0, fov_deg=40.0)
+    angles = ", elevationfifteen, distancethreehundred"
+    assert ANGLES.prompts("a red cube", orbit) == [
+        f"a red cube, front view, azimuthzero{angles}",
+        f"a red cube, side view, azimuthninety{angles}",
+        f"a red cube, back view, azimuthonehundredeighty{angles}",
+        f"a red cube, side view, azimuthtwohundredseventy{angles}",
+    ]
+    # twice as far with half the tangent of the half-angle: the same apparent size
+    half = 2 * float(np.degrees(np.arctan(np.tan(np.radians(20)) / 2)))
+    wide = orbit_cameras(1, elevation_deg=-8.0, distance=6.0, fov_deg=half)
+    torch.testing.assert_close(apparent_distance(wide), torch.tensor([3.0]))
+    assert ANGLES.prompts("a cube", wide) == [
+        "a cube, front view, azimuthzero, elevationminusfifteen, distancethreehundred"
+    ]
+    assert ANGLES.caption("a cube", 7.4, -7.6, 2.874) == (
+        "a cube, front view, azimuththreehundredfortyfive, elevationzero, distancetwohundredseventyfive"
+    )
+    assert ANGLES.caption("a cube", 80.0, 100.0, 3.2) == (
+        "a cube, overhead view, azimuthonehundredfive, elevationseventyfive, distancethreehundredtwentyfive"
+    )
+    again = "a red cube, side view, azimuthninety, elevationminusfifteen, distancetwohundredseventyfive."
+    assert split_view(again) == ("a red cube", "side")
+    assert ANGLES.prompts(again, orbit[:1]) == ANGLES.prompts("a red cube", orbit[:1])
+    wider = ViewScheme("angles", azimuth_step=45.0)
+    assert wider.caption("a cube", 0.0, 30.0, 3.0).startswith("a cube, front view, azimuthfortyfive,")
+    assert len(wider.vocabulary()) == 8 + 13 + 31 and COARSE.vocabulary() == []
+    assert [spell(n) for n in (0, 13, 40, 105, 345, 1225, -60)] == [
+        "zero",
+        "thirteen",
+        "forty",
+        "onehundredfive",
+        "threehundredfortyfive",
+        "onethousandtwohundredtwentyfive",
+        "minussixty",
+    ]
+    with pytest.raises(UsageError, match="view scheme"):
+        ViewScheme("compass")
 
 
 def test_timestep_range_anneals_the_upper_end() -> None:
@@ -177,6 +253,13 @@ def prior(tiny_folder: Path):
     return StableDiffusionPrior.from_pretrained(tiny_folder)
 
 
+def _cameras(elevation: list[float], azimuth: list[float], distance: float = 3.0) -> Cameras:
+    """Cameras at these angles (degrees) looking at the origin, 40 degree field of view."""
+    n = len(elevation)
+    eye = spherical_to_position(torch.tensor(elevation), torch.tensor(azimuth), torch.full((n,), distance))
+    return Cameras(look_at(eye, torch.zeros_like(eye)), torch.full((n,), np.radians(40.0)), 32, 32)
+
+
 def _noisy_latents(prior, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x, sigma, t)``: VE latents of random images at integer timesteps."""
     gen = torch.Generator().manual_seed(seed)
@@ -188,6 +271,8 @@ def _noisy_latents(prior, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, 
 
 
 def test_prompt_notes_name_unknown_words_and_a_truncated_view_suffix() -> None:
+    from transformers import CLIPTokenizer
+
     from uni3d.prior.prompt_check import prompt_notes
     from uni3d.prior.tokenizer import build_clip_tokenizer
 
@@ -199,6 +284,8 @@ def test_prompt_notes_name_unknown_words_and_a_truncated_view_suffix() -> None:
     assert "negative prompt word(s) 'blurry'," in negative
     other = build_clip_tokenizer(["a", "dragon", "made", "of", "glass"])  # not the caption tokenizer: no word notes
     assert prompt_notes(other, "a dragon made of glass") == []
+    shipped = CLIPTokenizer.from_pretrained(SHIPPED_PRIOR, subfolder="tokenizer")  # an earlier caption vocabulary
+    assert "'dragon'" in prompt_notes(shipped, "a dragon")[0]
     words = ("a red cube " * 25).strip()  # 75 tokens + BOS/EOS fit in 77; ", overhead view" adds 3
     (cut,) = prompt_notes(tok, words)
     assert "is 80 tokens, over the prior's 77" in cut
@@ -206,6 +293,10 @@ def test_prompt_notes_name_unknown_words_and_a_truncated_view_suffix() -> None:
     (view,) = prompt_notes(tok, "a red cube, side view")
     assert "'side view'" in view and "view_dependent: false" in view
     assert prompt_notes(tok, "a red cube, side view", view_dependent=False) == []
+    # the angles scheme's words are longer: ", overhead view, azimuthzero, elevationseventyfive, distance..." is 9
+    assert prompt_notes(tok, " ".join(words.split()[:-9]), views=ANGLES) == []
+    (cut,) = prompt_notes(tok, " ".join(words.split()[:-8]), views=ANGLES)
+    assert "over the prior's 77" in cut
 
 
 def test_tokenizer_is_local_and_word_level() -> None:
@@ -233,7 +324,7 @@ def test_tiny_pipeline_round_trip(tiny_folder: Path, prior) -> None:
     assert prior.prediction == "eps" and prior.num_train_timesteps == 1000
     x, sigma, _ = _noisy_latents(prior)
     assert x.shape == (2, 4, 16, 16)
-    cond, uncond = prior.view_conditions("a red cube", torch.tensor([10.0, 70.0]), torch.tensor([90.0, 0.0]))
+    cond, uncond = prior.view_conditions("a red cube", _cameras([10.0, 70.0], [90.0, 0.0]))
     assert cond.shape == (2, 77, 32) and set(prior._embeddings) >= {
         "a red cube, side view",
         "a red cube, overhead view",
@@ -247,6 +338,25 @@ def test_tiny_pipeline_round_trip(tiny_folder: Path, prior) -> None:
     score = prior.score(x.detach(), sigma, cond, uncond, guidance_scale=7.5)
     torch.testing.assert_close(score, (d.detach() - x.detach()) / sigma.view(-1, 1, 1, 1) ** 2)
     assert prior.decode(d.detach()).shape == (2, 3, 32, 32)
+
+
+def test_the_folder_names_its_view_scheme(prior, tiny_folder: Path, tmp_path: Path) -> None:
+    """A folder without ``uni3d_views.json`` (any SD) is prompted with DreamFusion's words; one that names
+    ``angles`` (the embedded prior) with the camera's angles; an unreadable file is a one-line error."""
+    from uni3d.prior.stable_diffusion import StableDiffusionPrior
+    from uni3d.prior.views import VIEWS_FILE, load_view_scheme, save_view_scheme
+
+    assert prior.views == COARSE
+    folder = tmp_path / "tiny-angles"
+    shutil.copytree(tiny_folder, folder)
+    save_view_scheme(folder, ANGLES)
+    angled = StableDiffusionPrior.from_pretrained(folder)
+    assert angled.views == ANGLES
+    angled.view_conditions("a red cube", _cameras([10.0], [90.0]))
+    assert set(angled._embeddings) >= {"a red cube, side view, azimuthninety, elevationfifteen, distancethreehundred"}
+    (folder / VIEWS_FILE).write_text('{"name": "angles", "azimuth_step": "x"')
+    with pytest.raises(UsageError, match=VIEWS_FILE):
+        load_view_scheme(folder)
 
 
 def test_sigma_table_matches_the_scheduler(prior, tiny_folder: Path) -> None:
@@ -305,7 +415,7 @@ def test_eps_and_v_prediction_give_the_same_denoiser(prior, tiny_folder: Path, t
     v_prior.unet = _EpsAsV(v_prior.unet, ab)
 
     x, sigma, _ = _noisy_latents(prior, batch=4, seed=1)
-    cond, uncond = prior.view_conditions("a green torus", torch.zeros(4), torch.tensor([0.0, 90.0, 180.0, 270.0]))
+    cond, uncond = prior.view_conditions("a green torus", _cameras([0.0] * 4, [0.0, 90.0, 180.0, 270.0]))
     with torch.no_grad():
         d_eps = prior.denoise(x, sigma, cond, uncond, guidance_scale=5.0)
         d_v = v_prior.denoise(x, sigma, cond, uncond, guidance_scale=5.0)
@@ -316,7 +426,7 @@ def test_eps_and_v_prediction_give_the_same_denoiser(prior, tiny_folder: Path, t
 
 def test_cfg_scale_one_is_the_conditional_prediction(prior) -> None:
     x, sigma, _ = _noisy_latents(prior, seed=2)
-    cond, uncond = prior.view_conditions("a red cube", torch.zeros(2), torch.zeros(2), negative_prompt="blurry")
+    cond, uncond = prior.view_conditions("a red cube", _cameras([0.0] * 2, [0.0] * 2), negative_prompt="blurry")
     with torch.no_grad():
         d_cond = prior.denoise(x, sigma, cond)
         d_uncond = prior.denoise(x, sigma, uncond)

@@ -17,6 +17,7 @@ from uni3d.prior.classifier import ClassifierConfig, load_classifier, save_class
 from uni3d.prior.evaluate import EvalConfig, evaluate_prior
 from uni3d.prior.stable_diffusion import StableDiffusionPrior
 from uni3d.prior.train import PriorTrainConfig, train_prior
+from uni3d.scene import orbit_cameras
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "priors" / "shapes"
 TINY = {
@@ -88,9 +89,18 @@ def test_interrupted_run_resumes_to_the_same_weights(
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
 
 
-def test_changed_settings_refuse_to_resume(dataset: Path, trained: Path) -> None:
+def test_changed_settings_refuse_to_resume(dataset: Path, trained: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="lr"):
         train_prior(PriorTrainConfig(steps=16, **{**TINY, "lr": 1e-4}), dataset, trained, progress=False)
+    # a checkpoint written before a setting existed resumes at that setting's default, and only there
+    old = tmp_path / "old"
+    old.mkdir()
+    payload = torch.load(trained / "checkpoint.pt", weights_only=True)
+    del payload["config"]["snr_floor"]
+    torch.save(payload, old / "checkpoint.pt")
+    with pytest.raises(UsageError, match="snr_floor"):
+        train_prior(PriorTrainConfig(steps=16, **{**TINY, "snr_floor": 1.0}), dataset, old, progress=False)
+    assert train_prior(PriorTrainConfig(steps=16, **TINY), dataset, old, progress=False).pipeline.is_dir()
 
 
 def test_fine_tuning_starts_from_a_saved_pipeline(dataset: Path, trained: Path, tmp_path: Path) -> None:
@@ -108,6 +118,64 @@ def test_fine_tuning_starts_from_a_saved_pipeline(dataset: Path, trained: Path, 
         train_prior(PriorTrainConfig(steps=4, **{**TINY, "init_from": str(tmp_path)}), dataset, tmp_path / "x")
     with pytest.raises(UsageError, match="32x32 images, the dataset has 16x16"):
         train_prior(PriorTrainConfig(steps=4, **{**TINY, "init_from": str(SHIPPED)}), dataset, tmp_path / "y")
+
+
+def test_fine_tuning_learns_a_new_view_scheme(tmp_path: Path) -> None:
+    """A prior whose tokenizer predates the angle words is fine-tuned on an ``angles`` dataset: its vocabulary is
+    extended (old ids and embedding rows kept), and the exported folder has the full tokenizer and names its
+    view scheme, so ``StableDiffusionPrior`` prompts it with the angle words."""
+    from uni3d.prior.tiny import save_pipeline, tiny_pipeline
+    from uni3d.prior.tokenizer import PROMPT_WORDS, build_clip_tokenizer
+    from uni3d.prior.views import ANGLES, VIEWS_FILE
+
+    old = build_clip_tokenizer([w for w in PROMPT_WORDS if w not in ANGLES.vocabulary()])
+    pipe = tiny_pipeline(sample_size=8)
+    pipe.text_encoder.resize_token_embeddings(len(old))
+    pipe.register_modules(tokenizer=old)
+    rows = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    extended = train_mod.extend_vocabulary(pipe)
+    assert extended.tokenizer.get_vocab() == build_clip_tokenizer().get_vocab()
+    grown = extended.text_encoder.get_input_embeddings().weight.detach()
+    assert grown.shape[0] == len(extended.tokenizer) > len(old) and torch.equal(grown[: len(old)], rows)
+    # the new words start apart from each other, at the old words' scale (not all at their mean)
+    scale = rows[[old.get_vocab()[w + "</w>"] for w in ("red", "cube", "side")]].norm(dim=1).median()
+    new_rows = grown[len(old) :]
+    assert torch.pdist(new_rows[:40]).min() > 0.3 * scale
+    torch.testing.assert_close(new_rows.norm(dim=1).median(), scale, rtol=0.5, atol=0)
+    unrelated = tiny_pipeline(sample_size=8)
+    unrelated.register_modules(tokenizer=build_clip_tokenizer(["a", "dragon"]))
+    assert (
+        train_mod.extend_vocabulary(unrelated).tokenizer.get_vocab()
+        == build_clip_tokenizer(["a", "dragon"]).get_vocab()
+    )
+
+    pipe.text_encoder.resize_token_embeddings(len(old))
+    pipe.register_modules(tokenizer=old)
+    start = save_pipeline(pipe, tmp_path / "old")
+    data = make_shapes_dataset(ShapesDatasetConfig(n=16, size=16, seed=2, supersample=1, views="angles"))
+    angles = save_shapes_dataset(data, tmp_path / "angles.npz")
+    cfg = PriorTrainConfig(steps=2, **{**TINY, "init_from": str(start)})
+    run = train_prior(cfg, angles, tmp_path / "ft", progress=False).out
+    assert json.loads((run / "pipeline" / VIEWS_FILE).read_text())["name"] == "angles"
+    prior = StableDiffusionPrior.from_pretrained(run / "pipeline")
+    assert prior.views == ANGLES and prior.tokenizer.get_vocab() == build_clip_tokenizer().get_vocab()
+    assert train_mod.grid_prompts(ANGLES)[1] == (
+        "a blue cube, side view, azimuthninety, elevationfifteen, distancethreehundred"
+    )
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_snr_floor_weights_the_x0_error_at_least_so_much(prediction_type: str) -> None:
+    """The loss weight times the squared-error factor of the target (``SNR`` for eps, ``SNR + 1`` for v) is the
+    x0-space weight: Min-SNR's ``min(SNR, 5)`` by default, ``clamp(SNR, floor, 5)`` with a floor."""
+    snr = torch.tensor([0.005, 0.3, 1.0, 2.0, 40.0])
+    factor = snr if prediction_type == "epsilon" else snr + 1
+    plain = PriorTrainConfig(prediction_type=prediction_type)
+    floored = PriorTrainConfig(prediction_type=prediction_type, snr_floor=1.0)
+    torch.testing.assert_close(train_mod.loss_weight(snr, plain) * factor, torch.tensor([0.005, 0.3, 1.0, 2.0, 5.0]))
+    torch.testing.assert_close(train_mod.loss_weight(snr, floored) * factor, torch.tensor([1.0, 1.0, 1.0, 2.0, 5.0]))
+    with pytest.raises(UsageError, match="--snr-floor"):
+        PriorTrainConfig(snr_floor=6.0)
 
 
 def test_exported_folder_is_a_stable_diffusion_prior(trained: Path) -> None:
@@ -180,6 +248,6 @@ def test_shipped_prior_loads_and_denoises() -> None:
     assert prior.prediction == "eps"
     latents = prior.encode(torch.full((1, 3, 32, 32), 0.8))
     assert latents.shape == (1, 4, 16, 16)
-    cond, uncond = prior.view_conditions("a red cube", torch.tensor([10.0]), torch.tensor([0.0]))
+    cond, uncond = prior.view_conditions("a red cube", orbit_cameras(1, elevation_deg=10.0))
     d = prior.denoise(latents + torch.randn_like(latents), torch.ones(1), cond, uncond, 3.0)
     assert torch.isfinite(d).all()

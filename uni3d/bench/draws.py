@@ -38,15 +38,13 @@ class Draw:
 
 def fresh_draws(trainer: TextTo3D, draws: int, seed: int = 1000) -> Iterator[Draw]:
     """``draws`` draws of one view each at the run's current progress, from their own ``seed``."""
-    from uni3d.prior.views import camera_angles
-
     prior = trainer.prior
     progress = trainer.step / trainer.cfg.steps
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for _ in range(draws):
             cams = trainer.sampler.sample(1, trainer.size)
-            cond, uncond = trainer.conditions(*camera_angles(cams))
+            cond, uncond = trainer.conditions(cams)
             with torch.no_grad():
                 rgb, *_ = trainer.render(cams)
                 x0 = prior.encode(rgb)

@@ -31,6 +31,7 @@ from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.pipeline.config import MEMORY_OPTIONS, GenerateConfig
 from uni3d.prior.architectures import ARCHITECTURES
+from uni3d.scene.cameras import orbit_cameras
 
 if TYPE_CHECKING:  # diffusers and peft are imported when the benchmark runs, not with the CLI
     from uni3d.pipeline.trainer import TextTo3D
@@ -98,8 +99,8 @@ def bare_call(trainer: TextTo3D) -> Callable[[], None]:
     n = cfg.views_per_step
     x = torch.randn(n, int(unet.in_channels), int(unet.sample_size), int(unet.sample_size), device=device)
     sigma = prior.sigma_at(torch.full((n,), 0.5 * prior.num_train_timesteps, device=device))
-    angles = torch.zeros(n)
-    cond, uncond = prior.view_conditions(cfg.prompt, angles, angles, cfg.negative_prompt, cfg.view_dependent)
+    front = orbit_cameras(1, elevation_deg=0.0)[torch.zeros(n, dtype=torch.long)]  # n front views
+    cond, uncond = prior.view_conditions(cfg.prompt, front, cfg.negative_prompt, cfg.view_dependent)
     camera = camera_condition(torch.eye(4, device=device).expand(n, 4, 4))
 
     def call() -> None:

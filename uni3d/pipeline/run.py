@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -125,7 +126,7 @@ def generate(
         log(f"{out} is finished already (delete its metrics.json to train on or export again)")
         return finished
     prior = prior if prior is not None else load_prior(cfg)
-    notes = prompt_notes(prior.tokenizer, cfg.prompt, cfg.negative_prompt, cfg.view_dependent)
+    notes = prompt_notes(prior.tokenizer, cfg.prompt, cfg.negative_prompt, cfg.view_dependent, prior.views)
     for note in notes:
         log(f"note: {note}")
     resolved = cfg.resolved(prior_image_size(prior))
@@ -137,7 +138,8 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "config.json", config)
     torch.manual_seed(resolved.seed)
-    bank = TeacherBank(**state["bank"]) if state is not None and state["bank"] is not None else None
+    mid_fov = math.radians(sum(resolved.fov_deg) / 2)
+    bank = TeacherBank.from_state(state["bank"], mid_fov) if state is not None and state["bank"] is not None else None
     trainer = TextTo3D(resolved, prior, bank=bank)
     seconds = trainer.load_checkpoint(state) if state is not None else 0.0
     resumed_from = trainer.step

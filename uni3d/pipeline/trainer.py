@@ -46,7 +46,6 @@ from uni3d.pipeline.config import GenerateConfig
 from uni3d.pipeline.fake_score import LoraFakeScore, RatioHead, camera_condition
 from uni3d.prior.stable_diffusion import StableDiffusionPrior
 from uni3d.prior.timesteps import TimestepRange
-from uni3d.prior.views import camera_angles
 from uni3d.reconstruct.fit import field_optimizer, unmask_levels
 from uni3d.reconstruct.raster import LIGHT_DIR
 from uni3d.scene.cameras import Cameras, CameraSampler, orbit_cameras
@@ -189,10 +188,10 @@ class TextTo3D:
             c.view_dependent,
         )
 
-    def conditions(self, elevation: Tensor, azimuth: Tensor) -> tuple[Tensor, Tensor]:
-        """``(cond, uncond)`` text embeddings of the view-suffixed prompt and the negative prompt."""
+    def conditions(self, cams: Cameras) -> tuple[Tensor, Tensor]:
+        """``(cond, uncond)`` text embeddings of the prompt with each camera's view words and the negative prompt."""
         c = self.cfg
-        return self.prior.view_conditions(c.prompt, elevation, azimuth, c.negative_prompt, c.view_dependent)
+        return self.prior.view_conditions(c.prompt, cams, c.negative_prompt, c.view_dependent)
 
     def render(self, cams: Cameras) -> tuple[Tensor, RenderOutput, Tensor, Tensor]:
         """``rgb (B, 3, S, S)`` at the prior's side, the per-ray :class:`RenderOutput`, ray ``origins`` and ``dirs``
@@ -227,7 +226,7 @@ class TextTo3D:
         idx = torch.randint(len(self.bank), (len(sigma),)).to(self.device)
         real = self.bank.latents[idx]
         x_real = real + sigma.view(-1, 1, 1, 1) * torch.randn_like(real)
-        cond, _ = self.conditions(self.bank.elevation[idx], self.bank.azimuth[idx])
+        cond, _ = self.conditions(self.bank.cameras(idx))
         with torch.no_grad():
             self.fake.denoise(x_real, sigma, cond, camera_condition(self.bank.c2w[idx]))
         real_features = self.fake.mid_features
@@ -285,7 +284,7 @@ class TextTo3D:
         if self.step % c.grid_every == 0:
             self.renderer.estimator.update(self.renderer.field.density, warmup=self.step == 0)
         cams = self.sampler.sample(c.views_per_step, self.size)
-        cond, uncond = self.conditions(*camera_angles(cams))
+        cond, uncond = self.conditions(cams)
         c2w = cams.c2w.to(self.device)
         rgb, out, origins, dirs = self.render(cams)
         x0 = prior.encode(rgb)

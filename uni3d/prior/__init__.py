@@ -9,14 +9,25 @@ from uni3d.prior.dataset import (
     CAPTION_KINDS,
     ShapesDataset,
     ShapesDatasetConfig,
-    caption,
     load_shapes_dataset,
     make_shapes_dataset,
     save_shapes_dataset,
+    subject,
 )
 from uni3d.prior.primitives import COLOUR_NAMES, COLOURS, SHAPE_NAMES, SHAPES
 from uni3d.prior.timesteps import TimestepRange
-from uni3d.prior.views import VIEW_NAMES, camera_angles, split_view, view_index, view_prompts, with_view
+from uni3d.prior.views import (
+    ANGLES,
+    COARSE,
+    VIEW_NAMES,
+    VIEW_SCHEMES,
+    ViewScheme,
+    apparent_distance,
+    camera_angles,
+    spell,
+    split_view,
+    view_index,
+)
 
 __all__ = [
     "CAPTION_KINDS",
@@ -24,17 +35,21 @@ __all__ = [
     "COLOUR_NAMES",
     "SHAPES",
     "SHAPE_NAMES",
+    "ANGLES",
+    "COARSE",
     "VIEW_NAMES",
+    "VIEW_SCHEMES",
+    "ViewScheme",
+    "apparent_distance",
     "ShapesDataset",
     "ShapesDatasetConfig",
     "TimestepRange",
     "camera_angles",
-    "caption",
+    "subject",
     "load_shapes_dataset",
     "make_shapes_dataset",
     "save_shapes_dataset",
     "view_index",
-    "view_prompts",
+    "spell",
     "split_view",
-    "with_view",
 ]

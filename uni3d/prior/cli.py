@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from uni3d.prior.dataset import CAPTION_KINDS, ShapesDatasetConfig, make_shapes_dataset, save_shapes_dataset
+from uni3d.prior.views import VIEW_SCHEMES
 
 _DEFAULTS = ShapesDatasetConfig()
 
@@ -30,12 +31,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=_DEFAULTS.supersample,
         help=f"rays per pixel side, for anti-aliasing (default {_DEFAULTS.supersample})",
     )
+    p.add_argument(
+        "--views",
+        choices=sorted(VIEW_SCHEMES),
+        default=_DEFAULTS.views,
+        help="how captions name the camera: coarse ('side view', DreamFusion's words) or angles ('side view, azimuth "
+        f"90, elevation 15, distance 3') (default {_DEFAULTS.views})",
+    )
     p.add_argument("--out", type=Path, required=True, help="output file (.npz)")
     p.set_defaults(func=_make_shapes_dataset)
 
 
 def _make_shapes_dataset(args: argparse.Namespace) -> int:
-    cfg = ShapesDatasetConfig(n=args.n, size=args.size, seed=args.seed, supersample=args.supersample)
+    cfg = ShapesDatasetConfig(n=args.n, size=args.size, seed=args.seed, supersample=args.supersample, views=args.views)
     start = time.perf_counter()
     data = make_shapes_dataset(cfg, progress=True)
     path = save_shapes_dataset(data, args.out)

@@ -3,7 +3,9 @@
 Each item draws a shape, a colour, a caption kind and a camera from :class:`uni3d.scene.CameraSampler` (the
 optimizer's sampler and convention) with one seeded generator, so a seed fixes the dataset. The caption names
 what the kind allows (``full``: "a red cube", ``shape``: "a cube", ``colour``: "a red object"; under-specified
-prompts then have several right answers) plus the view suffix of :mod:`uni3d.prior.views` ("..., side view").
+prompts then have several right answers) plus the camera's words in the config's view scheme
+(:mod:`uni3d.prior.views`: ``coarse`` "..., side view", ``angles`` "..., side view, azimuth 90, elevation 15,
+distance 3").
 The ground-truth ``shape`` and ``colour`` labels are kept whatever the caption says, for benchmarks.
 
 File: one ``.npz`` (written atomically) with ``images (N, S, S, 3) uint8``, ``alpha (N, S, S) uint8``, integer
@@ -27,7 +29,7 @@ from uni3d.errors import UsageError
 from uni3d.io import atomic_write
 from uni3d.prior.primitives import COLOUR_NAMES, SHAPE_NAMES, SHAPES, palette
 from uni3d.prior.render import render_primitive
-from uni3d.prior.views import VIEW_NAMES, camera_angles, view_index, with_view
+from uni3d.prior.views import VIEW_NAMES, VIEW_SCHEMES, ViewScheme, apparent_distance, camera_angles, view_index
 from uni3d.scene.cameras import CameraSampler
 
 FORMAT = "uni3d-shapes-1"
@@ -50,6 +52,7 @@ class ShapesDatasetConfig:
     fov_deg: tuple[float, float] = (35.0, 45.0)
     p_shape_only: float = 0.15
     p_colour_only: float = 0.15
+    views: str = "coarse"
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -60,6 +63,13 @@ class ShapesDatasetConfig:
             raise UsageError(f"supersample must be 1-8, got {self.supersample}")
         if min(self.p_shape_only, self.p_colour_only) < 0 or self.p_shape_only + self.p_colour_only > 1:
             raise UsageError("caption shares p_shape_only, p_colour_only must be >= 0 and sum to <= 1")
+        if self.views not in VIEW_SCHEMES:
+            raise UsageError(f"unknown view scheme {self.views!r}; valid: {', '.join(VIEW_SCHEMES)}")
+
+    @property
+    def view_scheme(self) -> ViewScheme:
+        """The :class:`ViewScheme` the captions are written in (and the prior trained on them must be prompted in)."""
+        return VIEW_SCHEMES[self.views]
 
     def camera_sampler(self) -> CameraSampler:
         """The scene's random camera sampler with these ranges."""
@@ -91,17 +101,15 @@ def _article(word: str) -> str:
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
-def caption(shape: str, colour: str, kind: str, view: str) -> str:
-    """``full``: "a red cube, side view"; ``shape``: "a cube, side view"; ``colour``: "a red object, side view"."""
+def subject(shape: str, colour: str, kind: str) -> str:
+    """``full``: "a red cube"; ``shape``: "a cube"; ``colour``: "a red object" (a caption before its view words)."""
     if kind == "full":
-        text = _article(f"{colour} {shape}")
-    elif kind == "shape":
-        text = _article(shape)
-    elif kind == "colour":
-        text = _article(f"{colour} object")
-    else:
-        raise UsageError(f"unknown caption kind {kind!r}; valid: {', '.join(CAPTION_KINDS)}")
-    return with_view(text, view)
+        return _article(f"{colour} {shape}")
+    if kind == "shape":
+        return _article(shape)
+    if kind == "colour":
+        return _article(f"{colour} object")
+    raise UsageError(f"unknown caption kind {kind!r}; valid: {', '.join(CAPTION_KINDS)}")
 
 
 def make_shapes_dataset(cfg: ShapesDatasetConfig, progress: bool = False) -> ShapesDataset:
@@ -129,9 +137,12 @@ def make_shapes_dataset(cfg: ShapesDatasetConfig, progress: bool = False) -> Sha
                 alpha[sel] = (a * 255).round().to(torch.uint8)
             bar.update(len(idx))
 
+    distance = apparent_distance(cams)
+    items = zip(shape.tolist(), colour.tolist(), kind.tolist(), strict=True)
+    angles = zip(elevation.tolist(), azimuth.tolist(), distance.tolist(), strict=True)
     captions = [
-        caption(SHAPE_NAMES[s], COLOUR_NAMES[c], CAPTION_KINDS[k], VIEW_NAMES[v])
-        for s, c, k, v in zip(shape.tolist(), colour.tolist(), kind.tolist(), view.tolist(), strict=True)
+        cfg.view_scheme.caption(subject(SHAPE_NAMES[s], COLOUR_NAMES[c], CAPTION_KINDS[k]), *camera)
+        for (s, c, k), camera in zip(items, angles, strict=True)
     ]
     return ShapesDataset(
         images=images.numpy(),

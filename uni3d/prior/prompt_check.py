@@ -3,8 +3,8 @@
 Two ways a prompt silently loses meaning. (1) The embedded prior's tokenizer (:func:`build_clip_tokenizer`) holds
 one token per caption word (shapes, colours, views); any other word still tokenizes, byte by byte, but the prior
 never saw it in training, so ``"a dragon"`` makes some primitive. (2) Any CLIP tokenizer truncates to its context
-length (77 tokens with BOS and EOS); the per-camera view suffix (:func:`with_view`) comes last, so a long prompt
-loses its view words first. Each note is one line for the CLI, the batch log, the app and ``metrics.json``.
+length (77 tokens with BOS and EOS); each camera's view words (:class:`uni3d.prior.views.ViewScheme`) come last,
+so a long prompt loses its view words first. Each note is one line for the CLI, the batch log, the app and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from functools import cache
 from transformers import PreTrainedTokenizerBase
 
 from uni3d.prior.tokenizer import END, build_clip_tokenizer
-from uni3d.prior.views import VIEW_NAMES, split_view, with_view
+from uni3d.prior.views import COARSE, ViewScheme, split_view
 
 
 @cache
@@ -24,8 +24,10 @@ def _caption_vocab() -> dict[str, int]:
 
 
 def is_caption_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Whether ``tokenizer`` is the shapes caption tokenizer (a prior made by ``uni3d train-prior``)."""
-    return tokenizer.get_vocab() == _caption_vocab()
+    """Whether ``tokenizer`` is a shapes caption tokenizer (a prior made by ``uni3d train-prior``): the current one
+    or an earlier one, whose vocabulary the current one extends (every token at the same id)."""
+    vocab, current = tokenizer.get_vocab(), _caption_vocab()
+    return all(current.get(token) == i for token, i in vocab.items())
 
 
 def unknown_words(tokenizer: PreTrainedTokenizerBase, text: str) -> list[str]:
@@ -41,10 +43,15 @@ def token_count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
 
 
 def prompt_notes(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, negative_prompt: str = "", view_dependent: bool = True
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    negative_prompt: str = "",
+    view_dependent: bool = True,
+    views: ViewScheme = COARSE,
 ) -> list[str]:
-    """One-line notes on ``prompt`` (and ``negative_prompt``) for a prior with ``tokenizer``; empty when all is well.
-    ``view_dependent``: whether each camera's view is appended (:func:`with_view`), replacing one the prompt names."""
+    """One-line notes on ``prompt`` (and ``negative_prompt``) for a prior with ``tokenizer`` prompted in ``views``;
+    empty when all is well. ``view_dependent``: whether each camera's view words are appended, replacing a view the
+    prompt names."""
     notes: list[str] = []
     named = split_view(prompt)[1]
     if named is not None and view_dependent:
@@ -67,7 +74,8 @@ def prompt_notes(
                 "so guidance away from them steers nowhere known"
             )
     limit = tokenizer.model_max_length
-    count = max(token_count(tokenizer, with_view(prompt, view)) for view in VIEW_NAMES)
+    base = split_view(prompt)[0]
+    count = max(token_count(tokenizer, f"{base}, {suffix}") for suffix in views.example_suffixes())
     if count > limit:
         notes.append(
             f"the prompt with its view suffix is {count} tokens, over the prior's {limit}: the text encoder cuts "

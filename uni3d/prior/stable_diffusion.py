@@ -6,8 +6,8 @@ config. The loss module is VE: ``x = x0 + sigma n``. :meth:`StableDiffusionPrior
 ``x`` and level ``sigma``, feeds the UNet ``x_vp = alpha x`` at the (fractional) timestep whose
 ``sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)`` equals ``sigma`` (log-linear interpolation in the table),
 converts its eps / v / x0 output to ``D`` and applies classifier-free guidance, all through
-:mod:`uni3d.diffusion.units`. Prompts get view suffixes (:mod:`uni3d.prior.views`); their CLIP embeddings are
-cached. Latents are VAE means times the VAE's ``scaling_factor`` (SD's latent units).
+:mod:`uni3d.diffusion.units`. Prompts get each camera's view words in the prior's view scheme (:mod:`uni3d.prior.views`:
+the folder's ``uni3d_views.json``, else DreamFusion's ``coarse`` words); their CLIP embeddings are cached. Latents are VAE means times the VAE's ``scaling_factor`` (SD's latent units).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from uni3d.diffusion.units import (
     vp_coefficients,
 )
 from uni3d.errors import UsageError
-from uni3d.prior.views import view_prompts
+from uni3d.prior.views import COARSE, ViewScheme, load_view_scheme
+from uni3d.scene.cameras import Cameras
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PREDICTIONS: dict[str, Prediction] = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
@@ -104,8 +105,10 @@ class StableDiffusionPrior(nn.Module):
         unet: UNet2DConditionModel,
         alphas_cumprod: Tensor,
         prediction: Prediction,
+        views: ViewScheme = COARSE,
     ) -> None:
         super().__init__()
+        self.views = views
         self.vae, self.text_encoder, self.tokenizer, self.unet = vae, text_encoder, tokenizer, unet
         for module in (vae, text_encoder, unet):
             module.requires_grad_(False).eval()
@@ -130,7 +133,8 @@ class StableDiffusionPrior(nn.Module):
             sched_cfg = DDPMScheduler.load_config(where, subfolder="scheduler", **local)
         except (OSError, ValueError) as err:
             raise _missing_prior(str(source), f"{type(err).__name__}: {err}") from err
-        return cls.from_modules(vae, text_encoder, tokenizer, unet, DDPMScheduler.from_config(sched_cfg), opts, source)
+        scheduler = DDPMScheduler.from_config(sched_cfg)
+        return cls.from_modules(vae, text_encoder, tokenizer, unet, scheduler, opts, source, load_view_scheme(where))
 
     @classmethod
     def from_modules(
@@ -142,9 +146,10 @@ class StableDiffusionPrior(nn.Module):
         scheduler: DDPMScheduler,
         options: PriorOptions | None = None,
         source: str = "the prior",
+        views: ViewScheme = COARSE,
     ) -> StableDiffusionPrior:
         """The prior of in-memory SD components, in ``options``' dtype (the VAE in fp32 under fp16), device and
-        memory options; ``source`` names them in errors."""
+        memory options, prompted in ``views``; ``source`` names them in errors."""
         opts = options or PriorOptions()
         dtype = DTYPES[opts.dtype]
         vae_dtype = torch.float32 if opts.dtype == "fp16" else dtype
@@ -161,7 +166,7 @@ class StableDiffusionPrior(nn.Module):
             unet = unet.to(memory_format=torch.channels_last)
         if opts.vae_slicing:
             vae.enable_slicing()
-        prior = cls(vae, text_encoder, tokenizer, unet, scheduler.alphas_cumprod, PREDICTIONS[kind])
+        prior = cls(vae, text_encoder, tokenizer, unet, scheduler.alphas_cumprod, PREDICTIONS[kind], views)
         return prior.to(opts.device)
 
     @property
@@ -196,16 +201,12 @@ class StableDiffusionPrior(nn.Module):
         return torch.stack([self._embeddings[p] for p in prompts])
 
     def view_conditions(
-        self,
-        prompt: str,
-        elevation_deg: Tensor,
-        azimuth_deg: Tensor,
-        negative_prompt: str = "",
-        view_dependent: bool = True,
+        self, prompt: str, cameras: Cameras, negative_prompt: str = "", view_dependent: bool = True
     ) -> tuple[Tensor, Tensor]:
-        """``(cond, uncond)`` embeddings ``(B, 77, C)``: the prompt with each camera's view suffix, and the negative."""
-        n = len(elevation_deg)
-        prompts = view_prompts(prompt, elevation_deg, azimuth_deg) if view_dependent else [prompt] * n
+        """``(cond, uncond)`` embeddings ``(B, 77, C)``: the prompt with each camera's view words (the prior's
+        :class:`ViewScheme`), and the negative."""
+        n = len(cameras)
+        prompts = self.views.prompts(prompt, cameras) if view_dependent else [prompt] * n
         return self.embed(prompts), self.embed([negative_prompt] * n)
 
     def encode(self, rgb: Tensor) -> Tensor:

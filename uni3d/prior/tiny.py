@@ -21,6 +21,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from uni3d.errors import UsageError
 from uni3d.prior.architectures import sd_scheduler
 from uni3d.prior.tokenizer import MAX_LENGTH, build_clip_tokenizer
+from uni3d.prior.views import ViewScheme, save_view_scheme
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -89,8 +90,9 @@ def tiny_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_size: 
     )
 
 
-def save_pipeline(pipe: StableDiffusionPipeline, folder: str | Path) -> Path:
-    """``pipe.save_pretrained(folder)`` through a sibling temporary folder, replacing ``folder`` only when done."""
+def save_pipeline(pipe: StableDiffusionPipeline, folder: str | Path, views: ViewScheme | None = None) -> Path:
+    """``pipe.save_pretrained(folder)`` (and ``views``' :data:`~uni3d.prior.views.VIEWS_FILE`) through a sibling
+    temporary folder, replacing ``folder`` only when done."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
@@ -99,6 +101,8 @@ def save_pipeline(pipe: StableDiffusionPipeline, folder: str | Path) -> Path:
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
         pipe.save_pretrained(tmp)
+        if views is not None:
+            save_view_scheme(tmp, views)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)

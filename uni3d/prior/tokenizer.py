@@ -16,14 +16,17 @@ from tokenizers import pre_tokenizers
 from transformers import CLIPTokenizer
 
 from uni3d.prior.primitives import COLOUR_NAMES, SHAPE_NAMES
-from uni3d.prior.views import VIEW_NAMES
+from uni3d.prior.views import ANGLES, VIEW_NAMES
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77
 """CLIP's context length (prompts are padded/truncated to it, as Stable Diffusion does)."""
 END = "</w>"
-PROMPT_WORDS: tuple[str, ...] = (*SHAPE_NAMES, *COLOUR_NAMES, *VIEW_NAMES, "a", "an", "object", "view")
-"""The shapes dataset's caption vocabulary."""
+PROMPT_WORDS: tuple[str, ...] = (
+    *(*SHAPE_NAMES, *COLOUR_NAMES, *VIEW_NAMES, "a", "an", "object", "view"),
+    *ANGLES.vocabulary(),  # last: a vocabulary without them is a prefix of this one (same ids): a prior can learn them
+)
+"""The shapes dataset's caption vocabulary (both view schemes of :mod:`uni3d.prior.views`)."""
 
 
 def _pieces(word: str) -> list[str]:
@@ -32,22 +35,44 @@ def _pieces(word: str) -> list[str]:
     return [*chars[:-1], chars[-1] + END]
 
 
+def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding of one word's pieces: merge the lowest-ranked adjacent pair until none is ranked."""
+    while len(pieces) > 1:
+        rank, i = min((ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(pieces, pieces[1:], strict=False)))
+        if rank == len(ranks):
+            break
+        pieces = [*pieces[:i], pieces[i] + pieces[i + 1], *pieces[i + 2 :]]
+    return pieces
+
+
 def build_clip_tokenizer(words: Iterable[str] = PROMPT_WORDS) -> CLIPTokenizer:
     """A :class:`CLIPTokenizer` whose vocabulary holds every byte plus one token per word of ``words``.
 
-    Merges are ranked in order of appearance; a word whose chain is interrupted by an earlier-ranked merge of
-    another word still tokenizes (into a few pieces), so the tokenizer is total over all text.
+    Merges, ranked in the order they are made: first each word's left-to-right chain (``("c", "u")``,
+    ``("cu", "b")``, ...; the vocabulary of the first embedded prior, whose ids a prior fine-tuned on more words
+    keeps); then, for each word that an earlier-ranked merge of another word breaks into pieces ("green" had been
+    "gr" + "een"), merges joining its first two pieces until it is one token. Every word is then one token, the
+    vocabulary of a word list is a prefix (same ids) of that of any longer list starting with it, and any other
+    text still tokenizes, byte by byte.
     """
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     tokens = [BOS, EOS, *alphabet, *(c + END for c in alphabet)]
-    merges: list[tuple[str, str]] = []
-    for word in dict.fromkeys(w.lower() for w in words):  # unique, in order
+    ranks: dict[tuple[str, str], int] = {}
+
+    def merge(left: str, right: str) -> None:
+        if (left, right) not in ranks:
+            ranks[left, right] = len(ranks)
+            tokens.append(left + right)
+
+    unique = list(dict.fromkeys(w.lower() for w in words))
+    for word in unique:
         pieces = _pieces(word)
-        left = pieces[0]
-        for right in pieces[1:]:
-            if (left, right) not in merges:
-                merges.append((left, right))
-                tokens.append(left + right)
-            left += right
+        for i in range(1, len(pieces)):
+            merge("".join(pieces[:i]), pieces[i])
+    for word in unique:
+        pieces = _bpe(_pieces(word), ranks)
+        while len(pieces) > 1:
+            merge(pieces[0], pieces[1])
+            pieces = _bpe(pieces, ranks)
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)
+    return CLIPTokenizer(vocab=vocab, merges=list(ranks), model_max_length=MAX_LENGTH)

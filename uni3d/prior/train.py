@@ -11,13 +11,23 @@ Two phases on one step counter, both from the tiny SD pipeline of :mod:`uni3d.pr
 2. Diffusion (``steps``): UNet2DConditionModel and CLIP text encoder trained jointly (a random text encoder
    would need far more steps to be read) with the DDPM loss in the scheduler's prediction type,
    ``w(t) |target - net(alpha_t z + sigma_t eps, t, text)|^2`` at uniform ``t``, ``target = eps`` (or ``v``), and
-   the Min-SNR weight ``w = min(SNR, gamma) / SNR`` (``/(SNR + 1)`` for v; Hang et al. 2023) for fast convergence.
+   the Min-SNR weight ``w = min(SNR, gamma) / SNR`` (``/(SNR + 1)`` for v; Hang et al. 2023) for fast convergence:
+   in ``x0`` units (``|eps - eps^|^2 = SNR |x0 - x0^|^2``, ``|v - v^|^2 = (SNR + 1) |x0 - x0^|^2``) the weight is
+   ``min(SNR, gamma)``. ``snr_floor`` raises it to ``clamp(SNR, snr_floor, gamma)``: at high noise, where ``x_t``
+   shows almost nothing of the image and only the caption can tell its layout (the camera words of the ``angles``
+   view scheme: an object's turn, elevation and size), Min-SNR weights the ``x0`` error by ``SNR`` (0.005 at
+   ``t = 999``) and the network hardly learns to read those words; a floor of 1 weights it as EDM's and
+   v-prediction's losses do there (Karras et al. 2022, ``lambda(sigma) = (sigma^2 + 1) / sigma^2`` at unit data
+   std). Score distillation reads the prior at exactly those levels.
    Captions are replaced by ``""`` with probability ``cond_drop`` (classifier-free guidance, Ho & Salimans 2022).
    An EMA of the UNet and text encoder is what gets exported.
 
 ``init_from`` (``--init-from``) starts from a saved pipeline instead (fine-tuning, e.g. the shipped prior with more
 diffusion steps): its VAE, ``scaling_factor``, UNet and text encoder; the VAE phase is skipped, the diffusion
 phase runs ``steps`` more steps with fresh optimizers (and the warm-up again), the EMA starts at the loaded weights.
+A pipeline whose tokenizer is an older caption vocabulary (a prefix of :func:`build_clip_tokenizer`'s, same ids)
+gets the current one and new embedding rows for the new words, so a prior can learn a new view scheme's words.
+The exported folder names the dataset's view scheme (:func:`uni3d.prior.views.save_view_scheme`).
 
 Every random draw comes from one seeded :class:`torch.Generator` whose state is checkpointed with the models and
 optimizers, so an interrupted run continues where it stopped when the same command is repeated (and a larger
@@ -31,7 +41,7 @@ import csv
 import io
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -44,20 +54,23 @@ from uni3d.io import atomic_write, save_json
 from uni3d.prior.dataset import ShapesDataset, load_shapes_dataset
 from uni3d.prior.grid import image_grid, save_png
 from uni3d.prior.tiny import save_pipeline, tiny_pipeline
+from uni3d.prior.tokenizer import END, PROMPT_WORDS, build_clip_tokenizer
+from uni3d.prior.views import ViewScheme
 
 CHECKPOINT = "checkpoint.pt"
 MAX_STEPS = 1_000_000
-GRID_PROMPTS: tuple[str, ...] = (
-    "a red sphere, front view",
-    "a blue cube, side view",
-    "a green cylinder, front view",
-    "a yellow cone, side view",
-    "a purple torus, overhead view",
-    "an orange pyramid, front view",
-    "a cube, back view",
-    "a pink object, side view",
+GRID_VIEWS: tuple[tuple[str, float, float], ...] = (
+    ("a red sphere", 15.0, 0.0),
+    ("a blue cube", 15.0, 90.0),
+    ("a green cylinder", 15.0, 0.0),
+    ("a yellow cone", 15.0, 90.0),
+    ("a purple torus", 70.0, 0.0),
+    ("an orange pyramid", 15.0, 30.0),
+    ("a cube", 15.0, 180.0),
+    ("a pink object", 15.0, 90.0),
 )
-"""Prompts of the sample grids written during training (one column each, two samples)."""
+"""``(subject, elevation, azimuth)`` of the sample grids written during training (one column each, two samples),
+worded in the dataset's view scheme at apparent distance 3 ("a blue cube, side view")."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class PriorTrainConfig:
     fg_weight: float = 4.0
     cond_drop: float = 0.1
     snr_gamma: float = 5.0
+    snr_floor: float = 0.0
     ema_decay: float = 0.999
     prediction_type: str = "epsilon"
     seed: int = 0
@@ -100,6 +114,8 @@ class PriorTrainConfig:
             raise UsageError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if min(self.lr, self.vae_lr, self.snr_gamma) <= 0 or min(self.kl_weight, self.fg_weight, self.warmup) < 0:
             raise UsageError("lr, vae_lr, snr_gamma must be > 0 and kl_weight, fg_weight, warmup >= 0")
+        if not 0 <= self.snr_floor <= self.snr_gamma:
+            raise UsageError(f"--snr-floor must be in [0, snr_gamma = {self.snr_gamma:g}], got {self.snr_floor:g}")
 
     @property
     def total_steps(self) -> int:
@@ -171,13 +187,39 @@ def _new_state(cfg: PriorTrainConfig, image_size: int) -> _State:
 
 
 def _load_init(folder: str, image_size: int) -> StableDiffusionPipeline:
-    """The pipeline to fine-tune (``init_from``); one-line error when it is not one or its image side differs."""
+    """The pipeline to fine-tune (``init_from``), its caption vocabulary extended (:func:`extend_vocabulary`);
+    one-line error when it is not one or its image side differs."""
     from uni3d.prior.evaluate import load_pipeline
 
     pipe = load_pipeline(folder)
     side = int(pipe.unet.config.sample_size) * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     if side != image_size:
         raise UsageError(f"--init-from {folder} makes {side}x{side} images, the dataset has {image_size}x{image_size}")
+    return extend_vocabulary(pipe)
+
+
+def extend_vocabulary(pipe: StableDiffusionPipeline) -> StableDiffusionPipeline:
+    """``pipe`` with the current caption tokenizer when its own is an older one (every token at the same id), the
+    text encoder's embedding table grown to match; any other tokenizer is left alone (its words tokenize byte by
+    byte, as before).
+
+    The new rows are random directions (seeded) at the median norm of the old caption words' rows, so the new words
+    are told apart from the first step. transformers' default, every new row at the mean of the old ones, made them
+    one word: a prior fine-tuned so for 1,800 steps drew a sphere the same size at every distance word.
+    """
+    current = build_clip_tokenizer()
+    old, new = pipe.tokenizer.get_vocab(), current.get_vocab()
+    if len(old) >= len(new) or any(new.get(token) != i for token, i in old.items()):
+        return pipe
+    pipe.text_encoder.resize_token_embeddings(len(new), mean_resizing=False)
+    table = pipe.text_encoder.get_input_embeddings().weight
+    words = [old[word + END] for word in PROMPT_WORDS if word + END in old]
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        rows = torch.randn(len(new) - len(old), table.shape[1])
+        scale = table[words].norm(dim=1).median() if words else table[: len(old)].norm(dim=1).median()
+        table[len(old) :] = (rows / rows.norm(dim=1, keepdim=True) * scale).to(table)
+    pipe.register_modules(tokenizer=current)
     return pipe
 
 
@@ -209,7 +251,8 @@ def _load_checkpoint(state: _State, cfg: PriorTrainConfig, dataset_id: dict[str,
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: torch raises several types
         raise UsageError(f"cannot read checkpoint {path} ({type(err).__name__}); delete it to start over") from err
-    saved = {**payload["config"], "steps": cfg.steps}
+    defaults = {f.name: f.default for f in fields(PriorTrainConfig)}  # settings newer than the checkpoint
+    saved = {**defaults, **payload["config"], "steps": cfg.steps}
     if saved != asdict(cfg) or payload["dataset"] != dataset_id:
         changed = sorted(k for k in saved if saved[k] != asdict(cfg).get(k))
         what = ", ".join(changed) if changed else "the dataset"
@@ -261,6 +304,13 @@ def _lr_at(step: int, cfg: PriorTrainConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
 
 
+def loss_weight(snr: Tensor, cfg: PriorTrainConfig) -> Tensor:
+    """The weight of the squared ``eps`` (or ``v``) error at ``snr`` that makes the ``x0``-space weight
+    ``clamp(SNR, snr_floor, snr_gamma)`` (module docstring)."""
+    x0_weight = snr.clamp(min=cfg.snr_floor, max=cfg.snr_gamma)
+    return x0_weight / snr if cfg.prediction_type == "epsilon" else x0_weight / (snr + 1)
+
+
 def _diffusion_step(
     state: _State, cfg: PriorTrainConfig, latents: Tensor, item_rows: Tensor, tokens: Tensor, step: int
 ) -> float:
@@ -277,10 +327,8 @@ def _diffusion_step(
     context = pipe.text_encoder(tokens[rows])[0]
     out = pipe.unet(z_t, t, encoder_hidden_states=context).sample
     snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
-    if cfg.prediction_type == "epsilon":
-        target, weight = eps, snr.clamp(max=cfg.snr_gamma) / snr
-    else:
-        target, weight = sched.get_velocity(z0, eps, t), snr.clamp(max=cfg.snr_gamma) / (snr + 1)
+    target = eps if cfg.prediction_type == "epsilon" else sched.get_velocity(z0, eps, t)
+    weight = loss_weight(snr, cfg)
     loss = (weight * (out - target).pow(2).mean((1, 2, 3))).mean()
     for group in state.opt.param_groups:
         group["lr"] = _lr_at(step, cfg)
@@ -326,10 +374,15 @@ def sample_images(
     return out.images.float()
 
 
-def _write_grid(state: _State, cfg: PriorTrainConfig, path: Path) -> None:
-    prompts = [p for _ in range(2) for p in GRID_PROMPTS]  # one column per prompt
+def grid_prompts(views: ViewScheme) -> list[str]:
+    """The prompts of :data:`GRID_VIEWS` in ``views``' words."""
+    return [views.caption(text, elevation, azimuth, 3.0) for text, elevation, azimuth in GRID_VIEWS]
+
+
+def _write_grid(state: _State, cfg: PriorTrainConfig, views: ViewScheme, path: Path) -> None:
+    prompts = [p for _ in range(2) for p in grid_prompts(views)]  # one column per prompt
     images = sample_images(_export_pipeline(state), prompts, cfg.sample_steps, cfg.guidance_scale, cfg.seed)
-    save_png(image_grid(images, cols=len(GRID_PROMPTS)), path)
+    save_png(image_grid(images, cols=len(GRID_VIEWS)), path)
 
 
 def train_prior(
@@ -341,7 +394,10 @@ def train_prior(
         raise UsageError(f"image size must be even (the VAE halves it), got {data.images.shape[1]}")
     out = Path(out)
     export = Path(export) if export is not None else out / "pipeline"
+    views = data.config.view_scheme
     dataset_id = {"n": len(data), "size": int(data.images.shape[1]), "seed": data.config.seed}
+    if views.name != "coarse":  # checkpoints of coarse datasets predate the setting
+        dataset_id["views"] = views.name
     state = _new_state(cfg, dataset_id["size"])
     ckpt = out / CHECKPOINT
     if ckpt.exists():
@@ -379,15 +435,15 @@ def train_prior(
         bar.update(1)
         bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
         if phase == "diffusion" and (step + 1 - cfg.vae_steps) % cfg.sample_every == 0:
-            _write_grid(state, cfg, out / "samples" / f"step_{state.step:07d}.png")
+            _write_grid(state, cfg, views, out / "samples" / f"step_{state.step:07d}.png")
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.total_steps:
             _save_checkpoint(state, cfg, dataset_id, ckpt)
     bar.close()
     if not math.isfinite(losses["diffusion"]) and state.rows:
         losses = _last_losses(state.rows)
     final = _export_pipeline(state)
-    save_pipeline(final, export)
-    _write_grid(state, cfg, out / "samples" / "final.png")
+    save_pipeline(final, export, views)
+    _write_grid(state, cfg, views, out / "samples" / "final.png")
     return PriorTrainResult(out, export, losses["vae"], losses["diffusion"], state.seconds)
 
 

@@ -48,6 +48,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=100, help="checkpoint every N steps (default 100)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument(
+        "--snr-floor",
+        type=float,
+        default=0.0,
+        help="lowest x0-space loss weight (Min-SNR's is SNR, near 0 at high noise); 1 makes the UNet learn to read "
+        "the camera words of an angles dataset (default 0: Min-SNR)",
+    )
+    p.add_argument(
         "--init-from",
         type=Path,
         default=None,
@@ -97,6 +104,7 @@ def _train_prior(args: argparse.Namespace) -> int:
         seed=args.seed,
         sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every,
+        snr_floor=args.snr_floor,
         init_from=None if args.init_from is None else str(args.init_from),
     )
     result = train_prior(cfg, args.dataset, args.out, args.export)
