@@ -83,8 +83,9 @@ def test_interrupted_run_resumes_to_the_same_weights(
         train_prior(PriorTrainConfig(steps=16, **TINY), dataset, run, progress=False)
     monkeypatch.undo()
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 12
-    train_prior(PriorTrainConfig(steps=16, **TINY), dataset, run, progress=False)
+    result = train_prior(PriorTrainConfig(steps=16, **TINY), dataset, run, progress=False)
     assert _losses(run, "diffusion") == _losses(trained, "diffusion")
+    assert result.vae_loss == _losses(trained, "vae")[-1]  # resumed past the VAE phase: its last logged loss
     resumed, reference = _weights(run / "pipeline"), _weights(trained / "pipeline")
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
 

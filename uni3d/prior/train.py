@@ -439,8 +439,8 @@ def train_prior(
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.total_steps:
             _save_checkpoint(state, cfg, dataset_id, ckpt)
     bar.close()
-    if not math.isfinite(losses["diffusion"]) and state.rows:
-        losses = _last_losses(state.rows)
+    logged = _last_losses(state.rows)  # a phase this invocation did not reach (resumed past it): its last logged loss
+    losses = {phase: value if math.isfinite(value) else logged[phase] for phase, value in losses.items()}
     final = _export_pipeline(state)
     save_pipeline(final, export, views)
     _write_grid(state, cfg, views, out / "samples" / "final.png")
@@ -448,7 +448,7 @@ def train_prior(
 
 
 def _last_losses(rows: list[dict[str, float | int | str]]) -> dict[str, float]:
-    """The last logged loss of each phase (for a run that was already finished when resumed)."""
+    """The last logged loss of each phase (NaN for a phase never logged)."""
     last = {"vae": math.nan, "diffusion": math.nan}
     for row in rows:
         last[str(row["phase"])] = float(row["loss"])
