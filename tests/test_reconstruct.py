@@ -14,7 +14,7 @@ import trimesh
 
 from uni3d import scene_cli
 from uni3d.errors import UsageError
-from uni3d.reconstruct.fit import FitConfig, expected_termination, fit_field
+from uni3d.reconstruct.fit import ErrorMap, FitConfig, expected_termination, fit_field, run_progress
 from uni3d.reconstruct.meshes import load_mesh
 from uni3d.reconstruct.metrics import chamfer, psnr
 from uni3d.reconstruct.sections import main as sections_main
@@ -78,17 +78,48 @@ def test_reconstruct_command_writes_outputs_and_json(tmp_path: Path, capsys: pyt
     argv = ["reconstruct", "ant", "--views", "6", "--holdout-views", "2", "--image-size", "32", "--steps", "40"]
     argv += ["--no-compile"]  # compiling costs more than these 40 steps (the compiled grid has its own test)
     argv += ["--rays", "512", "--mc-resolution", "48", "--max-faces", "2000", "--texture-size", "64"]
-    argv += ["--no-fill-unseen", "--surface-pull", "0.001"]
+    argv += ["--no-fill-unseen", "--surface-pull", "0.001", "--error-sampling", "0.25"]
     assert _cli([*argv, "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     saved = json.loads((out / "config.json").read_text())
     assert saved["fill_unseen"] is False and saved["fit"]["surface_pull"] == 0.001
+    assert saved["fit"]["error_sampling"] == 0.25
     assert report["steps"] == 40 and report["backend"] == "torch"
     assert report["loss_last"] < report["loss_first"]
     assert 0 < report["chamfer_over_diagonal"] < 0.5 and report["psnr_holdout_db"] > 10
     for name in ("model.glb", "model_vertex_color.glb", "model.obj", "model.mtl", "contact_sheet.png", "metrics.json"):
         assert (out / name).is_file(), name
     assert (out / "turntable.mp4").is_file() or (out / "turntable.gif").is_file()
+
+
+def test_schedules_finish_whichever_limit_ends_the_run() -> None:
+    assert run_progress(3000, 3000, 60.0, 240.0) == 1.0  # step cap first: every level unmasked at the end
+    assert run_progress(1000, 3000, 240.0, 240.0) == 1.0  # time budget first
+    assert run_progress(750, 3000, 30.0, 240.0) == 0.25
+    assert run_progress(300, 3000, 1.0, None) == 0.1
+    views = render_views(load_mesh("ant"), 2, 16)
+    cfg = FitConfig(steps=12, time_budget_s=3600.0, rays_per_step=64, warmup_rays=64, grid_every=4)
+    field_ = fit_field(views, cfg).renderer.field
+    assert field_.level_mask.sum().item() == field_.n_levels
+
+
+def test_error_map_draws_in_proportion_to_the_last_error() -> None:
+    torch.manual_seed(0)
+    errors = ErrorMap(1000, torch.device("cpu"))
+    idx, n_uniform = errors.draw(100, 0.5)
+    assert idx.shape == (100,) and n_uniform == 100  # nothing measured yet: all uniform
+    errors.update(torch.arange(1000), torch.ones(1000))
+    errors.update(torch.arange(1000), torch.zeros(1000))  # the last write wins
+    errors.update(torch.tensor([7, 9]), torch.tensor([1.0, 3.0]))
+    idx, n_uniform = errors.draw(4000, 0.5)
+    assert n_uniform == 2000
+    weighted, uniform = idx[2000:], idx[:2000]
+    assert set(weighted.tolist()) == {7, 9}
+    assert 0.7 < (weighted == 9).float().mean().item() < 0.8  # 3 / (1 + 3)
+    assert len(set(uniform.tolist())) > 800
+    assert set(errors.draw(50, 1.0)[0].tolist()) <= {7, 9}
+    with pytest.raises(UsageError, match="error sampling"):
+        FitConfig(error_sampling=1.5)
 
 
 def test_surface_pull_moves_the_surface_toward_the_cameras(tmp_path: Path) -> None:

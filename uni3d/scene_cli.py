@@ -43,6 +43,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help=f"weight of the balloon term that keeps unlit faces from sinking in (default {_FIT.surface_pull}; 0 turns it off)",
     )
     p.add_argument(
+        "--error-sampling",
+        type=float,
+        default=_FIT.error_sampling,
+        help=f"share of each step's rays drawn in proportion to the pixel's last error (default {_FIT.error_sampling}; "
+        "0: all uniform)",
+    )
+    p.add_argument(
         "--fill-unseen",
         action=argparse.BooleanOptionalAction,
         default=_REC.fill_unseen,
@@ -73,6 +80,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         backend=args.backend,
         compile=args.compile,
         surface_pull=args.surface_pull,
+        error_sampling=args.error_sampling,
     )
     cfg = ReconstructConfig(
         mesh=args.mesh,
