@@ -30,7 +30,7 @@ from uni3d.prior.dataset import subject
 from uni3d.prior.grid import image_grid, labelled_grid, save_png
 from uni3d.prior.primitives import COLOUR_NAMES, SHAPE_NAMES, SHAPES
 from uni3d.prior.render import render_primitive
-from uni3d.prior.train import sample_images
+from uni3d.prior.sampling import sample_images
 from uni3d.prior.views import load_view_scheme
 from uni3d.scene.cameras import Cameras, look_at, spherical_to_position
 

@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, SchedulerMixin, StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -53,6 +53,7 @@ from uni3d.errors import UsageError
 from uni3d.io import atomic_write, save_json
 from uni3d.prior.dataset import ShapesDataset, load_shapes_dataset
 from uni3d.prior.grid import image_grid, save_png
+from uni3d.prior.sampling import sample_images, with_parts
 from uni3d.prior.tiny import save_pipeline, tiny_pipeline
 from uni3d.prior.tokenizer import END, PROMPT_WORDS, build_clip_tokenizer
 from uni3d.prior.views import ViewScheme
@@ -343,35 +344,11 @@ def _diffusion_step(
     return loss.item()
 
 
-def _pipeline(pipe: StableDiffusionPipeline, **replace: nn.Module | SchedulerMixin) -> StableDiffusionPipeline:
-    """``pipe``'s VAE, text encoder, tokenizer, UNet and scheduler with some replaced; no safety checker."""
-    parts = {name: getattr(pipe, name) for name in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
-    return StableDiffusionPipeline(
-        **{**parts, **replace}, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
-
-
 def _export_pipeline(state: _State) -> StableDiffusionPipeline:
     """The pipeline to ship: EMA UNet and text encoder, the trained VAE with its ``scaling_factor``."""
     vae = copy.deepcopy(state.pipe.vae).eval()
     vae.register_to_config(scaling_factor=state.scaling_factor)
-    return _pipeline(state.pipe, vae=vae, text_encoder=state.ema_text, unet=state.ema_unet)
-
-
-def sample_images(
-    pipe: StableDiffusionPipeline, prompts: list[str], steps: int, guidance_scale: float, seed: int
-) -> Tensor:
-    """Images ``(B, 3, H, W)`` in ``[0, 1]`` from the diffusers pipeline with DDIM (Song et al. 2021)."""
-    sampler = _pipeline(pipe, scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
-    sampler.set_progress_bar_config(disable=True)
-    out = sampler(
-        prompts,
-        num_inference_steps=steps,
-        guidance_scale=guidance_scale,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pt",
-    )
-    return out.images.float()
+    return with_parts(state.pipe, vae=vae, text_encoder=state.ema_text, unet=state.ema_unet)
 
 
 def grid_prompts(views: ViewScheme) -> list[str]:
