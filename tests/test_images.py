@@ -448,9 +448,10 @@ def test_no_ratio_motion_holds_every_ratio_constant(
     distiller = ImageDistiller(
         cfg, load_teacher(cfg.teacher, load_dataset("mnist", "train")), load_dataset("mnist", "train")
     )
-    x0 = distiller.generator(distiller._image_noise(), distiller._labels())
-    ratio = distiller.loss_inputs(x0, distiller._labels())["ratio"]
+    draw = distiller.draw(0, train_generator=True)
+    ratio = distiller.loop.ratio_estimate(distiller.denoise(draw).ratio_logits)
     assert ratio.moves.shape == (4,) and not ratio.moves.any()
     live = ImageDistiller(replace(cfg, ratio_motion=True), distiller.teacher, load_dataset("mnist", "train"))
     live.ratio.load_state_dict(distiller.ratio.state_dict())
-    assert live.loss_inputs(x0, distiller._labels())["ratio"].moves.all()  # a fresh head's logits lie inside the clamp
+    moving = live.loop.ratio_estimate(live.denoise(draw).ratio_logits)
+    assert moving.moves.all()  # a fresh head's logits lie inside the clamp

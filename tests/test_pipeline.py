@@ -131,7 +131,7 @@ def test_ratio_motion_setting_decides_whether_the_ratio_moves(tiny_prior, ratio_
     trainer = TextTo3D(_cfg(folder, preset="uni-jeffreys", ratio_motion=ratio_motion).resolved(16), prior)
     channels = trainer.head.net[0].in_features - 1
     features, sigma = torch.randn(3, channels, 2, 2), torch.tensor([0.5, 1.0, 2.0])
-    est = trainer._log_ratio(features, sigma)
+    est = trainer.ratio_estimate(features, sigma)
     assert est.moves.tolist() == [ratio_motion] * 3  # the fresh head's logits are small: inside the clamp
     assert est.log_r.abs().max() < trainer.cfg.ratio_clamp
 
@@ -250,11 +250,12 @@ def test_should_stop_cancels_cleanly_keeps_the_partial_asset_and_resumes(tiny_pr
 def test_nonfinite_loss_is_rolled_back_and_reported(
     tiny_prior, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import uni3d.pipeline.trainer as trainer_mod
+    import uni3d.engine.loop as loop_mod
+    from uni3d.engine import NonFiniteError
     from uni3d.pipeline.run import generate
 
     folder, prior = tiny_prior
-    real = trainer_mod.generator_loss
+    real = loop_mod.generator_loss
     calls = {"n": 0}
 
     def flaky(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -262,7 +263,7 @@ def test_nonfinite_loss_is_rolled_back_and_reported(
         loss = real(*args, **kwargs)
         return loss * math.nan if calls["n"] == 2 else loss
 
-    monkeypatch.setattr(trainer_mod, "generator_loss", flaky)
+    monkeypatch.setattr(loop_mod, "generator_loss", flaky)
     out = tmp_path / "nan"
     metrics = generate(_cfg(folder, preset="vsd"), out, prior=prior, progress=False)
     assert metrics["rollbacks"] == 1 and metrics["nonfinite_steps"] == [2] and metrics["steps"] == 3
@@ -270,8 +271,8 @@ def test_nonfinite_loss_is_rolled_back_and_reported(
     assert all(torch.isfinite(v).all() for v in _state(out)["renderer"].values() if v.is_floating_point())
     _glb_mesh(out / "model.glb")
 
-    monkeypatch.setattr(trainer_mod, "generator_loss", lambda *a, **k: real(*a, **k) * math.nan)
-    with pytest.raises(trainer_mod.NonFiniteError, match="diverged"):
+    monkeypatch.setattr(loop_mod, "generator_loss", lambda *a, **k: real(*a, **k) * math.nan)
+    with pytest.raises(NonFiniteError, match="diverged"):
         generate(_cfg(folder, preset="sds", max_rollbacks=2), tmp_path / "bad", prior=prior, progress=False)
     assert not (tmp_path / "bad" / "model.glb").exists() and not (tmp_path / "bad" / "metrics.json").exists()
 

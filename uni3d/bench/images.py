@@ -21,7 +21,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +166,8 @@ def student_row(
         "wall_seconds": train_wall,
         "step_cpu_seconds": train_cpu / max(distiller.step_count, 1),
         "images_per_second": cfg.batch_size / per_batch,
-        "loss_generator": distiller.last.get("loss_generator"),
-        **asdict(distiller.counters),
+        "loss_generator": distiller.loop.last.get("loss_generator"),
+        **distiller.loop.counters.report("skip"),
     }
 
 

@@ -54,7 +54,7 @@ def jacobian_split(trainer: TextTo3D, draws: int, seed: int = 1000) -> list[dict
         features = trainer.fake.mid_features
         ratio = None
         if trainer.head is not None and features is not None:
-            ratio = trainer._log_ratio(features, d.sigma)
+            ratio = trainer.ratio_estimate(features, d.sigma)
         d_real = prior.denoise(x_t, d.sigma, d.cond, d.uncond, c.guidance_scale)
         grads = []
         for teacher in (d_real, d_real.detach()):

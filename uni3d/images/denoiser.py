@@ -74,7 +74,7 @@ class OneStepGenerator(nn.Module):
         return self.denoiser(self.sigma_init * z, sigma, class_labels)
 
 
-class RatioHead(nn.Module):
+class ConvRatioHead(nn.Module):
     """Logit ``l(x_t, sigma)`` from the fake score's bottleneck ``[B, C, h, w]``: conv, SiLU, mean pool, linear.
 
     Trained by balanced BCE, its optimum is ``log(q_sigma / p_sigma)`` (METHOD.md section 5). The features

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
         cpu_seconds += time.process_time() - t0
         bar.update(1)
         step = distiller.step_count
-        bar.set_postfix({k: f"{v:.3g}" for k, v in distiller.last.items() if k != "grad_norm"}, refresh=False)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in distiller.loop.last.items() if k != "grad_norm"}, refresh=False)
         if not lead:
             continue
         evaluate = evaluator is not None and (step % cfg.eval_every == 0 or step == total)
@@ -174,8 +174,8 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
             row: dict[str, Any] = {
                 "step": step,
                 "cpu_seconds": round(cpu_seconds, 2),
-                **distiller.last,
-                **asdict(distiller.counters),
+                **distiller.loop.last,
+                **distiller.loop.counters.report("skip"),
             }
             if evaluate:
                 row.update(evaluator.scores(distiller).as_dict())

@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from uni3d.diffusion.edm import heun_sample, heun_steps, lognormal_sigma
+from uni3d.diffusion.ema import ema_update
 from uni3d.errors import UsageError
 from uni3d.images.data import NUM_CLASSES, load_dataset
 from uni3d.images.denoiser import EDMDenoiser
@@ -69,13 +70,6 @@ class TeacherConfig:
         values = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
         values["unet"] = UNetConfig.from_dict(values["unet"])
         return cls(**values)
-
-
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """``ema <- decay * ema + (1 - decay) * model`` for every parameter."""
-    with torch.no_grad():
-        for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-            p_ema.lerp_(p, 1 - decay)
 
 
 def sample_grid(model: EDMDenoiser, nfe: int, n: int = 100, seed: int = 1234) -> Tensor:

@@ -50,21 +50,13 @@ def term_report(distiller: ImageDistiller) -> TermReport:
     preset = distiller.preset
     if preset.form != "expanded":
         raise UsageError(f"preset {preset.name!r} does not use the expanded form (uni-<f> presets do)")
-    z, labels = distiller._image_noise(), distiller._labels()
-    x0 = distiller.generator(z, labels)
-    inputs = distiller.loss_inputs(x0, labels)
-    ratio = inputs["ratio"]
+    draw = distiller.draw(distiller.step_count, train_generator=True)
+    x0, den = draw.x0, distiller.denoise(draw)
+    ratio = distiller.loop.ratio_estimate(den.ratio_logits)
     log_r = None if ratio is None else ratio.log_r
-    weight = score_weight(preset.weighting, inputs["sigma"], x0, inputs["d_real"], preset.order)
+    weight = score_weight(preset.weighting, den.sigma, x0, den.d_real, preset.order)
     terms = expanded_terms(
-        x0,
-        inputs["x_t"],
-        inputs["sigma"],
-        inputs["d_real"],
-        inputs["d_fake"],
-        preset.divergence,
-        log_r,
-        None if ratio is None else ratio.moves,
+        x0, den.x_t, den.sigma, den.d_real, den.d_fake, preset.divergence, log_r, None if ratio is None else ratio.moves
     )
     norms = {}
     for name in EXPANDED_TERMS:

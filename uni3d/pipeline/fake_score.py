@@ -80,7 +80,7 @@ class LoraFakeScore(nn.Module):
         return denoiser_from_prediction(out, x_vp, sigma.float(), prediction)
 
 
-class RatioHead(nn.Module):
+class PooledRatioHead(nn.Module):
     """Logit ``l(features, sigma)``: average-pooled mid-block features and ``log sigma`` through a small MLP."""
 
     def __init__(self, channels: int, hidden: int) -> None:

@@ -16,19 +16,19 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from uni3d.engine import NonFiniteError
 from uni3d.errors import UsageError
 from uni3d.export.video import contact_sheet
 from uni3d.io import atomic_write, save_json
 from uni3d.pipeline.bank import TeacherBank
 from uni3d.pipeline.config import EMBEDDED_PRIOR, MEMORY_OPTIONS, GenerateConfig
-from uni3d.pipeline.trainer import NonFiniteError, StepStats, TextTo3D, prior_image_size
+from uni3d.pipeline.trainer import StepStats, TextTo3D, prior_image_size
 from uni3d.prior.prompt_check import prompt_notes
 from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
 from uni3d.reconstruct.run import export_asset
@@ -232,7 +232,7 @@ def _finish(
         "export_seconds": round(time.perf_counter() - t0, 2),
         "loss_first": losses[0] if losses else None,
         "loss_last": sum(tail) / len(tail) if tail else None,
-        **asdict(trainer.counters),
+        **trainer.counters.report("rollback"),
         "iso_level": asset.iso_level,
         "mesh_vertices": len(asset.mesh.vertices),
         "mesh_faces": len(asset.mesh.faces),

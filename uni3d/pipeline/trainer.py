@@ -15,16 +15,16 @@ Per step, in this order:
    (before the LoRA moves, so both sides see the same LoRA);
 6. LoRA: denoising step (epsilon weighting) on ``sg(x0)`` at ``t ~ U[lora_t_min, lora_t_max] T``.
 
-A non-finite loss or gradient anywhere rolls every trained tensor back to the last snapshot (taken every
-``snapshot_every`` steps), counts it and goes on from there with fresh random draws; more than ``max_rollbacks``
-raise :class:`NonFiniteError`. Nothing non-finite is ever applied or exported.
+Steps 3-6 run in the shared :class:`~uni3d.engine.DistillationLoop` (``generator-first`` order); this module
+supplies the stages. A non-finite loss or gradient anywhere rolls every trained tensor back to the last snapshot
+(taken every ``snapshot_every`` steps), counts it and goes on from there with fresh random draws; more than
+``max_rollbacks`` raise :class:`~uni3d.engine.NonFiniteError`. Nothing non-finite is ever applied or exported.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -32,18 +32,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from uni3d.diffusion.units import classifier_free_guidance
-from uni3d.losses import (
-    RatioEstimate,
-    discriminator_loss,
-    fake_score_loss,
-    generator_loss,
-    get_preset,
-    ratio_from_logits,
-)
+from uni3d.engine import Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
+from uni3d.losses import RatioEstimate, fake_score_loss, get_preset
 from uni3d.modules import frozen
 from uni3d.pipeline.bank import TeacherBank, draw_bank
 from uni3d.pipeline.config import GenerateConfig
-from uni3d.pipeline.fake_score import LoraFakeScore, RatioHead, camera_condition
+from uni3d.pipeline.fake_score import LoraFakeScore, PooledRatioHead, camera_condition
 from uni3d.prior.stable_diffusion import StableDiffusionPrior
 from uni3d.prior.timesteps import TimestepRange
 from uni3d.reconstruct.fit import field_optimizer, unmask_levels
@@ -56,20 +50,18 @@ SPARSITY_EPS = 0.01
 """``sqrt(o^2 + eps)``: the smooth L1 of threestudio's sparsity loss on the opacity ``o``."""
 
 
-class NonFiniteError(RuntimeError):
-    """Training kept producing non-finite values after ``max_rollbacks`` rollbacks."""
+@dataclass(frozen=True)
+class Views:
+    """One step's cameras and what was computed from them: text conditions, the render and its rays."""
 
-
-@dataclass
-class Counters:
-    """Repairs during training, all reported in ``metrics.json`` (nothing is dropped silently)."""
-
-    rollbacks: int = 0
-    nonfinite_steps: list[int] = field(default_factory=list)
-    """The (1-based) steps whose loss or gradient was non-finite; each caused one rollback."""
-    ratio_clamped: int = 0
-    ratio_nonfinite: int = 0
-    ratio_evaluations: int = 0
+    cameras: Cameras
+    cond: Tensor
+    uncond: Tensor
+    c2w: Tensor
+    render: RenderOutput
+    origins: Tensor
+    dirs: Tensor
+    progress: float
 
 
 @dataclass(frozen=True)
@@ -128,7 +120,8 @@ def normal_smoothness(field: RadianceField, points: Tensor, eps: float) -> Tenso
 
 
 class TextTo3D:
-    """Field, renderer, fake score, ratio head, optimizers and teacher bank of one run (``cfg`` resolved)."""
+    """Field, renderer, fake score, ratio head, optimizers and teacher bank of one run (``cfg`` resolved), and the
+    named stages of its step that the shared loop and the diagnostic benchmarks call."""
 
     def __init__(self, cfg: GenerateConfig, prior: StableDiffusionPrior, bank: TeacherBank | None = None) -> None:
         self.cfg, self.prior = cfg, prior
@@ -152,23 +145,50 @@ class TextTo3D:
         self.opt_g = field_optimizer(self.renderer, cfg.lr)
         learned = self.preset.fake_score == "learned"
         self.fake = LoraFakeScore(prior, cfg.lora_rank) if learned else None
-        self.opt_f = torch.optim.Adam(self._trainable(self.fake), lr=cfg.lr_lora) if self.fake else None
         channels = int(prior.unet.config.block_out_channels[-1])
-        self.head = RatioHead(channels, cfg.ratio_hidden).to(self.device) if self.preset.uses_ratio else None
-        self.opt_r = torch.optim.Adam(self.head.parameters(), lr=cfg.lr_ratio) if self.head else None
+        self.head = PooledRatioHead(channels, cfg.ratio_hidden).to(self.device) if self.preset.uses_ratio else None
         self.bank = bank
         if self.head is not None and bank is None:
             self.bank = self.draw_bank()
-        self.step = 0
-        self.counters = Counters()
+        fake = None
+        if self.fake is not None:
+            opt_f = torch.optim.Adam(self._trainable(self.fake), lr=cfg.lr_lora)
+            fake = Part(
+                "fake", self.fake, opt_f, "opt_f", state=self.fake.trainable_state, load=self.fake.load_trainable_state
+            )
+        ratio = None
+        if self.head is not None:
+            ratio = Part("head", self.head, torch.optim.Adam(self.head.parameters(), lr=cfg.lr_ratio), "opt_r")
+        generator = Part(
+            "renderer", self.renderer, self.opt_g, "opt_g", clip=cfg.grad_clip, params=self._trainable(self.renderer)
+        )
+        settings = LoopSettings(
+            order="generator-first",
+            warmup_steps=cfg.fake_warmup_steps,
+            ratio_clamp=cfg.ratio_clamp,
+            ratio_motion=cfg.ratio_motion,
+            nonfinite="rollback",
+            snapshot_every=cfg.snapshot_every,
+            max_rollbacks=cfg.max_rollbacks,
+            diverged_hint="try a lower learning rate or guidance scale, or a higher t_min",
+        )
+        self.loop = DistillationLoop(self, self.preset, generator, fake, ratio, settings)
         self.losses: list[float] = []
-        self._snapshot: dict[str, Any] | None = None
 
     @staticmethod
     def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
         return [p for p in module.parameters() if p.requires_grad]
 
-    # ---- pieces of a step ----------------------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        """Completed steps."""
+        return self.loop.step_count
+
+    @property
+    def counters(self) -> Counters:
+        return self.loop.counters
+
+    # ---- stages of a step ----------------------------------------------------------------------------------------
 
     def draw_bank(self) -> TeacherBank:
         """The ratio head's "real" samples (METHOD.md section 5), drawn once."""
@@ -193,6 +213,15 @@ class TextTo3D:
         c = self.cfg
         return self.prior.view_conditions(c.prompt, cams, c.negative_prompt, c.view_dependent)
 
+    def prepare(self, step: int) -> None:
+        """Schedules of ``step``: the field's learning rate, its unmasked levels, the occupancy grid."""
+        c = self.cfg
+        for group in self.opt_g.param_groups:
+            group["lr"] = c.lr * lr_factor(step, c.steps, c.lr_warmup_steps, c.lr_final)
+        unmask_levels(self.renderer.field, c.start_levels, step / c.steps)
+        if step % c.grid_every == 0:
+            self.renderer.estimator.update(self.renderer.field.density, warmup=step == 0)
+
     def render(self, cams: Cameras) -> tuple[Tensor, RenderOutput, Tensor, Tensor]:
         """``rgb (B, 3, S, S)`` at the prior's side, the per-ray :class:`RenderOutput`, ray ``origins`` and ``dirs``
         ``(N, 3)`` (``N = B H W`` rays at the render side)."""
@@ -203,61 +232,15 @@ class TextTo3D:
             rgb = F.interpolate(rgb, size=(self.prior_size, self.prior_size), mode="bilinear", align_corners=False)
         return rgb, out, origins, dirs
 
-    def regularizer(self, out: RenderOutput, origins: Tensor, dirs: Tensor) -> Tensor:
-        """:func:`regularizers` on the render, plus ``lambda_normal_smooth`` x :func:`normal_smoothness`."""
-        c = self.cfg
-        reg = regularizers(c, out.opacity, out.normal, dirs)
-        if c.lambda_normal_smooth > 0:
-            points = surface_points(origins, dirs, out.opacity, out.depth)
-            reg = reg + c.lambda_normal_smooth * normal_smoothness(self.renderer.field, points, c.normal_smooth_eps)
-        return reg
+    def noise_level(self, n: int, progress: float) -> Tensor:
+        """``sigma (n,)`` of ``t ~ U[t_min, t_max(progress)] T`` (the annealed range)."""
+        t = self.timesteps.sample(n, progress, self.prior.num_train_timesteps).to(self.device)
+        return self.prior.sigma_at(t.float())
 
-    def _log_ratio(self, features: Tensor, sigma: Tensor) -> RatioEstimate:
-        """The head's ``log r``; without ``ratio_motion`` no sample's ratio moves (constant weights ``h(r)``)."""
-        assert self.head is not None
-        with torch.no_grad():
-            est = ratio_from_logits(self.head(features, sigma), self.cfg.ratio_clamp)
-        est.count_into(self.counters)
-        return est if self.cfg.ratio_motion else est.held_constant()
-
-    def _ratio_step(self, fake_features: Tensor, sigma: Tensor) -> float:
-        """Balanced BCE: real = bank latents noised at ``sigma`` (their own views), fake = the generator's."""
-        assert self.head is not None and self.opt_r is not None and self.fake is not None and self.bank is not None
-        idx = torch.randint(len(self.bank), (len(sigma),)).to(self.device)
-        real = self.bank.latents[idx]
-        x_real = real + sigma.view(-1, 1, 1, 1) * torch.randn_like(real)
-        cond, _ = self.conditions(self.bank.cameras(idx))
-        with torch.no_grad():
-            self.fake.denoise(x_real, sigma, cond, camera_condition(self.bank.c2w[idx]))
-        real_features = self.fake.mid_features
-        assert real_features is not None
-        loss = discriminator_loss(self.head(real_features, sigma), self.head(fake_features, sigma))
-        if not torch.isfinite(loss):
-            return math.nan
-        self.opt_r.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_r.step()
-        return loss.item()
-
-    def _fake_step(self, x0: Tensor, cond: Tensor, uncond: Tensor, c2w: Tensor) -> float:
-        """LoRA denoising step on ``sg(x0)`` (epsilon weighting, the camera dropped with ``camera_drop``; with
-        fake-score guidance the prompt is replaced by the negative prompt with ``text_drop``, so the LoRA also
-        learns the unconditional score that guidance needs)."""
-        assert self.fake is not None and self.opt_f is not None
-        t = self.lora_timesteps.sample(len(x0), 0.0, self.prior.num_train_timesteps).to(self.device)
-        sigma = self.prior.sigma_at(t.float())
-        x_t = x0 + sigma.view(-1, 1, 1, 1) * torch.randn_like(x0)
-        if self.cfg.fake_guidance_scale != 1.0:
-            drop = (torch.rand(len(cond), 1, 1, device=cond.device) < self.cfg.text_drop).to(cond.dtype)
-            cond = drop * uncond + (1 - drop) * cond
-        d = self.fake.denoise(x_t, sigma, cond, camera_condition(c2w, self.cfg.camera_drop))
-        loss = fake_score_loss(d, x0, sigma, "eps").mean()
-        if not torch.isfinite(loss):
-            return math.nan
-        self.opt_f.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_f.step()
-        return loss.item()
+    def teacher_denoise(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor) -> Tensor:
+        """``D_q`` with classifier-free guidance; differentiated in ``x`` only with ``teacher_jacobian``."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.teacher_jacobian):
+            return self.prior.denoise(x, sigma, cond, uncond, self.cfg.guidance_scale)
 
     def fake_denoise(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor, c2w: Tensor) -> Tensor:
         """``D_p`` for the generator loss: the camera-conditioned LoRA on the prompt (VSD), or with
@@ -274,107 +257,124 @@ class TextTo3D:
         d_uncond, d_cond = d.chunk(2)
         return classifier_free_guidance(d_uncond, d_cond, g)
 
-    def _step(self) -> StepStats | None:
-        """Steps 1-6 of the module docstring; ``None`` as soon as something is non-finite (caller rolls back)."""
-        c, prior = self.cfg, self.prior
-        progress = self.step / c.steps
-        for group in self.opt_g.param_groups:
-            group["lr"] = c.lr * lr_factor(self.step, c.steps, c.lr_warmup_steps, c.lr_final)
-        unmask_levels(self.renderer.field, c.start_levels, progress)
-        if self.step % c.grid_every == 0:
-            self.renderer.estimator.update(self.renderer.field.density, warmup=self.step == 0)
-        cams = self.sampler.sample(c.views_per_step, self.size)
+    def ratio_estimate(self, features: Tensor, sigma: Tensor) -> RatioEstimate:
+        """The head's ``log r`` at the fake score's ``features`` (clamped and counted; held constant without
+        ``ratio_motion``)."""
+        assert self.head is not None
+        with torch.no_grad():
+            logits = self.head(features, sigma)
+        est = self.loop.ratio_estimate(logits)
+        assert est is not None
+        return est
+
+    def regularizer(self, out: RenderOutput, origins: Tensor, dirs: Tensor) -> Tensor:
+        """:func:`regularizers` on the render, plus ``lambda_normal_smooth`` x :func:`normal_smoothness`."""
+        c = self.cfg
+        reg = regularizers(c, out.opacity, out.normal, dirs)
+        if c.lambda_normal_smooth > 0:
+            points = surface_points(origins, dirs, out.opacity, out.depth)
+            reg = reg + c.lambda_normal_smooth * normal_smoothness(self.renderer.field, points, c.normal_smooth_eps)
+        return reg
+
+    # ---- what the shared loop asks for ---------------------------------------------------------------------------
+
+    def draw(self, step: int, *, train_generator: bool) -> Draw:
+        """Schedules, cameras, text conditions, render and ``x0 = E(render)`` (live: the regularizers need the
+        render's graph even while only the fake score trains)."""
+        self.prepare(step)
+        cams = self.sampler.sample(self.cfg.views_per_step, self.size)
         cond, uncond = self.conditions(cams)
         c2w = cams.c2w.to(self.device)
         rgb, out, origins, dirs = self.render(cams)
-        x0 = prior.encode(rgb)
-        t = self.timesteps.sample(len(x0), progress, prior.num_train_timesteps).to(self.device)
-        sigma = prior.sigma_at(t.float())
+        views = Views(cams, cond, uncond, c2w, out, origins, dirs, step / self.cfg.steps)
+        return Draw(self.prior.encode(rgb), views)
+
+    def denoise(self, draw: Draw) -> Denoised:
+        """``x_t`` at an annealed noise level, ``D_q`` (guided), ``D_p`` (frozen LoRA, live input when the preset
+        needs it) and the ratio head's logits on the LoRA's mid-block features."""
+        v: Views = draw.context
+        x0 = draw.x0
+        sigma = self.noise_level(len(x0), v.progress)
         x_t = x0 + sigma.view(-1, 1, 1, 1) * torch.randn_like(x0)
         live = self.preset.needs_input_grad
         x_in = x_t if live else x_t.detach()
-        d_fake, features = None, None
-        with torch.set_grad_enabled(live and c.teacher_jacobian):
-            d_real = prior.denoise(x_in, sigma, cond, uncond, c.guidance_scale)
+        d_fake, features, logits = None, None, None
         with torch.set_grad_enabled(live):
+            d_real = self.teacher_denoise(x_in, sigma, v.cond, v.uncond)
             if self.fake is not None:
                 with frozen(self.fake):
-                    d_fake = self.fake_denoise(x_in, sigma, cond, uncond, c2w)
+                    d_fake = self.fake_denoise(x_in, sigma, v.cond, v.uncond, v.c2w)
                 features = self.fake.mid_features
-        ratio = self._log_ratio(features, sigma) if self.head is not None and features is not None else None
-        loss = generator_loss(self.preset, x0=x0, x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio=ratio)
-        loss = loss.mean()
-        reg = self.regularizer(out, origins, dirs)
-        total = loss + reg
-        if not torch.isfinite(total):
-            return None
-        if self.step >= c.fake_warmup_steps:  # the first steps train only the fake score and the ratio head
-            self.opt_g.zero_grad(set_to_none=True)
-            total.backward()
-            norm = torch.nn.utils.clip_grad_norm_(self._trainable(self.renderer), c.grad_clip)
-            if not torch.isfinite(norm):
-                return None
-            self.opt_g.step()
-        ratio_loss = self._ratio_step(features, sigma) if self.head is not None and features is not None else None
-        fake_loss = self._fake_step(x0.detach(), cond, uncond, c2w) if self.fake is not None else None
-        if any(v is not None and not math.isfinite(v) for v in (ratio_loss, fake_loss)):
-            return None
-        t_max = self.timesteps.bounds(progress)[1]
-        return StepStats(loss.item(), reg.item(), out.opacity.detach().mean().item(), fake_loss, ratio_loss, t_max)
+        if self.head is not None and features is not None:
+            with torch.no_grad():
+                logits = self.head(features, sigma)
+        return Denoised(x_t, sigma, d_real, d_fake, logits, features)
 
-    # ---- one step with rollback ----------------------------------------------------------------------------------
+    def extra_loss(self, draw: Draw) -> Tensor:
+        """The regularizers (:meth:`regularizer`)."""
+        v: Views = draw.context
+        return self.regularizer(v.render, v.origins, v.dirs)
+
+    def ratio_logits(self, draw: Draw, denoised: Denoised | None) -> tuple[Tensor, Tensor]:
+        """Real = bank latents noised at the generator pass's ``sigma`` (their own views), fake = that pass's
+        features (before the LoRA moves, so both sides see the same LoRA)."""
+        assert self.head is not None and self.fake is not None and self.bank is not None and denoised is not None
+        sigma = denoised.sigma
+        idx = torch.randint(len(self.bank), (len(sigma),)).to(self.device)
+        real = self.bank.latents[idx]
+        x_real = real + sigma.view(-1, 1, 1, 1) * torch.randn_like(real)
+        cond, _ = self.conditions(self.bank.cameras(idx))
+        with torch.no_grad():
+            self.fake.denoise(x_real, sigma, cond, camera_condition(self.bank.c2w[idx]))
+        real_features = self.fake.mid_features
+        assert real_features is not None and denoised.features is not None
+        return self.head(real_features, sigma), self.head(denoised.features, sigma)
+
+    def fake_score_loss(self, draw: Draw) -> Tensor:
+        """LoRA denoising loss on ``sg(x0)`` (epsilon weighting, the camera dropped with ``camera_drop``; with
+        fake-score guidance the prompt is replaced by the negative prompt with ``text_drop``, so the LoRA also
+        learns the unconditional score that guidance needs)."""
+        assert self.fake is not None
+        v: Views = draw.context
+        x0, cond = draw.x0.detach(), v.cond
+        t = self.lora_timesteps.sample(len(x0), 0.0, self.prior.num_train_timesteps).to(self.device)
+        sigma = self.prior.sigma_at(t.float())
+        x_t = x0 + sigma.view(-1, 1, 1, 1) * torch.randn_like(x0)
+        if self.cfg.fake_guidance_scale != 1.0:
+            drop = (torch.rand(len(cond), 1, 1, device=cond.device) < self.cfg.text_drop).to(cond.dtype)
+            cond = drop * v.uncond + (1 - drop) * cond
+        d = self.fake.denoise(x_t, sigma, cond, camera_condition(v.c2w, self.cfg.camera_drop))
+        return fake_score_loss(d, x0, sigma, "eps").mean()
+
+    # ---- one step ------------------------------------------------------------------------------------------------
 
     def train_step(self) -> StepStats | None:
-        """One step; on a non-finite value, roll back to the last snapshot (``None``) or raise after too many."""
-        if self._snapshot is None or self.step % self.cfg.snapshot_every == 0:
-            self._snapshot = copy.deepcopy(self.training_state())
-        stats = self._step()
-        if stats is None:
-            self.counters.rollbacks += 1
-            self.counters.nonfinite_steps.append(self.step + 1)
-            if self.counters.rollbacks > self.cfg.max_rollbacks:
-                raise NonFiniteError(
-                    f"training diverged: {self.counters.rollbacks} non-finite steps (last at step {self.step + 1}); "
-                    "try a lower learning rate or guidance scale, or a higher t_min"
-                )
-            self.load_training_state(self._snapshot)
+        """One step of the shared loop; ``None`` when it was rolled back (non-finite), which raises
+        :class:`~uni3d.engine.NonFiniteError` after ``max_rollbacks``."""
+        result = self.loop.step()
+        if result is None:
             return None
-        self.step += 1
-        self.losses.append(stats.loss)
-        return stats
+        self.losses.append(result.loss)
+        v: Views = result.draw.context
+        opacity = v.render.opacity.detach().mean().item()
+        t_max = self.timesteps.bounds(v.progress)[1]
+        return StepStats(result.loss, result.extra or 0.0, opacity, result.fake_loss, result.ratio_loss, t_max)
 
     # ---- state -------------------------------------------------------------------------------------------------
 
     def training_state(self) -> dict[str, Any]:
         """Every trained tensor and optimizer state, and the step (what a rollback restores)."""
-        state: dict[str, Any] = {
-            "step": self.step,
-            "renderer": self.renderer.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-        }
-        if self.fake is not None and self.opt_f is not None:
-            state["fake"], state["opt_f"] = self.fake.trainable_state(), self.opt_f.state_dict()
-        if self.head is not None and self.opt_r is not None:
-            state["head"], state["opt_r"] = self.head.state_dict(), self.opt_r.state_dict()
-        return state
+        return self.loop.training_state()
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`training_state` (tensors are copied in, so the snapshot stays reusable)."""
-        self.step = int(state["step"])
-        self.renderer.load_state_dict(state["renderer"])
-        self.opt_g.load_state_dict(copy.deepcopy(state["opt_g"]))
-        if self.fake is not None and self.opt_f is not None:
-            self.fake.load_trainable_state(state["fake"])
-            self.opt_f.load_state_dict(copy.deepcopy(state["opt_f"]))
-        if self.head is not None and self.opt_r is not None:
-            self.head.load_state_dict(state["head"])
-            self.opt_r.load_state_dict(copy.deepcopy(state["opt_r"]))
+        """Restore :meth:`training_state`."""
+        self.loop.load_training_state(state)
 
     def checkpoint(self, seconds: float) -> dict[str, Any]:
         """:meth:`training_state` plus the bank, counters, loss history, RNG states and training seconds."""
         state = self.training_state()
         state["bank"] = asdict(self.bank) if self.bank is not None else None
-        state["counters"] = asdict(self.counters)
+        state["counters"] = self.counters.report("rollback")
         state["losses"] = list(self.losses)
         state["rng"] = torch.get_rng_state()
         state["cuda_rng"] = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
@@ -384,7 +384,7 @@ class TextTo3D:
     def load_checkpoint(self, state: dict[str, Any]) -> float:
         """Restore :meth:`checkpoint` (the bank was given to the constructor); returns the training seconds."""
         self.load_training_state(state)
-        self.counters = Counters(**state["counters"])
+        self.loop.counters = Counters.restore(state["counters"])
         self.losses = list(state["losses"])
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():

@@ -57,7 +57,7 @@ class OneStepGenerator(nn.Module):
         return self.denoiser(self.sigma_init * z, sigma)
 
 
-class RatioHead(nn.Module):
+class MlpRatioHead(nn.Module):
     """Logit ``l(x_t, sigma)`` of the discriminator whose optimum is ``log(q_sigma / p_sigma)`` (METHOD.md 5)."""
 
     def __init__(self, sigma_data: float, width: int = 128, depth: int = 3, dim: int = 2) -> None:
