@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from uni3d.cli import main
+from uni3d.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["app", *sys.argv[1:]]))

@@ -91,8 +91,8 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory: pytest.TempPathFactory):
     """``(folder, prior)``: a tiny random Stable Diffusion folder built offline (8x8 latents) and its loaded prior."""
-    from uni3d.prior.stable_diffusion import StableDiffusionPrior
-    from uni3d.prior.tiny import build_tiny_pipeline
+    from uni3d.models.stable_diffusion import StableDiffusionPrior
+    from uni3d.models.tiny_sd import build_tiny_pipeline
 
     folder = build_tiny_pipeline(tmp_path_factory.mktemp("prior") / "tiny-sd", seed=0, sample_size=8)
     return folder, StableDiffusionPrior.from_pretrained(folder)

@@ -17,7 +17,7 @@ from uni3d.app.runs import list_runs, obj_zip, run_result
 from uni3d.app.settings import MAX_PROMPT_CHARS, AppInputs, build_config, run_folder
 from uni3d.app.view import duration, enlarged, error_html, status_html, thumbnail
 from uni3d.errors import UsageError
-from uni3d.pipeline.config import EMBEDDED_PRIOR, GenerateConfig
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, GenerateConfig
 
 
 @pytest.mark.parametrize(

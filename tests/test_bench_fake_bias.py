@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from uni3d.bench.fake_bias import measure, residual_alignment
-from uni3d.cli import main
-from uni3d.pipeline.config import GenerateConfig
+from uni3d.cli.main import main
+from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 
 def _cfg(folder: Path, **changes: object) -> GenerateConfig:
@@ -28,7 +28,7 @@ def test_measure_reports_cosines_at_the_asked_steps(tiny_prior) -> None:
 
 
 def test_residual_alignment_leaves_the_run_rng_alone(tiny_prior) -> None:
-    from uni3d.pipeline.trainer import TextTo3D
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
 
     folder, prior = tiny_prior
     trainer = TextTo3D(_cfg(folder, preset="vsd").resolved(16), prior)

@@ -23,7 +23,7 @@ from uni3d.bench.shape_metrics import (
 )
 from uni3d.bench.shapes import plan, row_key, run_bench, settings_label
 from uni3d.bench.shapes_report import compare, run_groups, summarise, write_results
-from uni3d.prior.primitives import COLOURS, CUBE_HALF, SPHERE_RADIUS
+from uni3d.tasks.embedded_prior.primitives import COLOURS, CUBE_HALF, SPHERE_RADIUS
 
 
 def _coloured(mesh: trimesh.Trimesh, rgb: tuple[float, float, float]) -> trimesh.Trimesh:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from uni3d.bench.teacher_jacobian import _section, jacobian_split, measure
-from uni3d.cli import main
-from uni3d.pipeline.config import GenerateConfig
+from uni3d.cli.main import main
+from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 
 def _cfg(folder: Path, **changes: object) -> GenerateConfig:
@@ -19,7 +19,7 @@ def _cfg(folder: Path, **changes: object) -> GenerateConfig:
 
 
 def test_a_teacher_without_jacobian_changes_nothing_and_a_real_one_does(tiny_prior, monkeypatch) -> None:
-    from uni3d.pipeline.trainer import TextTo3D
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
 
     folder, prior = tiny_prior
     trainer = TextTo3D(_cfg(folder, preset="uni-rkl").resolved(16), prior)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from uni3d.checks.divergences import TABLED, check_one
-from uni3d.cli import main
+from uni3d.cli.main import main
 from uni3d.losses.divergences import JensenShannon
 
 

@@ -16,7 +16,7 @@ def test_the_cli_parser_imports_no_diffusion_library() -> None:
     # every subcommand is registered (argparse built), yet diffusers, peft and transformers wait for a command
     # that needs them: `uni3d --help` and the one-line usage errors come back in torch's import time
     code = (
-        "import sys; from uni3d import cli; cli.build_parser(); "
+        "import sys; from uni3d.cli import main; main.build_parser(); "
         f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     assert _python(code).stdout.strip() == ""

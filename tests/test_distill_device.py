@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from uni3d.cli import main
-from uni3d.images.denoiser import EDMDenoiser
-from uni3d.images.distill_config import DistillConfig
-from uni3d.images.distill_run import run_distill
-from uni3d.images.files import denoiser_record, load_torch, save_torch
-from uni3d.images.unet import UNetConfig
+from uni3d.cli.main import main
+from uni3d.models.edm.denoiser import EDMDenoiser
+from uni3d.models.edm.unet import UNetConfig
+from uni3d.tasks.images.distill_config import DistillConfig
+from uni3d.tasks.images.distill_run import run_distill
+from uni3d.tasks.images.files import denoiser_record, load_torch, save_torch
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from uni3d.diffusion.edm import (
     preconditioning,
 )
 from uni3d.errors import UsageError
-from uni3d.toy.metrics import energy_distance
-from uni3d.toy.teacher import RingTeacher
+from uni3d.tasks.toy.metrics import energy_distance
+from uni3d.tasks.toy.teacher import RingTeacher
 
 
 def test_karras_schedule_endpoints_and_monotone() -> None:

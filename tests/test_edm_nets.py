@@ -16,11 +16,11 @@ import torch
 
 from uni3d.diffusion.edm import iddpm_preconditioning, iddpm_sigmas, ve_preconditioning, vp_preconditioning
 from uni3d.errors import UsageError
-from uni3d.images.data import load_dataset
-from uni3d.images.distill_config import DistillConfig
-from uni3d.images.distill_run import load_teacher, run_distill
-from uni3d.images.edm_nets import DhariwalUNet, SongUNet
-from uni3d.images.files import denoiser_from_record, denoiser_record, load_denoiser, load_torch
+from uni3d.models.edm.networks import DhariwalUNet, SongUNet
+from uni3d.tasks.images.data import load_dataset
+from uni3d.tasks.images.distill_config import DistillConfig
+from uni3d.tasks.images.distill_run import load_teacher, run_distill
+from uni3d.tasks.images.files import denoiser_from_record, denoiser_record, load_denoiser, load_torch
 
 TINY_SONG: dict[str, Any] = dict(
     img_resolution=32, in_channels=1, out_channels=1, label_dim=10, augment_dim=9, model_channels=16,

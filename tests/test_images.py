@@ -19,20 +19,20 @@ import torch
 
 from uni3d.bench.common import replace_section
 from uni3d.bench.image_runs import summarize
-from uni3d.cli import main
+from uni3d.cli.main import main
 from uni3d.diffusion.edm import preconditioning
 from uni3d.errors import UsageError
-from uni3d.images.data import load_dataset, split_indices
-from uni3d.images.denoiser import EDMDenoiser
-from uni3d.images.distill import ImageDistiller
-from uni3d.images.distill_config import DistillConfig
-from uni3d.images.distill_run import load_teacher, run_distill
-from uni3d.images.edm_pickle import read_edm_network
-from uni3d.images.features import FeatureNet, save_feature_net
-from uni3d.images.fid import FeatureStats, features_and_probs, frechet_distance, score_samples
-from uni3d.images.files import check_resumable, denoiser_record, load_denoiser, load_torch, save_torch
-from uni3d.images.teacher import TeacherConfig, TeacherRun, train_teacher
-from uni3d.images.unet import UNet, UNetConfig
+from uni3d.models.edm.denoiser import EDMDenoiser
+from uni3d.models.edm.pickle_reader import read_edm_network
+from uni3d.models.edm.unet import UNet, UNetConfig
+from uni3d.tasks.images.data import load_dataset, split_indices
+from uni3d.tasks.images.distill import ImageDistiller
+from uni3d.tasks.images.distill_config import DistillConfig
+from uni3d.tasks.images.distill_run import load_teacher, run_distill
+from uni3d.tasks.images.features import FeatureNet, save_feature_net
+from uni3d.tasks.images.fid import FeatureStats, features_and_probs, frechet_distance, score_samples
+from uni3d.tasks.images.files import check_resumable, denoiser_record, load_denoiser, load_torch, save_torch
+from uni3d.tasks.images.teacher import TeacherConfig, TeacherRun, train_teacher
 
 TINY = UNetConfig(channels=(8, 16), emb_dim=16, num_classes=10)
 REPO = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from uni3d.cli import main
-from uni3d.images.fid import FeatureStats, frechet_distance
-from uni3d.images.inception_fid import DETECTOR_URL, inception_fid
+from uni3d.cli.main import main
+from uni3d.tasks.images.fid import FeatureStats, frechet_distance
+from uni3d.tasks.images.inception_fid import DETECTOR_URL, inception_fid
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # scripting the stand-in detector
 

@@ -1,11 +1,11 @@
-"""``uni3d.modules.frozen``: gradient reaches the input, not the parameters; flags come back, also on error."""
+"""``uni3d.models.frozen.frozen``: gradient reaches the input, not the parameters; flags come back, also on error."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from uni3d.modules import frozen
+from uni3d.models.frozen import frozen
 
 
 def test_frozen_passes_gradient_to_the_input_only_and_restores_flags() -> None:

@@ -15,13 +15,13 @@ import pytest
 import torch
 import trimesh
 
-from uni3d.cli import main
+from uni3d.cli.main import main
 from uni3d.errors import UsageError
 from uni3d.io import save_json
-from uni3d.pipeline.batch import format_summary, parse_shard, read_prompts, run_batch, select_shard
-from uni3d.pipeline.config import GenerateConfig
-from uni3d.prior.views import camera_angles
+from uni3d.models.views import camera_angles
 from uni3d.scene.cameras import orbit_cameras
+from uni3d.tasks.text_to_3d.batch import format_summary, parse_shard, read_prompts, run_batch, select_shard
+from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 SMALL: dict[str, Any] = {
     "steps": 3,
@@ -55,7 +55,7 @@ def _glb_mesh(path: Path) -> trimesh.Trimesh:
 
 @pytest.mark.parametrize("preset", ["sds", "vsd", "uni-jeffreys"])
 def test_generate_writes_a_finite_asset(tiny_prior, tmp_path: Path, preset: str) -> None:
-    from uni3d.pipeline.run import generate
+    from uni3d.tasks.text_to_3d.run import generate
 
     folder, prior = tiny_prior
     out = tmp_path / preset
@@ -77,7 +77,7 @@ def test_generate_writes_a_finite_asset(tiny_prior, tmp_path: Path, preset: str)
 @pytest.mark.parametrize("scale", [1.0, 3.0])
 def test_fake_score_guided_like_the_teacher_starts_equal_to_it(tiny_prior, scale: float) -> None:
     """LoRA and camera embedding start at zero, so with the teacher's guidance the fake score is the teacher."""
-    from uni3d.pipeline.trainer import TextTo3D
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
 
     folder, prior = tiny_prior
     cfg = _cfg(folder, preset="uni-rkl", guidance_scale=scale, fake_guidance_scale=scale).resolved(16)
@@ -101,7 +101,7 @@ def test_teacher_jacobian_setting_decides_whether_the_teacher_is_differentiated(
     tiny_prior, monkeypatch: pytest.MonkeyPatch, teacher_jacobian: bool
 ) -> None:
     """uni-rkl: the fake score always runs on the live input; the teacher only with ``teacher_jacobian``."""
-    from uni3d.pipeline.trainer import TextTo3D
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
 
     folder, prior = tiny_prior
     trainer = TextTo3D(_cfg(folder, preset="uni-rkl", teacher_jacobian=teacher_jacobian).resolved(16), prior)
@@ -125,7 +125,7 @@ def test_teacher_jacobian_setting_decides_whether_the_teacher_is_differentiated(
 @pytest.mark.parametrize("ratio_motion", [False, True])
 def test_ratio_motion_setting_decides_whether_the_ratio_moves(tiny_prior, ratio_motion: bool) -> None:
     """Without ratio_motion every sample's ratio is a constant weight; with it, the head's unclamped samples move."""
-    from uni3d.pipeline.trainer import TextTo3D
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
 
     folder, prior = tiny_prior
     trainer = TextTo3D(_cfg(folder, preset="uni-jeffreys", ratio_motion=ratio_motion).resolved(16), prior)
@@ -141,7 +141,7 @@ def _state(path: Path) -> dict[str, Any]:
 
 
 def test_resume_continues_and_matches_the_uninterrupted_run(tiny_prior, tmp_path: Path) -> None:
-    from uni3d.pipeline.run import generate
+    from uni3d.tasks.text_to_3d.run import generate
 
     folder, prior = tiny_prior
     cfg = _cfg(folder, preset="uni-jeffreys", steps=4)
@@ -175,7 +175,7 @@ def test_resume_continues_and_matches_the_uninterrupted_run(tiny_prior, tmp_path
 def test_a_bank_saved_with_angles_resumes_with_a_field_of_view() -> None:
     """Checkpoints before 2026-12-05 kept each bank sample's elevation and azimuth; the cameras' fields of view,
     which the angles view scheme needs, are then taken as the run's middle one."""
-    from uni3d.pipeline.bank import TeacherBank
+    from uni3d.tasks.text_to_3d.bank import TeacherBank
 
     c2w = orbit_cameras(2, elevation_deg=20.0).c2w
     old = {
@@ -205,7 +205,7 @@ def test_a_partial_nested_setting_changes_only_what_it_names() -> None:
 
 def test_runs_made_before_the_3d_gradient_settings_existed(tmp_path: Path) -> None:
     """A saved config without teacher_jacobian / ratio_motion still matches where they are inert for its preset."""
-    from uni3d.pipeline.run import _check_resumable
+    from uni3d.tasks.text_to_3d.run import _check_resumable
 
     def without(config: dict[str, Any], *names: str) -> dict[str, Any]:
         return {k: v for k, v in config.items() if k not in names}
@@ -223,7 +223,7 @@ def test_runs_made_before_the_3d_gradient_settings_existed(tmp_path: Path) -> No
 
 
 def test_should_stop_cancels_cleanly_keeps_the_partial_asset_and_resumes(tiny_prior, tmp_path: Path) -> None:
-    from uni3d.pipeline.run import finished_metrics, generate
+    from uni3d.tasks.text_to_3d.run import finished_metrics, generate
 
     folder, prior = tiny_prior
     cfg = _cfg(folder, steps=4, checkpoint_every=3)
@@ -252,7 +252,7 @@ def test_nonfinite_loss_is_rolled_back_and_reported(
 ) -> None:
     import uni3d.engine.loop as loop_mod
     from uni3d.engine import NonFiniteError
-    from uni3d.pipeline.run import generate
+    from uni3d.tasks.text_to_3d.run import generate
 
     folder, prior = tiny_prior
     real = loop_mod.generator_loss
@@ -312,7 +312,7 @@ def _fake_generate(calls: list[str]):
 def test_batch_skips_finished_records_failures_and_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import uni3d.pipeline.run as run_mod
+    import uni3d.tasks.text_to_3d.run as run_mod
 
     calls: list[str] = []
     monkeypatch.setattr(run_mod, "generate", _fake_generate(calls))
@@ -391,16 +391,16 @@ def test_bad_input_gives_one_line_errors(tmp_path: Path, capsys: pytest.CaptureF
 def test_missing_embedded_prior_says_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import uni3d.pipeline.config as config_mod
+    import uni3d.tasks.text_to_3d.config as config_mod
 
     monkeypatch.setattr(config_mod, "REPO_ROOT", tmp_path)
     _one_line_error(capsys, ["generate", "a red cube", "--out", str(tmp_path / "run")], "uni3d train-prior")
 
 
 def test_memory_options_reach_the_prior_and_a_resumed_run_may_change_them(tiny_prior, tmp_path: Path) -> None:
-    from uni3d.cli import build_parser
-    from uni3d.pipeline.cli import settings_from_args
-    from uni3d.pipeline.run import MEMORY_OPTIONS, _check_resumable, load_prior
+    from uni3d.cli.main import build_parser
+    from uni3d.cli.text_to_3d import settings_from_args
+    from uni3d.tasks.text_to_3d.run import MEMORY_OPTIONS, _check_resumable, load_prior
 
     folder, _ = tiny_prior
     flags = ["--attention-slicing", "--channels-last", "--vae-slicing"]

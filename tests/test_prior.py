@@ -12,32 +12,33 @@ import pytest
 import torch
 from torch import nn
 
+from uni3d.diffusion.timesteps import TimestepRange
 from uni3d.errors import UsageError
-from uni3d.prior import (
+from uni3d.models.views import (
     ANGLES,
-    CAPTION_KINDS,
     COARSE,
-    COLOUR_NAMES,
-    COLOURS,
-    SHAPE_NAMES,
     VIEW_NAMES,
-    ShapesDatasetConfig,
-    TimestepRange,
     ViewScheme,
     apparent_distance,
     camera_angles,
+    spell,
+    split_view,
+    view_index,
+)
+from uni3d.models.vocabulary import COLOUR_NAMES, SHAPE_NAMES
+from uni3d.scene import orbit_cameras
+from uni3d.scene.cameras import Cameras, look_at, spherical_to_position
+from uni3d.tasks.embedded_prior import (
+    CAPTION_KINDS,
+    COLOURS,
+    ShapesDatasetConfig,
     load_shapes_dataset,
     make_shapes_dataset,
     save_shapes_dataset,
-    spell,
-    split_view,
     subject,
-    view_index,
 )
-from uni3d.prior.primitives import SHAPES
-from uni3d.prior.render import AMBIENT, render_primitive
-from uni3d.scene import orbit_cameras
-from uni3d.scene.cameras import Cameras, look_at, spherical_to_position
+from uni3d.tasks.embedded_prior.primitives import SHAPES
+from uni3d.tasks.embedded_prior.render import AMBIENT, render_primitive
 
 SMALL = ShapesDatasetConfig(n=96, size=24, seed=3)
 SHIPPED_PRIOR = Path(__file__).resolve().parents[1] / "assets" / "priors" / "shapes"
@@ -100,7 +101,7 @@ def test_captions_agree_with_labels(shapes) -> None:
 def test_angle_captions_name_each_camera_as_stored() -> None:
     """``--views angles``: the same images and labels as ``coarse`` (same seed), each caption the coarse one plus
     the stored camera's azimuth, elevation and apparent distance, rounded to the scheme's steps, one word each."""
-    from uni3d.prior.tokenizer import build_clip_tokenizer
+    from uni3d.models.tokenizer import build_clip_tokenizer
 
     coarse = make_shapes_dataset(ShapesDatasetConfig(n=24, size=16, seed=5))
     angles = make_shapes_dataset(ShapesDatasetConfig(n=24, size=16, seed=5, views="angles"))
@@ -149,7 +150,7 @@ def test_shapes_differ_in_silhouette() -> None:
 
 
 def test_make_shapes_dataset_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from uni3d.cli import main
+    from uni3d.cli.main import main
 
     out = tmp_path / "d.npz"
     assert main(["make-shapes-dataset", "--n", "8", "--size", "16", "--out", str(out)]) == 0
@@ -241,14 +242,14 @@ def test_timestep_range_anneals_the_upper_end() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from uni3d.prior.tiny import build_tiny_pipeline
+    from uni3d.models.tiny_sd import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("prior") / "tiny-sd", seed=0, sample_size=16)
 
 
 @pytest.fixture(scope="module")
 def prior(tiny_folder: Path):
-    from uni3d.prior.stable_diffusion import StableDiffusionPrior
+    from uni3d.models.stable_diffusion import StableDiffusionPrior
 
     return StableDiffusionPrior.from_pretrained(tiny_folder)
 
@@ -273,8 +274,8 @@ def _noisy_latents(prior, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, 
 def test_prompt_notes_name_unknown_words_and_a_truncated_view_suffix() -> None:
     from transformers import CLIPTokenizer
 
-    from uni3d.prior.prompt_check import prompt_notes
-    from uni3d.prior.tokenizer import build_clip_tokenizer
+    from uni3d.models.prompt_check import prompt_notes
+    from uni3d.models.tokenizer import build_clip_tokenizer
 
     tok = build_clip_tokenizer()
     assert prompt_notes(tok, "An orange CONE", "") == []
@@ -300,7 +301,7 @@ def test_prompt_notes_name_unknown_words_and_a_truncated_view_suffix() -> None:
 
 
 def test_tokenizer_is_local_and_word_level() -> None:
-    from uni3d.prior.tokenizer import build_clip_tokenizer
+    from uni3d.models.tokenizer import build_clip_tokenizer
 
     tok = build_clip_tokenizer()
     tokens = tok.convert_ids_to_tokens(tok("a red cube, side view").input_ids)
@@ -343,8 +344,8 @@ def test_tiny_pipeline_round_trip(tiny_folder: Path, prior) -> None:
 def test_the_folder_names_its_view_scheme(prior, tiny_folder: Path, tmp_path: Path) -> None:
     """A folder without ``uni3d_views.json`` (any SD) is prompted with DreamFusion's words; one that names
     ``angles`` (the embedded prior) with the camera's angles; an unreadable file is a one-line error."""
-    from uni3d.prior.stable_diffusion import StableDiffusionPrior
-    from uni3d.prior.views import VIEWS_FILE, load_view_scheme, save_view_scheme
+    from uni3d.models.stable_diffusion import StableDiffusionPrior
+    from uni3d.models.views import VIEWS_FILE, load_view_scheme, save_view_scheme
 
     assert prior.views == COARSE
     folder = tmp_path / "tiny-angles"
@@ -403,7 +404,7 @@ class _EpsAsV(nn.Module):
 def test_eps_and_v_prediction_give_the_same_denoiser(prior, tiny_folder: Path, tmp_path: Path) -> None:
     from diffusers import DDPMScheduler
 
-    from uni3d.prior.stable_diffusion import StableDiffusionPrior
+    from uni3d.models.stable_diffusion import StableDiffusionPrior
 
     v_folder = tmp_path / "tiny-v"
     shutil.copytree(tiny_folder, v_folder)
@@ -438,7 +439,7 @@ def test_cfg_scale_one_is_the_conditional_prediction(prior) -> None:
 
 
 def test_dtype_and_memory_options(tiny_folder: Path, prior) -> None:
-    from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
+    from uni3d.models.stable_diffusion import PriorOptions, StableDiffusionPrior
 
     x, sigma, _ = _noisy_latents(prior, seed=3)
     cond = prior.embed(["a pink cone"] * 2)
@@ -458,7 +459,7 @@ def test_dtype_and_memory_options(tiny_folder: Path, prior) -> None:
 @pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument is deprecated")  # huggingface_hub
 @pytest.mark.parametrize("source", ["/nonexistent/stable-diffusion", "uni3d-tests/no-such-model", "partial"])
 def test_missing_prior_is_one_line(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from uni3d.prior.stable_diffusion import StableDiffusionPrior
+    from uni3d.models.stable_diffusion import StableDiffusionPrior
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "partial" / "unet").mkdir(parents=True)

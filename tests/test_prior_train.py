@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from uni3d.cli import main
+from uni3d.cli.main import main
 from uni3d.errors import UsageError
-from uni3d.prior import ShapesDatasetConfig, make_shapes_dataset, save_shapes_dataset
-from uni3d.prior import train as train_mod
-from uni3d.prior.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
-from uni3d.prior.evaluate import EvalConfig, evaluate_prior
-from uni3d.prior.stable_diffusion import StableDiffusionPrior
-from uni3d.prior.train import PriorTrainConfig, train_prior
+from uni3d.models.stable_diffusion import StableDiffusionPrior
 from uni3d.scene import orbit_cameras
+from uni3d.tasks.embedded_prior import ShapesDatasetConfig, make_shapes_dataset, save_shapes_dataset
+from uni3d.tasks.embedded_prior import train as train_mod
+from uni3d.tasks.embedded_prior.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
+from uni3d.tasks.embedded_prior.evaluate import EvalConfig, evaluate_prior
+from uni3d.tasks.embedded_prior.train import PriorTrainConfig, train_prior
 
 SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "priors" / "shapes"
 TINY = {
@@ -125,9 +125,9 @@ def test_fine_tuning_learns_a_new_view_scheme(tmp_path: Path) -> None:
     """A prior whose tokenizer predates the angle words is fine-tuned on an ``angles`` dataset: its vocabulary is
     extended (old ids and embedding rows kept), and the exported folder has the full tokenizer and names its
     view scheme, so ``StableDiffusionPrior`` prompts it with the angle words."""
-    from uni3d.prior.tiny import save_pipeline, tiny_pipeline
-    from uni3d.prior.tokenizer import PROMPT_WORDS, build_clip_tokenizer
-    from uni3d.prior.views import ANGLES, VIEWS_FILE
+    from uni3d.models.tiny_sd import save_pipeline, tiny_pipeline
+    from uni3d.models.tokenizer import PROMPT_WORDS, build_clip_tokenizer
+    from uni3d.models.views import ANGLES, VIEWS_FILE
 
     old = build_clip_tokenizer([w for w in PROMPT_WORDS if w not in ANGLES.vocabulary()])
     pipe = tiny_pipeline(sample_size=8)
@@ -193,7 +193,7 @@ def test_exported_folder_is_a_stable_diffusion_prior(trained: Path) -> None:
 
 
 def test_classifier_judges_the_prior(dataset: Path, trained: Path, tmp_path: Path) -> None:
-    from uni3d.prior import load_shapes_dataset
+    from uni3d.tasks.embedded_prior import load_shapes_dataset
 
     model, report = train_classifier(load_shapes_dataset(dataset), ClassifierConfig(steps=3, width=8), progress=False)
     path = save_classifier(model, report, tmp_path / "judge.pt")

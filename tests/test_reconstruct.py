@@ -12,15 +12,15 @@ import pytest
 import torch
 import trimesh
 
-from uni3d import scene_cli
+from uni3d.cli import reconstruct as scene_cli
 from uni3d.errors import UsageError
-from uni3d.reconstruct.fit import ErrorMap, FitConfig, expected_termination, fit_field, run_progress
-from uni3d.reconstruct.meshes import load_mesh
-from uni3d.reconstruct.metrics import chamfer, psnr
-from uni3d.reconstruct.sections import main as sections_main
-from uni3d.reconstruct.sections import section_lines
-from uni3d.reconstruct.views import render_views
 from uni3d.scene.occupancy import ray_aabb
+from uni3d.tasks.reconstruct.fit import ErrorMap, FitConfig, expected_termination, fit_field, run_progress
+from uni3d.tasks.reconstruct.meshes import load_mesh
+from uni3d.tasks.reconstruct.metrics import chamfer, psnr
+from uni3d.tasks.reconstruct.sections import main as sections_main
+from uni3d.tasks.reconstruct.sections import section_lines
+from uni3d.tasks.reconstruct.views import render_views
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("pyvista") is None,

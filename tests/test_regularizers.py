@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from uni3d.pipeline.trainer import normal_smoothness, surface_points
 from uni3d.scene.field import FieldConfig, RadianceField
 from uni3d.scene.hashgrid import HashGridConfig
+from uni3d.tasks.text_to_3d.trainer import normal_smoothness, surface_points
 
 
 def _field(seed: int) -> RadianceField:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from uni3d.bench.sd_step import run
-from uni3d.cli import main
+from uni3d.cli.main import main
 from uni3d.errors import UsageError
-from uni3d.prior.architectures import random_sd_modules
-from uni3d.prior.stable_diffusion import PriorOptions
+from uni3d.models.sd_architectures import random_sd_modules
+from uni3d.models.stable_diffusion import PriorOptions
 
 
 def _count(module: torch.nn.Module) -> int:

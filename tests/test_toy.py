@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from uni3d.cli.toy import add_commands
 from uni3d.diffusion.edm import lognormal_sigma
 from uni3d.errors import UsageError
-from uni3d.toy.cli import add_commands
-from uni3d.toy.config import ToyConfig
-from uni3d.toy.fit import FitConfig, load_or_fit
-from uni3d.toy.metrics import energy_distance, evaluate, make_reference, mode_stats
-from uni3d.toy.teacher import RingTeacher
-from uni3d.toy.train import run_toy
+from uni3d.tasks.toy.config import ToyConfig
+from uni3d.tasks.toy.fit import FitConfig, load_or_fit
+from uni3d.tasks.toy.metrics import energy_distance, evaluate, make_reference, mode_stats
+from uni3d.tasks.toy.teacher import RingTeacher
+from uni3d.tasks.toy.train import run_toy
 
 TEACHER = RingTeacher()
 SMALL_FIT = FitConfig(width=64, depth=3, steps=300, batch_size=512, lr=3e-3)

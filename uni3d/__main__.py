@@ -2,6 +2,6 @@
 
 import sys
 
-from uni3d.cli import main
+from uni3d.cli.main import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""The job runner: one :func:`uni3d.pipeline.run.generate` call in a background thread, with a progress and
+"""The job runner: one :func:`uni3d.tasks.text_to_3d.run.generate` call in a background thread, with a progress and
 cancel bridge for the page.
 
 The page's handler starts a :class:`Job`, polls :meth:`Job.snapshot` every fraction of a second and yields what
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from uni3d.errors import UsageError
-from uni3d.pipeline.config import GenerateConfig
+from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 PHASES = ("loading", "training", "exporting", "done", "cancelled", "failed")
 """A job's phases in order; the last three are final."""
@@ -65,7 +65,7 @@ class PriorCache:
         with self._lock:
             if self._key != key:
                 if self._loader is None:
-                    from uni3d.pipeline.run import load_prior  # diffusers: imported when the first job runs
+                    from uni3d.tasks.text_to_3d.run import load_prior  # diffusers: imported when the first job runs
 
                     self._loader = load_prior
                 self._prior, self._key = None, None
@@ -126,13 +126,13 @@ class Job:
         self._update(**changes)
 
     def _log(self, line: str) -> None:
-        """``generate``'s notes on the prompt (:func:`uni3d.prior.prompt_check.prompt_notes`) go on the page."""
+        """``generate``'s notes on the prompt (:func:`uni3d.models.prompt_check.prompt_notes`) go on the page."""
         if line.startswith("note: "):
             with self._lock:
                 self._state = replace(self._state, notes=(*self._state.notes, line.removeprefix("note: ")))
 
     def _run(self) -> None:
-        from uni3d.pipeline.run import generate  # diffusers: imported when the first job runs
+        from uni3d.tasks.text_to_3d.run import generate  # diffusers: imported when the first job runs
 
         try:
             prior = self._priors.get(self.cfg)

@@ -12,7 +12,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from uni3d.pipeline.config import EMBEDDED_PRIOR, REPO_ROOT
+from uni3d.paths import REPO_ROOT
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR
 
 
 def _is_prior(folder: Path) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from uni3d.errors import UsageError
-from uni3d.pipeline.config import GenerateConfig
+from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 MAX_PROMPT_CHARS = 300
 """Longest prompt (and negative prompt) accepted: CLIP's 77-token context holds about this many characters."""

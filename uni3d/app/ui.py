@@ -22,8 +22,7 @@ from uni3d.app.runs import RunResult, latest_preview, list_runs, run_result
 from uni3d.app.settings import MAX_PROMPT_CHARS, RANGES, AppInputs, build_config, run_folder
 from uni3d.app.view import enlarged, error_html, idle_html, info_html, status_html, summary, thumbnail
 from uni3d.errors import UsageError
-from uni3d.pipeline.cli import TEXT_TO_3D_PRESETS
-from uni3d.pipeline.config import EMBEDDED_PRIOR
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS
 
 TICK = 1.0
 """Seconds between progress updates while a job runs."""

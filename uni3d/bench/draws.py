@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from uni3d.pipeline.config import GenerateConfig
+from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 if TYPE_CHECKING:  # the trainer imports diffusers and peft: only when a benchmark runs
-    from uni3d.pipeline.trainer import TextTo3D
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,8 @@ def measure_run(
     cfg: GenerateConfig, every: int, measure: Callable[[TextTo3D], dict[str, Any]], prior: Any = None
 ) -> list[dict[str, Any]]:
     """Train ``cfg`` for ``cfg.steps`` steps; ``{"step": k, **measure(trainer)}`` at step 0, every ``every``, the end."""
-    from uni3d.pipeline.run import load_prior  # diffusers: imported only when a benchmark runs
-    from uni3d.pipeline.trainer import TextTo3D, prior_image_size
+    from uni3d.tasks.text_to_3d.run import load_prior  # diffusers: imported only when a benchmark runs
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D, prior_image_size
 
     prior = prior if prior is not None else load_prior(cfg)
     cfg = cfg.resolved(prior_image_size(prior))

@@ -26,11 +26,11 @@ import torch
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.bench.images import teacher_row
 from uni3d.errors import UsageError
-from uni3d.images.curves import fid_curves_png
-from uni3d.images.data import load_dataset
-from uni3d.images.distill_config import DistillConfig
-from uni3d.images.distill_run import load_teacher, make_evaluator
 from uni3d.io import save_json
+from uni3d.tasks.images.curves import fid_curves_png
+from uni3d.tasks.images.data import load_dataset
+from uni3d.tasks.images.distill_config import DistillConfig
+from uni3d.tasks.images.distill_run import load_teacher, make_evaluator
 
 BEGIN, END = section_markers("images-runs")
 SHOWN_SETTINGS = ("lr_generator", "gen_sigma_min", "ratio_clamp", "warmup_steps", "batch_size")

@@ -4,7 +4,7 @@ Every student starts from the same teacher (generator and fake score are copies 
 process CPU time reaches ``--cpu-seconds`` (CPU time, not wall time, so a busy shared machine slows the run
 but does not shrink the budget). Scores: FID in the repo's feature-net space against the training split,
 classifier accuracy for the requested class, mean per-sample entropy, on the same fixed noise and labels for
-every row (:mod:`uni3d.images.fid`). Speed: generator images/s (one forward, no gradient) and the distillation
+every row (:mod:`uni3d.tasks.images.fid`). Speed: generator images/s (one forward, no gradient) and the distillation
 step's CPU time relative to one teacher forward+backward (EDM denoising loss) at the same batch.
 
 Writes ``docs/benchmarks/images.json``, sample grids ``docs/benchmarks/images/*.png`` and the section of
@@ -31,15 +31,15 @@ from tqdm import tqdm
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.diffusion.edm import heun_sample
 from uni3d.errors import UsageError
-from uni3d.images.data import load_dataset
-from uni3d.images.denoiser import EDMDenoiser
-from uni3d.images.distill import ImageDistiller
-from uni3d.images.distill_config import DistillConfig
-from uni3d.images.distill_run import Evaluator, load_teacher, make_evaluator
-from uni3d.images.fid import FeatureStats, features_and_probs, score_samples
-from uni3d.images.files import image_grid_png
 from uni3d.io import save_json
 from uni3d.losses import PRESET_NAMES, fake_score_loss, get_preset
+from uni3d.models.edm.denoiser import EDMDenoiser
+from uni3d.tasks.images.data import load_dataset
+from uni3d.tasks.images.distill import ImageDistiller
+from uni3d.tasks.images.distill_config import DistillConfig
+from uni3d.tasks.images.distill_run import Evaluator, load_teacher, make_evaluator
+from uni3d.tasks.images.fid import FeatureStats, features_and_probs, score_samples
+from uni3d.tasks.images.files import image_grid_png
 
 BEGIN, END = section_markers("images")
 TEACHER_NFES: tuple[int, ...] = (1, 3, 5, 11, 35)

@@ -17,10 +17,10 @@ import torch
 
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.io import save_json
-from uni3d.reconstruct.fit import FitConfig
 from uni3d.scene.backend import resolve_backend
 from uni3d.scene.cameras import CameraSampler
 from uni3d.scene.renderer import build_renderer
+from uni3d.tasks.reconstruct.fit import FitConfig
 
 BEGIN, END = section_markers("scene")
 WARMUP = 3

@@ -1,6 +1,6 @@
 """``uni3d bench sd-step``: the text-to-3D step at Stable Diffusion size against the bare cost of its UNet calls.
 
-Issue 5's GPU benchmark, runnable anywhere. Per architecture (:mod:`uni3d.prior.architectures`: SD 1.5- and
+Issue 5's GPU benchmark, runnable anywhere. Per architecture (:mod:`uni3d.models.sd_architectures`: SD 1.5- and
 2.1-shaped models with random weights, no download; ``tiny`` is the test prior) and preset, a :class:`TextTo3D`
 with the default settings (``GenerateConfig.resolved``: a 128-pixel render upsampled to the prior's side) runs
 ``warmup`` untimed steps, then ``steps`` timed ones (:meth:`TextTo3D.train_step`, CUDA synchronised; the median
@@ -29,13 +29,13 @@ import torch
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.errors import UsageError
 from uni3d.io import save_json
-from uni3d.pipeline.config import MEMORY_OPTIONS, GenerateConfig
-from uni3d.prior.architectures import ARCHITECTURES
+from uni3d.models.sd_architectures import ARCHITECTURES
 from uni3d.scene.cameras import orbit_cameras
+from uni3d.tasks.text_to_3d.config import MEMORY_OPTIONS, GenerateConfig
 
 if TYPE_CHECKING:  # diffusers and peft are imported when the benchmark runs, not with the CLI
-    from uni3d.pipeline.trainer import TextTo3D
-    from uni3d.prior.stable_diffusion import PriorOptions, StableDiffusionPrior
+    from uni3d.models.stable_diffusion import PriorOptions, StableDiffusionPrior
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
 
 BEGIN, END = section_markers("sd-step")
 MODELS = ("tiny", *ARCHITECTURES)
@@ -59,9 +59,9 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
 
 def build_prior(model: str, options: PriorOptions) -> StableDiffusionPrior:
     """A random-weight prior of ``model`` (:data:`MODELS`)."""
-    from uni3d.prior.architectures import random_sd_prior
-    from uni3d.prior.stable_diffusion import StableDiffusionPrior
-    from uni3d.prior.tiny import tiny_pipeline
+    from uni3d.models.sd_architectures import random_sd_prior
+    from uni3d.models.stable_diffusion import StableDiffusionPrior
+    from uni3d.models.tiny_sd import tiny_pipeline
 
     if model == "tiny":
         pipe = tiny_pipeline(sample_size=16)
@@ -92,7 +92,7 @@ def median_seconds(fn: Callable[[], object], warmup: int, repeats: int, device: 
 def bare_call(trainer: TextTo3D) -> Callable[[], None]:
     """One call of the step's unavoidable UNet work at its batch: the guided teacher forward (no grad) and, with
     a learned fake score, the LoRA forward + backward (gradients cleared after)."""
-    from uni3d.pipeline.fake_score import camera_condition
+    from uni3d.models.lora_fake_score import camera_condition
 
     prior, cfg, device = trainer.prior, trainer.cfg, trainer.device
     unet = prior.unet.config
@@ -123,7 +123,7 @@ def measure(
     prior: StableDiffusionPrior, model: str, preset: str, steps: int, warmup: int, memory: str = ""
 ) -> dict[str, Any]:
     """One row: median step and bare seconds, their ratio, peak memory and the run's shapes."""
-    from uni3d.pipeline.trainer import TextTo3D, prior_image_size
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D, prior_image_size
 
     device = str(prior.log_sigmas.device)
     cfg = GenerateConfig(prompt=PROMPT, preset=preset, steps=warmup + steps).resolved(prior_image_size(prior))
@@ -219,8 +219,8 @@ def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> s
 
 
 def _bench_sd_step(args: argparse.Namespace) -> int:
-    from uni3d.pipeline.run import resolve_device
-    from uni3d.prior.stable_diffusion import PriorOptions
+    from uni3d.models.stable_diffusion import PriorOptions
+    from uni3d.tasks.text_to_3d.run import resolve_device
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]

@@ -1,6 +1,6 @@
 """Ground truth and metrics of ``uni3d bench shapes``: what a prompt names, the true primitive, and the scores.
 
-- **Chamfer**: :func:`uni3d.reconstruct.metrics.chamfer`-style symmetric mean nearest-neighbour distance between
+- **Chamfer**: :func:`uni3d.tasks.reconstruct.metrics.chamfer`-style symmetric mean nearest-neighbour distance between
   surface samples of the exported mesh (``model_vertex_color.glb``) and of the true primitive, divided by the true
   bounding-box diagonal. The true mesh is the zero set of the dataset's signed distance (marching cubes at
   :data:`GT_RESOLUTION`^3), centred and upright exactly as the dataset renders it. The prior sees every azimuth,
@@ -30,7 +30,8 @@ import trimesh
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from uni3d.prior.primitives import BOUND_RADIUS, COLOUR_NAMES, COLOURS, SHAPE_NAMES, SHAPES
+from uni3d.models.vocabulary import COLOUR_NAMES, SHAPE_NAMES
+from uni3d.tasks.embedded_prior.primitives import BOUND_RADIUS, COLOURS, SHAPES
 
 GT_RESOLUTION = 128
 """Marching-cubes resolution of the true primitives (voxel 1.5/128 = 0.012 world units)."""

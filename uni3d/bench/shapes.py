@@ -1,7 +1,7 @@
 """``uni3d bench shapes``: text to 3D on the embedded prior, scored against the true primitives (issue 5).
 
 Each prompt of the prompt file names a primitive and/or a colour of the prior's dataset
-(:mod:`uni3d.prior.primitives`). A prompt naming both ("a red cube") is scored per preset on one seed:
+(:mod:`uni3d.tasks.embedded_prior.primitives`). A prompt naming both ("a red cube") is scored per preset on one seed:
 
 - **Chamfer** and **colour** (:mod:`uni3d.bench.shape_metrics`): distance to the true primitive over its
   bounding-box diagonal, and the mean surface albedo against the named colour;
@@ -41,8 +41,8 @@ from uni3d.bench.shape_metrics import Target, parse_target, score_mesh
 from uni3d.bench.shapes_report import PRESETS, row_settings, tiles_folder, write_results
 from uni3d.bench.shapes_sheet import store_tiles
 from uni3d.errors import UsageError
-from uni3d.pipeline.batch import read_prompts, run_folder
-from uni3d.pipeline.config import GenerateConfig, read_config_file
+from uni3d.tasks.text_to_3d.batch import read_prompts, run_folder
+from uni3d.tasks.text_to_3d.config import GenerateConfig, read_config_file
 
 # ---- runs -----------------------------------------------------------------------------------------------------
 
@@ -91,7 +91,7 @@ def training_label(label: str) -> str:
 
 def run_one(prior: Any, target: Target, preset: str, seed: int, settings: dict[str, Any], out: Path) -> dict[str, Any]:
     """Generate one asset (resuming its folder if any) and score it; failures are rows with ``status: failed``."""
-    from uni3d.pipeline.run import generate  # diffusers: imported only when a benchmark runs
+    from uni3d.tasks.text_to_3d.run import generate  # diffusers: imported only when a benchmark runs
 
     cfg = GenerateConfig.from_dict({**settings, "prompt": target.prompt, "preset": preset, "seed": seed})
     row: dict[str, Any] = {"prompt": target.prompt, "preset": preset, "steps": cfg.steps, "seed": seed}
@@ -120,7 +120,7 @@ def run_one(prior: Any, target: Target, preset: str, seed: int, settings: dict[s
 
 def reexport_one(prior: Any, target: Target, row: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """Export a finished run again from its final checkpoint and score it again; a failure keeps ``row``."""
-    from uni3d.pipeline.run import generate
+    from uni3d.tasks.text_to_3d.run import generate
 
     cfg = GenerateConfig.from_dict({**settings, "prompt": row["prompt"], "preset": row["preset"], "seed": row["seed"]})
     out = Path(row["out"])
@@ -162,7 +162,7 @@ def plan(
 
 
 def _load_prior(settings: dict[str, Any]) -> Any:
-    from uni3d.pipeline.run import load_prior
+    from uni3d.tasks.text_to_3d.run import load_prior
 
     return load_prior(GenerateConfig.from_dict({**settings, "prompt": "x"}))
 

@@ -18,7 +18,7 @@ from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.bench.shape_metrics import parse_target, primitive_mesh, shape_chamfer
 from uni3d.bench.shapes_sheet import contact_sheet_image, prune_tiles
 from uni3d.io import atomic_write, save_json
-from uni3d.pipeline.config import GenerateConfig
+from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 BEGIN, END = section_markers("shapes")
 PRESETS = ("sds", "vsd", "uni-rkl", "uni-fkl", "uni-jeffreys")

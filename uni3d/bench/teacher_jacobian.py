@@ -27,11 +27,11 @@ from uni3d.bench.draws import fresh_draws, measure_run
 from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.losses import generator_loss, get_preset
-from uni3d.modules import frozen
-from uni3d.pipeline.config import GenerateConfig
+from uni3d.models.frozen import frozen
+from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 if TYPE_CHECKING:  # the trainer imports diffusers and peft: only when the benchmark runs
-    from uni3d.pipeline.trainer import TextTo3D
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
 
 BEGIN, END = section_markers("teacher-jacobian")
 

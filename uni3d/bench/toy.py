@@ -16,11 +16,11 @@ from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.losses import PRESET_NAMES
-from uni3d.toy.baseline import TEACHER_NFES, BaselineResult, eval_noise, teacher_baseline
-from uni3d.toy.config import ToyConfig
-from uni3d.toy.metrics import SampleMetrics, make_reference
-from uni3d.toy.plot import scatter_grid_png
-from uni3d.toy.train import ToyResult, run_toy
+from uni3d.tasks.toy.baseline import TEACHER_NFES, BaselineResult, eval_noise, teacher_baseline
+from uni3d.tasks.toy.config import ToyConfig
+from uni3d.tasks.toy.metrics import SampleMetrics, make_reference
+from uni3d.tasks.toy.plot import scatter_grid_png
+from uni3d.tasks.toy.train import ToyResult, run_toy
 
 BEGIN, END = section_markers("toy")
 RATIO_PRESETS = ("fkl", "jeffreys", "js", "chi2")

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
+from uni3d.paths import TOOLS
 
 
 def validator_missing() -> str | None:

@@ -9,6 +9,15 @@ from uni3d.errors import UsageError
 
 SHADING_MODES = ("albedo", "lambertian", "textureless")
 
+LIGHT_DIR = (0.45, 0.8, 0.4)
+"""World-space direction towards the key light of every uni3d scene: the ground-truth views of ``reconstruct``, the
+shapes dataset's renders and the text-to-3D field's ``light: world`` shading (normalised by :func:`key_light`)."""
+
+
+def key_light(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+    """The unit vector ``(3,)`` towards :data:`LIGHT_DIR`."""
+    return torch.nn.functional.normalize(torch.tensor(LIGHT_DIR, dtype=dtype), dim=0).to(device)
+
 
 def check_shading(mode: str) -> str:
     """Return ``mode`` if known, else raise a one-line :class:`UsageError`."""

@@ -1,0 +1,193 @@
+"""``uni3d train-teacher``, ``uni3d train-features`` and ``uni3d distill``: one-step image distillation on MNIST."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from uni3d.errors import UsageError
+from uni3d.losses import PRESET_NAMES
+from uni3d.tasks.images.data import DATASETS
+from uni3d.tasks.images.distill_config import DistillConfig
+from uni3d.tasks.images.distill_run import run_distill
+from uni3d.tasks.images.features import FeatureTrainConfig, feature_record, save_feature_net, train_feature_net
+from uni3d.tasks.images.inception_fid import DETECTOR_NAME, DETECTOR_URL, REFS_URL, inception_fid
+from uni3d.tasks.images.teacher import TeacherConfig, train_teacher
+from uni3d.tasks.images.terms import run_term_report
+
+_T, _D, _F = TeacherConfig(), DistillConfig(), FeatureTrainConfig()
+DISTILL_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("steps", int, "total steps"),
+    ("warmup_steps", int, "first steps that train only the fake score and ratio head"),
+    ("batch_size", int, "batch size"),
+    ("seed", int, "seed"),
+    ("lr_generator", float, "generator learning rate"),
+    ("lr_fake", float, "fake-score learning rate"),
+    ("lr_ratio", float, "ratio-head learning rate"),
+    ("sigma_init", float, "sigma of the generator's input"),
+    ("gen_sigma_min", float, "generator-loss noise levels below this get weight 0"),
+    ("ratio_width", int, "width of the ratio head"),
+    ("ratio_clamp", float, "|log r| bound; beyond it the ratio is a constant (no motion terms)"),
+    ("ema", float, "EMA decay of the generator"),
+    ("eval_samples", int, "samples per evaluation"),
+    ("eval_every", int, "steps between evaluations"),
+    ("sample_every", int, "steps between sample grids"),
+    ("checkpoint_every", int, "steps between checkpoints"),
+    ("device", str, "cpu or cuda (random numbers are drawn on the CPU either way)"),
+)
+"""``uni3d distill``'s settings flags: (DistillConfig field, type, help)."""
+
+
+def _flag(p: argparse.ArgumentParser, name: str, kind: type, default: object, text: str) -> None:
+    p.add_argument(
+        "--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=f"{text} (default {default})"
+    )
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``train-teacher``, ``train-features`` and ``distill`` on the top-level ``uni3d`` subparsers."""
+    t = subparsers.add_parser(
+        "train-teacher",
+        help="train the EDM teacher UNet on MNIST (resumable)",
+        description="Train an EDM-preconditioned class-conditional UNet on the MNIST training split. Running the "
+        "same command again continues from OUT/checkpoint.pt; OUT/teacher.pt is the EMA teacher.",
+    )
+    t.add_argument("--dataset", choices=DATASETS, default="mnist", help="dataset (default mnist)")
+    t.add_argument("--out", type=Path, required=True, help="run folder")
+    for name, kind, text in (
+        ("steps", int, "total training steps"),
+        ("batch_size", int, "batch size"),
+        ("lr", float, "Adam learning rate"),
+        ("seed", int, "seed"),
+        ("sample_every", int, "steps between sample grids"),
+        ("checkpoint_every", int, "steps between checkpoints"),
+    ):
+        _flag(t, name, kind, getattr(_T, name), text)
+    t.add_argument("--resume", action="store_true", help="require OUT/checkpoint.pt (it is continued either way)")
+    t.set_defaults(func=_train_teacher)
+
+    f = subparsers.add_parser(
+        "train-features",
+        help="train the FID feature classifier on the MNIST held-out split",
+        description="Train the small CNN whose penultimate features define FID; report its accuracy on the "
+        "training split (never seen by it).",
+    )
+    f.add_argument("--out", type=Path, required=True, help="output file (e.g. assets/mnist_features.pt)")
+    for name, kind, text in (("steps", int, "steps"), ("batch_size", int, "batch size"), ("seed", int, "seed")):
+        _flag(f, name, kind, getattr(_F, name), text)
+    f.set_defaults(func=_train_features)
+
+    d = subparsers.add_parser(
+        "distill",
+        help="distill the teacher into a one-step generator with any loss preset (resumable)",
+        description="One-step distillation (SiD-style generator initialised from the teacher, online fake score, "
+        "ratio head); sample grids, metrics.csv (FID, accuracy) and checkpoints in OUT; the same command resumes.",
+    )
+    d.add_argument(
+        "--teacher",
+        default=_D.teacher,
+        help="'mnist' (assets/), a teacher.pt file or run folder, or an NVlabs EDM .pkl (SongUNet / DhariwalUNet)",
+    )
+    d.add_argument("--preset", default=_D.preset, help=f"loss preset; one of {', '.join(PRESET_NAMES)}")
+    d.add_argument("--out", type=Path, required=True, help="run folder")
+    d.add_argument("--features", default=_D.features, help="FID feature net: 'mnist', a file, or 'none'")
+    for name, kind, text in DISTILL_FLAGS:
+        _flag(d, name, kind, getattr(_D, name), text)
+    d.add_argument(
+        "--ratio-motion",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the expanded form's ratio-motion and DI terms; --no-ratio-motion holds r constant per sample "
+        f"(default {'on' if _D.ratio_motion else 'off'})",
+    )
+    d.add_argument("--resume", action="store_true", help="require OUT/checkpoint.pt (it is continued either way)")
+    d.add_argument("--json", action="store_true", help="print the last metrics row as JSON")
+    d.set_defaults(func=_distill)
+    _add_fid(subparsers)
+    _add_terms(subparsers)
+
+
+def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, object]:
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def _train_teacher(args: argparse.Namespace) -> int:
+    names = ("steps", "batch_size", "lr", "seed", "sample_every", "checkpoint_every")
+    cfg = replace(_T, dataset=args.dataset, **_overrides(args, names))
+    run = train_teacher(cfg, args.out, resume=args.resume)
+    loss = run.rows[-1]["loss"] if run.rows else float("nan")
+    print(f"teacher: {run.step_count} steps, last loss {loss:.4f}, {run.nonfinite_steps} non-finite steps skipped")
+    print(f"files in {args.out}/ (teacher.pt, checkpoint.pt, metrics.csv, samples/)")
+    return 0
+
+
+def _train_features(args: argparse.Namespace) -> int:
+    cfg = replace(_F, **_overrides(args, ("steps", "batch_size", "seed")))
+    net, acc = train_feature_net(cfg)
+    save_feature_net(args.out, net, feature_record(cfg, acc))
+    print(f"feature net: accuracy {acc:.4f} on the training split (4,000 digits it never saw); saved {args.out}")
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    names = (*(name for name, _, _ in DISTILL_FLAGS), "ratio_motion")
+    cfg = DistillConfig(teacher=args.teacher, preset=args.preset, features=args.features, **_overrides(args, names))
+    row = run_distill(cfg, args.out, resume=args.resume, progress=not args.json)
+    if args.json:
+        print(json.dumps({**row, "out": str(args.out)}, indent=2))
+    else:
+        print("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+        print(f"files in {args.out}/ (generator.pt, checkpoint.pt, metrics.csv, samples/)")
+    return 0
+
+
+def _add_fid(subparsers: argparse._SubParsersAction) -> None:
+    """``uni3d fid SAMPLES --detector inception-2015-12-05.pt --ref REF.npz`` (:mod:`uni3d.tasks.images.inception_fid`)."""
+    f = subparsers.add_parser(
+        "fid",
+        help="FID of sample images with NVlabs' Inception-v3 detector against EDM reference statistics",
+        description="FID of SAMPLES (a folder of PNGs or an .npz of uint8 NHWC images) in the feature space of "
+        f"NVlabs' TorchScript Inception-v3 ({DETECTOR_URL}) against reference statistics in EDM's fid-refs format "
+        f"(mu, sigma; e.g. {REFS_URL}cifar10-32x32.npz).",
+    )
+    f.add_argument("samples", type=Path, help="folder of PNG images or .npz of uint8 [N, H, W, C] images")
+    f.add_argument("--detector", type=Path, default=Path(DETECTOR_NAME), help=f"TorchScript detector ({DETECTOR_NAME})")
+    f.add_argument("--ref", type=Path, required=True, help="reference statistics .npz with mu and sigma")
+    f.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    f.add_argument("--json", action="store_true", help="print the result as JSON")
+    f.set_defaults(func=_fid)
+
+
+def _fid(args: argparse.Namespace) -> int:
+    fid = inception_fid(args.samples, args.detector, args.ref, args.device)
+    if args.json:
+        print(json.dumps({"fid": fid, "samples": str(args.samples), "ref": str(args.ref)}))
+    else:
+        print(f"FID {fid:.4f} ({args.samples} against {args.ref})")
+    return 0
+
+
+def _add_terms(subparsers: argparse._SubParsersAction) -> None:
+    """``uni3d distill-terms RUN`` (:mod:`uni3d.tasks.images.terms`)."""
+    t = subparsers.add_parser(
+        "distill-terms",
+        help="gradient norm of each expanded-form term (SIM, ratio motion, DI, FGM) at a run's checkpoint",
+        description="Loads RUN/checkpoint.pt of a uni3d distill run with a uni-<f> preset, draws one batch as the "
+        "generator step does, and prints the mean per-sample gradient norm of each weighted term w.r.t. the "
+        "generator's output (they sum to the loss's gradient), with the ratio estimate's range.",
+    )
+    t.add_argument("run", type=Path, help="a uni3d distill run folder")
+    t.add_argument("--batch-size", type=int, default=64, help="samples to average over (default 64)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the batch (default 0)")
+    t.add_argument("--json", action="store_true", help="print the report as JSON")
+    t.set_defaults(func=_terms)
+
+
+def _terms(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    report = run_term_report(args.run, args.batch_size, args.seed)
+    print(json.dumps(asdict(report), indent=2) if args.json else "\n".join(report.lines()))
+    return 0

@@ -1,0 +1,115 @@
+"""``uni3d generate PROMPT`` and ``uni3d batch FILE``: text to 3D assets (the pipeline is imported on use)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from uni3d.tasks.text_to_3d.batch import format_summary, parse_shard, run_batch, run_folder
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS, GenerateConfig, read_config_file
+
+_DEFAULTS = GenerateConfig(prompt="-")
+_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("prior", str, f"Stable Diffusion folder or hub id (default the embedded prior, {EMBEDDED_PRIOR})"),
+    ("preset", str, f"loss preset: {', '.join(TEXT_TO_3D_PRESETS)} (default {_DEFAULTS.preset})"),
+    ("steps", int, f"optimisation steps (default {_DEFAULTS.steps})"),
+    ("seed", int, f"seed (default {_DEFAULTS.seed})"),
+    ("guidance_scale", float, f"classifier-free guidance scale (default {_DEFAULTS.guidance_scale})"),
+    ("t_min", float, "lower end of the timestep range, fraction of T (default 0.02; 0.2 for ratio-weighted presets)"),
+    ("negative_prompt", str, "negative prompt (default empty)"),
+    ("render_size", int, "render side in pixels (default the prior's image side, at most 128)"),
+    ("device", str, "cpu, cuda or auto (default auto)"),
+    ("dtype", str, "prior weights: fp32, fp16 or bf16 (default fp32)"),
+)
+"""Settings with a flag: ``(field, type, help)``; the rest come from ``--config``."""
+_SWITCHES: tuple[tuple[str, str], ...] = (
+    ("allow_download", "let diffusers fetch a hub id"),
+    ("attention_slicing", "prior memory: UNet attention in slices"),
+    ("channels_last", "prior memory: UNet in channels-last format"),
+    ("vae_slicing", "prior memory: VAE one image at a time"),
+)
+"""On/off settings with a flag: ``(field, help)``."""
+
+
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    for name, kind, text in _FLAGS:
+        flags = ["--" + name.replace("_", "-")] + (["--guidance"] if name == "preset" else [])
+        p.add_argument(*flags, dest=name, type=kind, default=None, metavar=name.upper(), help=text)
+    for name, text in _SWITCHES:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=None, help=text)
+    p.add_argument("--config", type=Path, default=None, help="YAML/JSON settings (e.g. a saved config.json); flags win")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``generate`` and ``batch`` on the top-level ``uni3d`` subparsers."""
+    g = subparsers.add_parser(
+        "generate",
+        help="text prompt -> 3D asset (GLB, OBJ, turntable video) by score distillation",
+        description="Optimise a radiance field so its renders score well under a text-conditioned diffusion prior "
+        "(sds, vsd, uni-<f>, fdistill-<f>), then export GLB, OBJ, a turntable video and metrics. Running the same "
+        "command again resumes from the run folder's checkpoint.",
+    )
+    g.add_argument("prompt", metavar="PROMPT", help='what to make, e.g. "a red cube"')
+    g.add_argument("--out", type=Path, default=None, help="run folder (default runs/<prompt slug>)")
+    g.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_settings(g)
+    g.set_defaults(func=_generate)
+    b = subparsers.add_parser(
+        "batch",
+        help="generate every prompt of a file (resumable; a failing prompt never stops the batch)",
+        description="One prompt per line, # starts a comment. Finished prompts are skipped, unfinished ones resume, "
+        "failures are recorded and the batch goes on; --shard K/N runs every N-th prompt from the K-th.",
+    )
+    b.add_argument("file", metavar="FILE", type=Path, help="prompt file")
+    b.add_argument("--out", type=Path, required=True, help="folder for one run folder per prompt")
+    b.add_argument("--shard", default=None, metavar="K/N", help="run shard K of N (1-based)")
+    _add_settings(b)
+    b.set_defaults(func=_batch)
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the ``--config`` file, then the flags given (without the prompt)."""
+    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    values.pop("prompt", None)
+    values.update({name: getattr(args, name) for name, _, _ in _FLAGS if getattr(args, name) is not None})
+    values.update({name: True for name, _ in _SWITCHES if getattr(args, name)})
+    return values
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from uni3d.tasks.text_to_3d.run import generate  # diffusers: imported only when a run starts
+
+    cfg = GenerateConfig.from_dict({**settings_from_args(args), "prompt": args.prompt.strip()})
+    out = args.out or run_folder(Path("runs"), cfg.prompt)
+    metrics = generate(cfg, out, progress=not (args.quiet or args.json), log=_log)
+    if args.json:
+        print(json.dumps({**metrics, "out": str(out)}, indent=2))
+        return 0
+    print(
+        "\n".join(
+            [
+                f"prompt     {metrics['prompt']}  ({metrics['preset']}, {metrics['steps']} steps)",
+                f"time       {metrics['train_seconds']:.1f} s training ({metrics['seconds_per_step']:.3f} s/step), "
+                f"{metrics['export_seconds']:.1f} s export",
+                f"repairs    {metrics['rollbacks']} rollbacks after non-finite steps",
+                f"mesh       {metrics['mesh_vertices']} vertices, {metrics['mesh_faces']} faces",
+                f"outputs    {out / 'model.glb'}, {out / metrics['files'][3]}, {out}/ (model.obj, metrics.json)",
+            ]
+        )
+    )
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    shard = parse_shard(args.shard)
+    rows = run_batch(args.file, args.out, settings_from_args(args), shard, progress=not args.quiet, log=_log)
+    print(format_summary(rows))
+    return 1 if any(r.status == "failed" for r in rows) else 0

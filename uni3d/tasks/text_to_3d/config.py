@@ -1,0 +1,331 @@
+"""Settings of one text-to-3D run: one typed, frozen dataclass; YAML/JSON files (a saved ``config.json`` too).
+
+Defaults are sized for a CPU and the embedded prior (a small field, one view per step, a coarse occupancy
+grid, a rank-4 LoRA); a GPU run with Stable Diffusion raises them from a config file or flags. Settings left
+``None`` are resolved when the prior is loaded (:meth:`GenerateConfig.resolved`) and saved resolved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from uni3d.diffusion.timesteps import TimestepRange
+from uni3d.errors import UsageError
+from uni3d.export.asset import ExportSettings
+from uni3d.losses import PRESET_NAMES, get_preset
+from uni3d.paths import REPO_ROOT
+from uni3d.scene.background import BACKGROUNDS
+from uni3d.scene.field import FieldConfig
+from uni3d.scene.hashgrid import HashGridConfig
+from uni3d.scene.shading import SHADING_MODES
+
+EMBEDDED_PRIOR = "assets/priors/shapes"
+"""The embedded prior's folder, relative to the repository root (made by ``uni3d train-prior``)."""
+T_MIN = 0.02
+"""Lower end of the generator's timestep range (fraction of ``T``), DreamFusion / threestudio."""
+T_MIN_RATIO = 0.2
+"""Lower end for presets whose weight ``h(r)`` uses the density ratio: with small ``t`` in the range the
+ratio-weighted gradient diverged in the 2-D toy (``w(t) = 0`` below ``t_min`` fixed it)."""
+MAX_RENDER_SIZE = 128
+"""Largest default render side; a bigger prior image (SD: 512) is reached by bilinear upsampling, as threestudio."""
+LIGHTS = ("world", "camera")
+MEMORY_OPTIONS = ("attention_slicing", "channels_last", "vae_slicing")
+"""Settings of the prior (:class:`uni3d.models.stable_diffusion.PriorOptions`) that change memory use, not results
+(beyond rounding)."""
+
+
+def _small_field() -> FieldConfig:
+    return FieldConfig(
+        encoding=HashGridConfig(n_levels=6, log2_table_size=16, base_resolution=16, max_resolution=128),
+        hidden=32,
+        blob_density=5.0,
+        blob_radius=0.35,
+    )
+
+
+TEXT_TO_3D_PRESETS = tuple(name for name in PRESET_NAMES if get_preset(name).regression_weight == 0)
+"""Every preset but DMD, whose regression to teacher ODE samples has no 3D form."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Everything a run depends on (METHOD.md section 7); saved resolved as ``config.json`` in the run folder.
+
+    Timesteps: ``t ~ U[t_min, t_max(p)] T`` with ``t_max`` annealed from ``t_max_start`` to ``t_max_end`` by
+    progress ``anneal_until`` (:class:`uni3d.tasks.embedded_prior.TimestepRange`). The default does not anneal (DreamFusion's
+    ``U[0.02, 0.98]`` throughout): annealing to 0.5 by half-way (threestudio's schedule) kept the initial blob's
+    sphere for the cones, the pyramid and the cylinder on the embedded prior (README, shapes benchmark: sds 7/10
+    -> 9/10). ``t_min=None`` resolves to
+    :data:`T_MIN`, or :data:`T_MIN_RATIO` for ratio-weighted presets. The LoRA fake score trains on
+    ``t ~ U[lora_t_min, lora_t_max] T``. ``render_size=None`` resolves to the prior's image side (capped at
+    :data:`MAX_RENDER_SIZE`). ``light="world"`` is the embedded prior's key light; ``"camera"`` a headlight.
+    ``grid_min_density``: occupancy-grid cells with a lower density are skipped by the ray marcher (and the
+    mesh export); 1.0 prunes the initial blob's thin halo (density ``e^-1``), so only the blob itself is
+    marched at first (``None``: nerfacc's threshold of 0.01 on ``sigma dt``, which prunes nothing here).
+
+    Regularizers (:meth:`TextTo3D.regularizer`): ``lambda_sparsity`` (opacity), ``lambda_opaque`` (opacity
+    entropy), ``lambda_orient`` (normals facing away from the camera) and ``lambda_normal_smooth``: the density
+    normal may not turn within ``normal_smooth_eps`` of the surface (threestudio's 3D normal smoothness; without
+    it the SDS surface is covered in bumps the 32 px prior cannot see). Its weight 5 (was 30): on the shapes
+    benchmark's 10 prompts over seeds 0-2, sds met Chamfer <= 5% with the right colour on 30 of 30 runs against
+    26 of 30 with 30, a lower Chamfer on 24 of 30, and the red cube a cube on two seeds (README); 0 was no
+    better. Fake score: ``fake_guidance_scale`` ``g`` evaluates the LoRA guided like the teacher, ``D_p^u + g (D_p^c - D_p^u)`` (SiD-LSG; 1 = the prompt-conditioned
+    LoRA of ProlificDreamer), the LoRA then trains on the negative prompt with probability ``text_drop``;
+    ``fake_warmup_steps``: the first steps train only the LoRA and the ratio head, the field waits.
+
+    ``teacher_jacobian``: whether the expanded (``uni-*``) and SiD forms differentiate through the guided teacher
+    ``D_q`` (their exact gradient, as the image distiller does). Off by default, as SDS drops the U-Net Jacobian
+    (DreamFusion): in 3D the gradient with it was 4-6x (median; up to 18x) the one without, and on some draws
+    pointed against the distillation direction ``D_p - D_q`` (``uni3d bench teacher-jacobian``; README).
+    Without it, ``uni-rkl``'s gradient is ``2 w ((D_p - D_q) - J_pᵀ(D_p - x0))``: VSD's direction plus the fake
+    score's Jacobian term. The teacher then
+    runs without a backward pass. The fake score is always differentiated.
+
+    ``ratio_motion``: whether the expanded form keeps the terms from the ratio's own motion (``grad log r = -y``:
+    the ratio-motion and DI terms, ``h'`` and ``h''``). Off by default in 3D: the ratio then weights each sample as
+    a constant, so a ``uni-<f>`` gradient is ``h(r)`` times the ``uni-rkl`` one (the exact gradient of
+    ``w E[h(sg r) ||y||^2]``, the form clamped samples get anyway). The ratio-motion term averages out only for an
+    exact fake score; the lagging LoRA biases it (``uni3d bench fake-bias``), which turned the red cube blue.
+
+    Prior: ``dtype``, ``device``, ``allow_download`` and the memory options ``attention_slicing``,
+    ``channels_last``, ``vae_slicing`` (:class:`uni3d.models.stable_diffusion.PriorOptions`; a resumed run may
+    change the memory options and the device).
+    """
+
+    prompt: str
+    prior: str = EMBEDDED_PRIOR
+    preset: str = "sds"
+    steps: int = 400
+    seed: int = 0
+    negative_prompt: str = ""
+    guidance_scale: float = 7.5
+    view_dependent: bool = True
+    t_min: float | None = None
+    t_max_start: float = 0.98
+    t_max_end: float = 0.98
+    anneal_until: float = 0.5
+    views_per_step: int = 1
+    render_size: int | None = None
+    elevation_deg: tuple[float, float] = (-10.0, 60.0)
+    azimuth_deg: tuple[float, float] = (-180.0, 180.0)
+    distance: tuple[float, float] = (2.5, 3.5)
+    fov_deg: tuple[float, float] = (35.0, 45.0)
+    shading: str = "lambertian"
+    light: str = "world"
+    background: str = "solid"
+    field: FieldConfig = dataclasses.field(default_factory=_small_field)
+    grid_resolution: int = 32
+    render_steps: int = 64
+    grid_every: int = 16
+    grid_min_density: float | None = 1.0
+    start_levels: int = 2
+    lr: float = 1e-2
+    lr_warmup_steps: int = 20
+    lr_final: float = 0.1
+    grad_clip: float = 100.0
+    lambda_sparsity: float = 1e-2
+    lambda_opaque: float = 0.0
+    lambda_orient: float = 1e-2
+    lambda_normal_smooth: float = 5.0
+    normal_smooth_eps: float = 0.03
+    lora_rank: int = 4
+    lr_lora: float = 1e-3
+    lora_t_min: float = 0.02
+    lora_t_max: float = 0.98
+    camera_drop: float = 0.1
+    fake_guidance_scale: float = 1.0
+    fake_warmup_steps: int = 0
+    teacher_jacobian: bool = False
+    ratio_motion: bool = False
+    text_drop: float = 0.1
+    ratio_hidden: int = 64
+    lr_ratio: float = 1e-3
+    ratio_clamp: float = 5.0
+    bank_size: int = 4
+    bank_nfe: int = 9
+    checkpoint_every: int = 50
+    snapshot_every: int = 10
+    max_rollbacks: int = 20
+    preview_every: int = 100
+    export: ExportSettings = dataclasses.field(default_factory=ExportSettings)
+    device: str = "auto"
+    dtype: str = "fp32"
+    allow_download: bool = False
+    attention_slicing: bool = False
+    channels_last: bool = False
+    vae_slicing: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise UsageError("the prompt is empty; give a text such as 'a red cube'")
+        if get_preset(self.preset).regression_weight > 0:
+            raise UsageError(
+                f"preset {self.preset!r} regresses onto teacher ODE samples of a one-step generator's noise, which a "
+                "3D field does not have; use sds, vsd, di, sid, sim, uni-<f> or fdistill-<f>"
+            )
+        checks = {
+            "steps >= 1": self.steps >= 1,
+            "views_per_step >= 1": self.views_per_step >= 1,
+            "guidance_scale >= 0": self.guidance_scale >= 0,
+            "0 <= lora_t_min < lora_t_max <= 1": 0 <= self.lora_t_min < self.lora_t_max <= 1,
+            "0 <= camera_drop <= 1 and 0 <= text_drop <= 1": 0 <= self.camera_drop <= 1 and 0 <= self.text_drop <= 1,
+            "fake_guidance_scale >= 1": self.fake_guidance_scale >= 1,
+            "0 <= fake_warmup_steps < steps": 0 <= self.fake_warmup_steps < self.steps,
+            "positive learning rates": min(self.lr, self.lr_lora, self.lr_ratio) > 0,
+            "0 < lr_final <= 1": 0 < self.lr_final <= 1,
+            "non-negative regularizer weights": min(
+                self.lambda_sparsity, self.lambda_opaque, self.lambda_orient, self.lambda_normal_smooth
+            )
+            >= 0,
+            "normal_smooth_eps > 0": self.normal_smooth_eps > 0,
+            "lora_rank >= 1 and ratio_hidden >= 4": self.lora_rank >= 1 and self.ratio_hidden >= 4,
+            "bank_size >= 1 and odd bank_nfe >= 1": self.bank_size >= 1 and self.bank_nfe >= 1 and self.bank_nfe % 2,
+            "positive checkpoint/snapshot/preview intervals": min(
+                self.checkpoint_every, self.snapshot_every, self.preview_every, self.grid_every
+            )
+            >= 1,
+            "render_size 16-1024": self.render_size is None or 16 <= self.render_size <= 1024,
+            "grid_min_density > 0": self.grid_min_density is None or self.grid_min_density > 0,
+        }
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            raise UsageError(f"invalid generate settings: need {'; '.join(failed)}")
+        if self.shading not in SHADING_MODES or self.background not in BACKGROUNDS or self.light not in LIGHTS:
+            raise UsageError(
+                f"shading, background, light must be one of {SHADING_MODES}, {BACKGROUNDS}, {LIGHTS}; "
+                f"got {self.shading!r}, {self.background!r}, {self.light!r}"
+            )
+        self.timestep_range()  # validates the range
+
+    @property
+    def prior_path(self) -> str:
+        """The prior as given, except that the embedded default is found from any working directory."""
+        return str(REPO_ROOT / EMBEDDED_PRIOR) if self.prior == EMBEDDED_PRIOR else self.prior
+
+    def timestep_range(self) -> TimestepRange:
+        """The generator's annealed :class:`uni3d.tasks.embedded_prior.TimestepRange`."""
+        return TimestepRange(self.resolved_t_min(), self.t_max_start, self.t_max_end, self.anneal_until)
+
+    def resolved_t_min(self) -> float:
+        """``t_min``, or its default by preset (see the class docstring)."""
+        if self.t_min is not None:
+            return self.t_min
+        return T_MIN_RATIO if get_preset(self.preset).uses_ratio else T_MIN
+
+    def inert_settings(self) -> frozenset[str]:
+        """Settings without effect for this preset: ``teacher_jacobian`` where no denoiser input is live (integral
+        presets), ``ratio_motion`` where no ratio is used. A run folder made before they existed still resumes."""
+        preset = get_preset(self.preset)
+        inert = set() if preset.needs_input_grad else {"teacher_jacobian"}
+        return frozenset(inert if preset.uses_ratio else inert | {"ratio_motion"})
+
+    def resolved(self, prior_image_size: int) -> GenerateConfig:
+        """A copy with every ``None`` setting decided (``prior_image_size``: the prior's image side in pixels)."""
+        size = self.render_size or min(prior_image_size, MAX_RENDER_SIZE)
+        return dataclasses.replace(self, t_min=self.resolved_t_min(), render_size=size)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able settings (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerateConfig:
+        """A config from a (possibly partial, possibly nested) mapping, e.g. a saved ``config.json``."""
+        return _build(cls, data, "generate")
+
+
+def _build(kind: type, data: dict[str, Any], where: str) -> Any:
+    """Instantiate the dataclass ``kind`` from ``data``, recursing into nested dataclasses and tuples. A partial
+    nested mapping (``field: {blob_radius: 0.2}``) changes only the settings it names: the rest keep the values
+    of that field's own default (for ``field``, the small text-to-3D grid, not :class:`FieldConfig`'s)."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{where} settings must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(kind)
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UsageError(f"unknown {where} setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
+    values = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            default = _default(fields[key])
+            base = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else {}
+            value = _build(hint, _merged(base, value), f"{where}.{key}")
+        elif _is_tuple(hint) and isinstance(value, list):
+            value = tuple(value)
+        values[key] = _checked(hint, value, f"{where} setting {key!r}")
+    try:
+        return kind(**values)
+    except TypeError as err:
+        raise UsageError(f"bad {where} settings: {err}") from None
+
+
+_SCALARS: dict[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a text"}
+
+
+def _checked(hint: Any, value: Any, name: str) -> Any:
+    """``value`` if it has the scalar type ``hint`` asks for (an integer stands for a float and becomes one;
+    ``None`` where the hint allows it; tuples element by element), else a one-line error naming the setting.
+    Other hints (nested settings) pass unchecked: their own dataclass checks them."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    kinds = [k for k in options if k in _SCALARS]
+    if not kinds:
+        tuple_hint = next((k for k in options if typing.get_origin(k) is tuple), None)
+        if tuple_hint is None or not isinstance(value, tuple):
+            return value
+        args = typing.get_args(tuple_hint)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[float, ...]
+            args = (args[0],) * len(value)
+        if len(args) != len(value):
+            raise UsageError(f"{name} must hold {len(args)} values, got {list(value)!r}")
+        return tuple(_checked(a, v, name) for a, v in zip(args, value, strict=True))
+    for kind in kinds:
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+    raise UsageError(f"{name} must be {' or '.join(_SCALARS[k] for k in kinds)}, got {value!r}")
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    """A dataclass field's default value (``None`` when it has none)."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` laid over it, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _is_tuple(hint: Any) -> bool:
+    if typing.get_origin(hint) is tuple:
+        return True
+    if isinstance(hint, types.UnionType):
+        return any(_is_tuple(h) for h in typing.get_args(hint))
+    return False
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings mapping in a YAML or JSON file (then overridden by flags, given to ``from_dict``)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UsageError(f"cannot read generate config {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"generate config {path} must hold a mapping of settings")
+    return data

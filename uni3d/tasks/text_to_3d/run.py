@@ -1,0 +1,232 @@
+"""``generate``: prompt -> optimised field -> exported asset, with checkpoints, resume, previews and metrics.
+
+Run folder (every file written atomically): ``config.json`` (resolved settings), ``checkpoint.pt`` (every
+``checkpoint_every`` steps and at the end of training; the same command resumes from it), ``previews/step_*.png``
+(4 orbit views every ``preview_every`` steps), then ``model.glb``, ``model_vertex_color.glb``, ``model.obj``
+(+ ``.mtl`` + texture PNG), ``turntable.mp4`` (or ``.gif``), ``contact_sheet.png`` and, last, ``metrics.json``
+with ``"status": "done"`` (its presence marks a finished run). A run stopped by ``should_stop`` saves its checkpoint,
+exports the partial asset all the same and writes ``"status": "cancelled"`` with ``cancelled_at_step``: the same
+command then resumes it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from uni3d.engine import NonFiniteError
+from uni3d.errors import UsageError
+from uni3d.export.asset import export_asset
+from uni3d.export.video import contact_sheet
+from uni3d.io import atomic_write, save_json
+from uni3d.models.prompt_check import prompt_notes
+from uni3d.models.stable_diffusion import PriorOptions, StableDiffusionPrior
+from uni3d.scene.background import SolidBackground
+from uni3d.tasks.text_to_3d.bank import TeacherBank
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, MEMORY_OPTIONS, GenerateConfig
+from uni3d.tasks.text_to_3d.trainer import StepStats, TextTo3D, prior_image_size
+
+RESUMABLE_CHANGES = frozenset(
+    {
+        "steps",
+        "checkpoint_every",
+        "snapshot_every",
+        "max_rollbacks",
+        "preview_every",
+        "export",
+        "device",
+        *MEMORY_OPTIONS,
+    }
+)
+"""Settings a resumed run may change (the rest must equal the checkpoint's)."""
+Callback = Callable[[int, StepStats], None]
+"""``callback(step, stats)`` after every completed step (progress bars, the app, tests)."""
+StopCheck = Callable[[], bool]
+"""``should_stop()`` after every completed step (and its callback): ``True`` ends training there (a clean cancel)."""
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; other names pass through."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
+    return name
+
+
+def load_prior(cfg: GenerateConfig) -> StableDiffusionPrior:
+    """The prior of ``cfg``; a missing embedded prior is a one-line error saying how to make it."""
+    if cfg.prior == EMBEDDED_PRIOR and not Path(cfg.prior_path).is_dir():
+        raise UsageError(
+            f"the embedded prior {EMBEDDED_PRIOR} is missing: train it with `uni3d train-prior` (it writes "
+            f"{EMBEDDED_PRIOR}), or pass --prior with a Stable Diffusion folder or a cached hub id"
+        )
+    memory = {name: getattr(cfg, name) for name in MEMORY_OPTIONS}
+    opts = PriorOptions(cfg.dtype, resolve_device(cfg.device), cfg.allow_download, **memory)
+    return StableDiffusionPrior.from_pretrained(cfg.prior_path, opts)
+
+
+def _check_resumable(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
+    """One-line error when settings outside :data:`RESUMABLE_CHANGES` differ (``None`` in ``now``: unresolved;
+    settings inert for the preset, :meth:`GenerateConfig.inert_settings`, are not compared)."""
+    skip = RESUMABLE_CHANGES | GenerateConfig.from_dict(now).inert_settings()
+    changed = sorted(k for k in now if k not in skip and now[k] is not None and saved.get(k) != now[k])
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed[:3])
+        raise UsageError(
+            f"{out} holds a run with other settings ({shown}); resume it with the same settings or use another --out"
+        )
+
+
+def _save_checkpoint(path: Path, trainer: TextTo3D, config: dict[str, Any], seconds: float) -> None:
+    buf = io.BytesIO()
+    torch.save({"config": config, **trainer.checkpoint(seconds)}, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def finished_metrics(cfg: GenerateConfig, out: Path) -> dict[str, Any] | None:
+    """The metrics of a finished run of ``cfg`` in ``out`` (``metrics.json`` with status ``done``), ``None`` if
+    there is none; a finished run with other settings is a one-line error (never silently taken as this one)."""
+    try:
+        metrics = json.loads((Path(out) / "metrics.json").read_text())
+        saved = json.loads((Path(out) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or metrics.get("status") != "done":
+        return None
+    _check_resumable(saved, json.loads(json.dumps(cfg.as_dict())), Path(out))
+    return metrics
+
+
+def generate(
+    cfg: GenerateConfig,
+    out: Path,
+    prior: StableDiffusionPrior | None = None,
+    progress: bool = True,
+    callback: Callback | None = None,
+    log: Callable[[str], None] = lambda _: None,
+    should_stop: StopCheck | None = None,
+) -> dict[str, Any]:
+    """Run (or resume, or return the finished) ``cfg`` in ``out``; returns the metrics (also ``metrics.json``).
+
+    ``should_stop`` returning ``True`` after step ``k`` stops training there: the checkpoint is saved, the partial
+    asset exported and ``metrics.json`` says ``"status": "cancelled"``, ``"cancelled_at_step": k``.
+    """
+    out = Path(out)
+    finished = finished_metrics(cfg, out)
+    if finished is not None:
+        log(f"{out} is finished already (delete its metrics.json to train on or export again)")
+        return finished
+    prior = prior if prior is not None else load_prior(cfg)
+    notes = prompt_notes(prior.tokenizer, cfg.prompt, cfg.negative_prompt, cfg.view_dependent, prior.views)
+    for note in notes:
+        log(f"note: {note}")
+    resolved = cfg.resolved(prior_image_size(prior))
+    config = json.loads(json.dumps(resolved.as_dict()))
+    ckpt_path = out / "checkpoint.pt"
+    state = torch.load(ckpt_path, map_location=prior.log_sigmas.device) if ckpt_path.is_file() else None
+    if state is not None:
+        _check_resumable(state["config"], config, out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "config.json", config)
+    torch.manual_seed(resolved.seed)
+    mid_fov = math.radians(sum(resolved.fov_deg) / 2)
+    bank = TeacherBank.from_state(state["bank"], mid_fov) if state is not None and state["bank"] is not None else None
+    trainer = TextTo3D(resolved, prior, bank=bank)
+    seconds = trainer.load_checkpoint(state) if state is not None else 0.0
+    resumed_from = trainer.step
+    if state is not None:
+        log(f"resuming {out} from step {trainer.step}")
+    seconds = _train(trainer, out, config, seconds, progress, callback, should_stop)
+    return _finish(trainer, out, resumed_from, seconds, notes, cancelled=trainer.step < resolved.steps)
+
+
+def _train(
+    trainer: TextTo3D,
+    out: Path,
+    config: dict[str, Any],
+    seconds: float,
+    progress: bool,
+    callback: Callback | None,
+    should_stop: StopCheck | None = None,
+) -> float:
+    """The loop: steps with rollback, checkpoints, previews; a final checkpoint when training ends or is stopped.
+    Returns the training seconds (this call's plus those before the checkpoint it resumed from)."""
+    cfg = trainer.cfg
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc=cfg.preset, disable=not progress, leave=False)
+    start = time.perf_counter() - seconds
+    with bar:
+        while trainer.step < cfg.steps:
+            stats = trainer.train_step()
+            bar.n = trainer.step
+            if stats is None:
+                bar.set_postfix(rollbacks=trainer.counters.rollbacks, refresh=True)
+                continue
+            bar.set_postfix(loss=f"{stats.loss:.3g}", opacity=f"{stats.opacity:.2f}", refresh=False)
+            bar.update(0)
+            step = trainer.step
+            if step % cfg.preview_every == 0:
+                contact_sheet(trainer.preview().numpy(), out / "previews" / f"step_{step:06d}.png", columns=4)
+            saved = step % cfg.checkpoint_every == 0 or step == cfg.steps
+            if saved:
+                _save_checkpoint(out / "checkpoint.pt", trainer, config, time.perf_counter() - start)
+            if callback is not None:
+                callback(step, stats)
+            if step < cfg.steps and should_stop is not None and should_stop():
+                if not saved:
+                    _save_checkpoint(out / "checkpoint.pt", trainer, config, time.perf_counter() - start)
+                break
+    return time.perf_counter() - start
+
+
+def _finish(
+    trainer: TextTo3D, out: Path, resumed_from: int, seconds: float, notes: list[str], cancelled: bool = False
+) -> dict[str, Any]:
+    """Export the asset and write ``metrics.json`` last (status ``cancelled`` when training stopped early; ``notes``:
+    :func:`prompt_notes` of the prompt)."""
+    cfg, ex = trainer.cfg, trainer.cfg.export
+    if not trainer.field_is_finite():
+        raise NonFiniteError("the field has non-finite parameters; refusing to export")
+    t0 = time.perf_counter()
+    preview = out / "preview.png"
+    contact_sheet(trainer.preview().numpy(), preview, columns=4)
+    renderer = trainer.renderer.eval()
+    if renderer.backend == "torch":
+        renderer = renderer.cpu()  # the exporter builds its cameras and grids on the CPU
+    renderer.background = SolidBackground((1.0, 1.0, 1.0)).to(next(renderer.buffers()).device)
+    distance = sum(cfg.distance) / 2
+    asset = export_asset(renderer, out, ex, distance=distance)
+    losses = trainer.losses
+    tail = losses[-20:]
+    metrics = {
+        "status": "cancelled" if cancelled else "done",
+        **({"cancelled_at_step": trainer.step} if cancelled else {}),
+        "prompt": cfg.prompt,
+        "preset": cfg.preset,
+        "prior": cfg.prior,
+        "prompt_notes": notes,
+        "steps": trainer.step,
+        "resumed_from_step": resumed_from,
+        "render_size": trainer.size,
+        "prior_image_size": trainer.prior_size,
+        "train_seconds": round(seconds, 2),
+        "seconds_per_step": round(seconds / max(1, trainer.step), 4),
+        "export_seconds": round(time.perf_counter() - t0, 2),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": sum(tail) / len(tail) if tail else None,
+        **trainer.counters.report("rollback"),
+        "iso_level": asset.iso_level,
+        "mesh_vertices": len(asset.mesh.vertices),
+        "mesh_faces": len(asset.mesh.faces),
+        "files": ["model.glb", "model_vertex_color.glb", "model.obj", asset.video.name, "preview.png"],
+    }
+    save_json(out / "metrics.json", metrics)
+    return metrics

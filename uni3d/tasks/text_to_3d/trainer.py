@@ -1,0 +1,409 @@
+"""One text-to-3D optimisation step (METHOD.md section 7) and the state that checkpoints and rollbacks keep.
+
+Per step, in this order:
+
+1. cameras from the sampler -> render RGB and opacity (and the composited normal) -> bilinear resize to the
+   prior's image side -> ``x0 = E(render)`` (VAE latent, live);
+2. ``t ~ U[t_min, t_max(p)] T`` (annealed, :class:`uni3d.tasks.embedded_prior.TimestepRange`), ``sigma = sigma_t``,
+   ``x_t = x0 + sigma n`` (VE units);
+3. teacher ``D_q(x_t)`` with classifier-free guidance on the view-suffixed prompt; fake ``D_p(x_t)`` from the
+   LoRA UNet with the camera embedding (``learned`` presets), parameters frozen, input live when the preset
+   needs it (expanded and SiD forms; the teacher's input only with ``teacher_jacobian``); ``log r`` from the
+   ratio head on the LoRA's mid-block features (ratio presets);
+4. ``L = generator_loss(preset) + regularizers`` -> backprop into the field -> clipped Adam step;
+5. ratio head: balanced BCE, real = the teacher bank noised at the same ``sigma``, fake = step 3's features
+   (before the LoRA moves, so both sides see the same LoRA);
+6. LoRA: denoising step (epsilon weighting) on ``sg(x0)`` at ``t ~ U[lora_t_min, lora_t_max] T``.
+
+Steps 3-6 run in the shared :class:`~uni3d.engine.DistillationLoop` (``generator-first`` order); this module
+supplies the stages. A non-finite loss or gradient anywhere rolls every trained tensor back to the last snapshot
+(taken every ``snapshot_every`` steps), counts it and goes on from there with fresh random draws; more than
+``max_rollbacks`` raise :class:`~uni3d.engine.NonFiniteError`. Nothing non-finite is ever applied or exported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from uni3d.diffusion.timesteps import TimestepRange
+from uni3d.diffusion.units import classifier_free_guidance
+from uni3d.engine import Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
+from uni3d.losses import RatioEstimate, fake_score_loss, get_preset
+from uni3d.models.frozen import frozen
+from uni3d.models.lora_fake_score import LoraFakeScore, PooledRatioHead, camera_condition
+from uni3d.models.stable_diffusion import StableDiffusionPrior
+from uni3d.scene.cameras import Cameras, CameraSampler, orbit_cameras
+from uni3d.scene.field import RadianceField
+from uni3d.scene.optim import field_optimizer, unmask_levels
+from uni3d.scene.renderer import RenderOutput, build_renderer
+from uni3d.scene.shading import key_light
+from uni3d.tasks.text_to_3d.bank import TeacherBank, draw_bank
+from uni3d.tasks.text_to_3d.config import GenerateConfig
+
+SPARSITY_EPS = 0.01
+"""``sqrt(o^2 + eps)``: the smooth L1 of threestudio's sparsity loss on the opacity ``o``."""
+
+
+@dataclass(frozen=True)
+class Views:
+    """One step's cameras and what was computed from them: text conditions, the render and its rays."""
+
+    cameras: Cameras
+    cond: Tensor
+    uncond: Tensor
+    c2w: Tensor
+    render: RenderOutput
+    origins: Tensor
+    dirs: Tensor
+    progress: float
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Scalars of one completed step."""
+
+    loss: float
+    regularizer: float
+    opacity: float
+    fake_loss: float | None
+    ratio_loss: float | None
+    t_max: float
+
+
+def prior_image_size(prior: StableDiffusionPrior) -> int:
+    """The prior's image side: UNet sample size times the VAE's downsampling (SD 1.5: 64 x 8 = 512)."""
+    return int(prior.unet.config.sample_size) * 2 ** (len(prior.vae.config.block_out_channels) - 1)
+
+
+def lr_factor(step: int, steps: int, warmup: int, final: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to ``final`` at ``steps``."""
+    warm = min(1.0, (step + 1) / max(1, warmup))
+    return warm * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0))))
+
+
+def regularizers(cfg: GenerateConfig, opacity: Tensor, normal: Tensor | None, dirs: Tensor) -> Tensor:
+    """``l_s mean sqrt(o^2 + eps)`` (sparsity) + ``l_o mean H(o)`` (binary entropy: opaque or empty) +
+    ``l_n mean max(0, n.d)^2`` (orientation, DreamFusion eq. in appendix A.2, on the composited normal
+    ``n = sum w_i n_i``: by Jensen a lower bound of the per-sample form ``sum w_i max(0, n_i.d)^2``)."""
+    reg = cfg.lambda_sparsity * (opacity.square() + SPARSITY_EPS).sqrt().mean()
+    if cfg.lambda_opaque > 0:
+        o = opacity.clamp(1e-4, 1 - 1e-4)
+        reg = reg - cfg.lambda_opaque * (o * o.log() + (1 - o) * (1 - o).log()).mean()
+    if normal is not None and cfg.lambda_orient > 0:
+        reg = reg + cfg.lambda_orient * F.relu((normal * dirs).sum(-1)).square().mean()
+    return reg
+
+
+def surface_points(origins: Tensor, dirs: Tensor, opacity: Tensor, depth: Tensor) -> Tensor:
+    """``(M, 3)`` points where the rays of opacity above 1/2 meet the surface, ``o + (depth / opacity) d``
+    (the expected distance of the opaque part); detached."""
+    hit = opacity.squeeze(-1) > 0.5
+    distance = depth[hit] / opacity[hit]
+    return (origins[hit] + distance * dirs[hit]).detach()
+
+
+def normal_smoothness(field: RadianceField, points: Tensor, eps: float) -> Tensor:
+    """``mean |n(x) - n(x + eps u)|_1``, ``u ~ N(0, I)``, over surface points ``x`` (threestudio's 3D normal
+    smoothness): penalises the density normals turning within ``eps``, i.e. bumps smaller than ``eps``."""
+    if len(points) == 0:
+        return points.new_zeros(())
+    jittered = points + eps * torch.randn_like(points)
+    *_, normals = field.forward_with_normals(torch.cat([points, jittered]))
+    n, n_jittered = normals.chunk(2)
+    return (n - n_jittered).abs().sum(-1).mean()
+
+
+class TextTo3D:
+    """Field, renderer, fake score, ratio head, optimizers and teacher bank of one run (``cfg`` resolved), and the
+    named stages of its step that the shared loop and the diagnostic benchmarks call."""
+
+    def __init__(self, cfg: GenerateConfig, prior: StableDiffusionPrior, bank: TeacherBank | None = None) -> None:
+        self.cfg, self.prior = cfg, prior
+        self.preset = get_preset(cfg.preset)
+        self.device = prior.log_sigmas.device
+        self.size = int(cfg.render_size or prior_image_size(prior))
+        self.prior_size = prior_image_size(prior)
+        self.sampler = CameraSampler(cfg.elevation_deg, cfg.azimuth_deg, cfg.distance, cfg.fov_deg)
+        self.timesteps: TimestepRange = cfg.timestep_range()
+        self.lora_timesteps = TimestepRange(cfg.lora_t_min, cfg.lora_t_max, cfg.lora_t_max)
+        self.renderer = build_renderer(
+            cfg.field,
+            background=cfg.background,
+            shading=cfg.shading,
+            grid_resolution=cfg.grid_resolution,
+            render_steps=cfg.render_steps,
+            grid_min_density=cfg.grid_min_density,
+        ).to(self.device)
+        light = key_light(device=self.device)
+        self.light = light if cfg.light == "world" else None
+        self.opt_g = field_optimizer(self.renderer, cfg.lr)
+        learned = self.preset.fake_score == "learned"
+        self.fake = LoraFakeScore(prior, cfg.lora_rank) if learned else None
+        channels = int(prior.unet.config.block_out_channels[-1])
+        self.head = PooledRatioHead(channels, cfg.ratio_hidden).to(self.device) if self.preset.uses_ratio else None
+        self.bank = bank
+        if self.head is not None and bank is None:
+            self.bank = self.draw_bank()
+        fake = None
+        if self.fake is not None:
+            opt_f = torch.optim.Adam(self._trainable(self.fake), lr=cfg.lr_lora)
+            fake = Part(
+                "fake", self.fake, opt_f, "opt_f", state=self.fake.trainable_state, load=self.fake.load_trainable_state
+            )
+        ratio = None
+        if self.head is not None:
+            ratio = Part("head", self.head, torch.optim.Adam(self.head.parameters(), lr=cfg.lr_ratio), "opt_r")
+        generator = Part(
+            "renderer", self.renderer, self.opt_g, "opt_g", clip=cfg.grad_clip, params=self._trainable(self.renderer)
+        )
+        settings = LoopSettings(
+            order="generator-first",
+            warmup_steps=cfg.fake_warmup_steps,
+            ratio_clamp=cfg.ratio_clamp,
+            ratio_motion=cfg.ratio_motion,
+            nonfinite="rollback",
+            snapshot_every=cfg.snapshot_every,
+            max_rollbacks=cfg.max_rollbacks,
+            diverged_hint="try a lower learning rate or guidance scale, or a higher t_min",
+        )
+        self.loop = DistillationLoop(self, self.preset, generator, fake, ratio, settings)
+        self.losses: list[float] = []
+
+    @staticmethod
+    def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+        return [p for p in module.parameters() if p.requires_grad]
+
+    @property
+    def step(self) -> int:
+        """Completed steps."""
+        return self.loop.step_count
+
+    @property
+    def counters(self) -> Counters:
+        return self.loop.counters
+
+    # ---- stages of a step ----------------------------------------------------------------------------------------
+
+    def draw_bank(self) -> TeacherBank:
+        """The ratio head's "real" samples (METHOD.md section 5), drawn once."""
+        c = self.cfg
+        unet = self.prior.unet.config
+        shape = (int(unet.in_channels), int(unet.sample_size), int(unet.sample_size))
+        return draw_bank(
+            self.prior,
+            c.prompt,
+            c.negative_prompt,
+            self.sampler,
+            self.size,
+            shape,
+            c.bank_size,
+            c.bank_nfe,
+            c.guidance_scale,
+            c.view_dependent,
+        )
+
+    def conditions(self, cams: Cameras) -> tuple[Tensor, Tensor]:
+        """``(cond, uncond)`` text embeddings of the prompt with each camera's view words and the negative prompt."""
+        c = self.cfg
+        return self.prior.view_conditions(c.prompt, cams, c.negative_prompt, c.view_dependent)
+
+    def prepare(self, step: int) -> None:
+        """Schedules of ``step``: the field's learning rate, its unmasked levels, the occupancy grid."""
+        c = self.cfg
+        for group in self.opt_g.param_groups:
+            group["lr"] = c.lr * lr_factor(step, c.steps, c.lr_warmup_steps, c.lr_final)
+        unmask_levels(self.renderer.field, c.start_levels, step / c.steps)
+        if step % c.grid_every == 0:
+            self.renderer.estimator.update(self.renderer.field.density, warmup=step == 0)
+
+    def render(self, cams: Cameras) -> tuple[Tensor, RenderOutput, Tensor, Tensor]:
+        """``rgb (B, 3, S, S)`` at the prior's side, the per-ray :class:`RenderOutput`, ray ``origins`` and ``dirs``
+        ``(N, 3)`` (``N = B H W`` rays at the render side)."""
+        origins, dirs = (t.reshape(-1, 3).to(self.device) for t in cams.rays())
+        out = self.renderer(origins, dirs, light_dir=self.light, with_normals=self.cfg.lambda_orient > 0)
+        rgb = out.rgb.view(len(cams), cams.height, cams.width, 3).permute(0, 3, 1, 2)
+        if self.size != self.prior_size:
+            rgb = F.interpolate(rgb, size=(self.prior_size, self.prior_size), mode="bilinear", align_corners=False)
+        return rgb, out, origins, dirs
+
+    def noise_level(self, n: int, progress: float) -> Tensor:
+        """``sigma (n,)`` of ``t ~ U[t_min, t_max(progress)] T`` (the annealed range)."""
+        t = self.timesteps.sample(n, progress, self.prior.num_train_timesteps).to(self.device)
+        return self.prior.sigma_at(t.float())
+
+    def teacher_denoise(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor) -> Tensor:
+        """``D_q`` with classifier-free guidance; differentiated in ``x`` only with ``teacher_jacobian``."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.teacher_jacobian):
+            return self.prior.denoise(x, sigma, cond, uncond, self.cfg.guidance_scale)
+
+    def fake_denoise(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor, c2w: Tensor) -> Tensor:
+        """``D_p`` for the generator loss: the camera-conditioned LoRA on the prompt (VSD), or with
+        ``fake_guidance_scale`` ``g != 1`` guided like the teacher, ``D_p^u + g (D_p^c - D_p^u)`` (SiD-LSG's guidance of
+        the fake score, Zhou et al. 2024). ``self.fake.mid_features`` are the prompt-conditioned pass's."""
+        assert self.fake is not None
+        camera, g = camera_condition(c2w), self.cfg.fake_guidance_scale
+        if g == 1.0:
+            return self.fake.denoise(x, sigma, cond, camera)
+        d = self.fake.denoise(torch.cat([x, x]), sigma.repeat(2), torch.cat([uncond, cond]), camera.repeat(2, 1))
+        features = self.fake.mid_features
+        assert features is not None
+        self.fake.mid_features = features[len(x) :]
+        d_uncond, d_cond = d.chunk(2)
+        return classifier_free_guidance(d_uncond, d_cond, g)
+
+    def ratio_estimate(self, features: Tensor, sigma: Tensor) -> RatioEstimate:
+        """The head's ``log r`` at the fake score's ``features`` (clamped and counted; held constant without
+        ``ratio_motion``)."""
+        assert self.head is not None
+        with torch.no_grad():
+            logits = self.head(features, sigma)
+        est = self.loop.ratio_estimate(logits)
+        assert est is not None
+        return est
+
+    def regularizer(self, out: RenderOutput, origins: Tensor, dirs: Tensor) -> Tensor:
+        """:func:`regularizers` on the render, plus ``lambda_normal_smooth`` x :func:`normal_smoothness`."""
+        c = self.cfg
+        reg = regularizers(c, out.opacity, out.normal, dirs)
+        if c.lambda_normal_smooth > 0:
+            points = surface_points(origins, dirs, out.opacity, out.depth)
+            reg = reg + c.lambda_normal_smooth * normal_smoothness(self.renderer.field, points, c.normal_smooth_eps)
+        return reg
+
+    # ---- what the shared loop asks for ---------------------------------------------------------------------------
+
+    def draw(self, step: int, *, train_generator: bool) -> Draw:
+        """Schedules, cameras, text conditions, render and ``x0 = E(render)`` (live: the regularizers need the
+        render's graph even while only the fake score trains)."""
+        self.prepare(step)
+        cams = self.sampler.sample(self.cfg.views_per_step, self.size)
+        cond, uncond = self.conditions(cams)
+        c2w = cams.c2w.to(self.device)
+        rgb, out, origins, dirs = self.render(cams)
+        views = Views(cams, cond, uncond, c2w, out, origins, dirs, step / self.cfg.steps)
+        return Draw(self.prior.encode(rgb), views)
+
+    def denoise(self, draw: Draw) -> Denoised:
+        """``x_t`` at an annealed noise level, ``D_q`` (guided), ``D_p`` (frozen LoRA, live input when the preset
+        needs it) and the ratio head's logits on the LoRA's mid-block features."""
+        v: Views = draw.context
+        x0 = draw.x0
+        sigma = self.noise_level(len(x0), v.progress)
+        x_t = x0 + sigma.view(-1, 1, 1, 1) * torch.randn_like(x0)
+        live = self.preset.needs_input_grad
+        x_in = x_t if live else x_t.detach()
+        d_fake, features, logits = None, None, None
+        with torch.set_grad_enabled(live):
+            d_real = self.teacher_denoise(x_in, sigma, v.cond, v.uncond)
+            if self.fake is not None:
+                with frozen(self.fake):
+                    d_fake = self.fake_denoise(x_in, sigma, v.cond, v.uncond, v.c2w)
+                features = self.fake.mid_features
+        if self.head is not None and features is not None:
+            with torch.no_grad():
+                logits = self.head(features, sigma)
+        return Denoised(x_t, sigma, d_real, d_fake, logits, features)
+
+    def extra_loss(self, draw: Draw) -> Tensor:
+        """The regularizers (:meth:`regularizer`)."""
+        v: Views = draw.context
+        return self.regularizer(v.render, v.origins, v.dirs)
+
+    def ratio_logits(self, draw: Draw, denoised: Denoised | None) -> tuple[Tensor, Tensor]:
+        """Real = bank latents noised at the generator pass's ``sigma`` (their own views), fake = that pass's
+        features (before the LoRA moves, so both sides see the same LoRA)."""
+        assert self.head is not None and self.fake is not None and self.bank is not None and denoised is not None
+        sigma = denoised.sigma
+        idx = torch.randint(len(self.bank), (len(sigma),)).to(self.device)
+        real = self.bank.latents[idx]
+        x_real = real + sigma.view(-1, 1, 1, 1) * torch.randn_like(real)
+        cond, _ = self.conditions(self.bank.cameras(idx))
+        with torch.no_grad():
+            self.fake.denoise(x_real, sigma, cond, camera_condition(self.bank.c2w[idx]))
+        real_features = self.fake.mid_features
+        assert real_features is not None and denoised.features is not None
+        return self.head(real_features, sigma), self.head(denoised.features, sigma)
+
+    def fake_score_loss(self, draw: Draw) -> Tensor:
+        """LoRA denoising loss on ``sg(x0)`` (epsilon weighting, the camera dropped with ``camera_drop``; with
+        fake-score guidance the prompt is replaced by the negative prompt with ``text_drop``, so the LoRA also
+        learns the unconditional score that guidance needs)."""
+        assert self.fake is not None
+        v: Views = draw.context
+        x0, cond = draw.x0.detach(), v.cond
+        t = self.lora_timesteps.sample(len(x0), 0.0, self.prior.num_train_timesteps).to(self.device)
+        sigma = self.prior.sigma_at(t.float())
+        x_t = x0 + sigma.view(-1, 1, 1, 1) * torch.randn_like(x0)
+        if self.cfg.fake_guidance_scale != 1.0:
+            drop = (torch.rand(len(cond), 1, 1, device=cond.device) < self.cfg.text_drop).to(cond.dtype)
+            cond = drop * v.uncond + (1 - drop) * cond
+        d = self.fake.denoise(x_t, sigma, cond, camera_condition(v.c2w, self.cfg.camera_drop))
+        return fake_score_loss(d, x0, sigma, "eps").mean()
+
+    # ---- one step ------------------------------------------------------------------------------------------------
+
+    def train_step(self) -> StepStats | None:
+        """One step of the shared loop; ``None`` when it was rolled back (non-finite), which raises
+        :class:`~uni3d.engine.NonFiniteError` after ``max_rollbacks``."""
+        result = self.loop.step()
+        if result is None:
+            return None
+        self.losses.append(result.loss)
+        v: Views = result.draw.context
+        opacity = v.render.opacity.detach().mean().item()
+        t_max = self.timesteps.bounds(v.progress)[1]
+        return StepStats(result.loss, result.extra or 0.0, opacity, result.fake_loss, result.ratio_loss, t_max)
+
+    # ---- state -------------------------------------------------------------------------------------------------
+
+    def training_state(self) -> dict[str, Any]:
+        """Every trained tensor and optimizer state, and the step (what a rollback restores)."""
+        return self.loop.training_state()
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`training_state`."""
+        self.loop.load_training_state(state)
+
+    def checkpoint(self, seconds: float) -> dict[str, Any]:
+        """:meth:`training_state` plus the bank, counters, loss history, RNG states and training seconds."""
+        state = self.training_state()
+        state["bank"] = asdict(self.bank) if self.bank is not None else None
+        state["counters"] = self.counters.report("rollback")
+        state["losses"] = list(self.losses)
+        state["rng"] = torch.get_rng_state()
+        state["cuda_rng"] = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        state["seconds"] = seconds
+        return state
+
+    def load_checkpoint(self, state: dict[str, Any]) -> float:
+        """Restore :meth:`checkpoint` (the bank was given to the constructor); returns the training seconds."""
+        self.load_training_state(state)
+        self.loop.counters = Counters.restore(state["counters"])
+        self.losses = list(state["losses"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return float(state["seconds"])
+
+    def field_is_finite(self) -> bool:
+        """Whether every field and background parameter is finite (checked before export)."""
+        return all(bool(torch.isfinite(p).all()) for p in self.renderer.parameters())
+
+    @torch.no_grad()
+    def preview(self, n_views: int = 4) -> Tensor:
+        """``(n_views, S, S, 3)`` uint8 orbit renders at the render side (eval mode, the run's light)."""
+        distance = sum(self.cfg.distance) / 2
+        orbit = orbit_cameras(n_views, elevation_deg=15.0, distance=distance, size=self.size)
+        cams = Cameras(orbit.c2w.to(self.device), orbit.fov_y.to(self.device), orbit.height, orbit.width)
+        self.renderer.eval()
+        try:
+            rgb = self.renderer.render_images(cams, light_dir=self.light)["rgb"]
+        finally:
+            self.renderer.train()
+        return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
