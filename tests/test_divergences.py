@@ -27,7 +27,6 @@ def test_columns_follow_from_f(spec: str) -> None:
     torch.testing.assert_close(div.h_prime(r), _derivative(div.h, r), rtol=1e-10, atol=1e-10)
     h2 = _derivative(lambda x: _derivative(div.h, x), r)
     torch.testing.assert_close(div.r2_h2(r), r**2 * h2, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(div.h_minus_rh_prime(r), div.h(r) - r * div.h_prime(r))
 
 
 @pytest.mark.parametrize("spec", SPECS)

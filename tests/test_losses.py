@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from uni3d.errors import UsageError
 from uni3d.losses import (
     PRESET_NAMES,
+    DenoiserOutputs,
+    RatioEstimate,
     discriminator_loss,
     expanded_loss,
     fake_score_loss,
@@ -32,6 +36,14 @@ def _batch(seed: int = 0, shape: tuple[int, ...] = (4, 3, 8, 8)):
     return theta, sigma, noise, log_r
 
 
+def _out(x0, x_t, sigma, d_q, d_p=None, log_r=None, moves=None) -> DenoiserOutputs:
+    """The loss module's input object; ``log_r`` a known ratio (every sample moving unless ``moves`` says)."""
+    ratio = None if log_r is None else RatioEstimate.exact(log_r)
+    if ratio is not None and moves is not None:
+        ratio = dataclasses.replace(ratio, moves=moves)
+    return DenoiserOutputs(x0, x_t, sigma, d_q, d_p, ratio)
+
+
 def _grad(loss: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     (g,) = torch.autograd.grad(loss.sum(), theta, retain_graph=True)
     return g
@@ -49,16 +61,18 @@ def test_two_sid_half_equals_uni_rkl(denoisers) -> None:
     """2 x SiD(alpha = 0.5) = uni-rkl, in value and gradient (METHOD.md section 4)."""
     theta, sigma, noise, _ = _batch()
     x0, x_t, d_q, d_p = _eval(denoisers, theta, sigma, noise)
-    uni = expanded_loss(x0, x_t, sigma, d_q, d_p, get_divergence("rkl"))
-    sid = sid_loss(x0, sigma, d_q, d_p, alpha=0.5)
+    uni = expanded_loss(_out(x0, x_t, sigma, d_q, d_p), divergence=get_divergence("rkl"))
+    sid = sid_loss(_out(x0, x_t, sigma, d_q, d_p), alpha=0.5)
     torch.testing.assert_close(uni, 2 * sid)
     theta2 = theta.detach().clone().requires_grad_()
     x0b, x_tb, d_qb, d_pb = _eval(denoisers, theta2, sigma, noise)
-    torch.testing.assert_close(_grad(uni, theta), _grad(2 * sid_loss(x0b, sigma, d_qb, d_pb, alpha=0.5), theta2))
+    torch.testing.assert_close(
+        _grad(uni, theta), _grad(2 * sid_loss(_out(x0b, x_tb, sigma, d_qb, d_pb), alpha=0.5), theta2)
+    )
     # The same identity through the presets (both use the SiD weighting).
     p_uni, p_sid = get_preset("uni-rkl"), get_preset("sid").with_options(alpha=0.5)
-    a = generator_loss(p_uni, x0=x0, x_t=x_t, sigma=sigma, d_real=d_q, d_fake=d_p)
-    b = generator_loss(p_sid, x0=x0, x_t=x_t, sigma=sigma, d_real=d_q, d_fake=d_p)
+    a = generator_loss(p_uni, _out(x0, x_t, sigma, d_q, d_p))
+    b = generator_loss(p_sid, _out(x0, x_t, sigma, d_q, d_p))
     torch.testing.assert_close(a, 2 * b)
 
 
@@ -66,14 +80,16 @@ def test_integral_rkl_with_conditional_score_is_sds(denoisers) -> None:
     """sds = integral rkl with c in place of s_p: gradient (1 - alpha_bar) (eps_hat - eps) (DreamFusion)."""
     theta, sigma, noise, _ = _batch(1)
     x0, x_t, d_q, _ = _eval(denoisers, theta, sigma, noise)
-    loss = generator_loss(get_preset("sds"), x0=x0, x_t=x_t, sigma=sigma, d_real=d_q.detach())
+    loss = generator_loss(get_preset("sds"), _out(x0, x_t, sigma, d_q.detach()))
     s = sigma.reshape(-1, 1, 1, 1)
     eps_hat = (x_t - d_q) / s
     expected = (s**2 / (1 + s**2) * (eps_hat - noise)).detach()
     expected = expected * (1 - torch.tanh(theta) ** 2)  # chain rule through x0 = tanh(theta)
     torch.testing.assert_close(_grad(loss, theta), expected, rtol=1e-5, atol=1e-6)
     # and integral_loss with d_fake = x0 gives the same gradient (same formula, no preset)
-    direct = integral_loss(x_t, sigma, d_q, x0.detach(), get_divergence("rkl"), weight=sigma**3 / (1 + sigma**2))
+    direct = integral_loss(
+        _out(x0, x_t, sigma, d_q, x0.detach()), divergence=get_divergence("rkl"), weight=sigma**3 / (1 + sigma**2)
+    )
     torch.testing.assert_close(_grad(direct, theta), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -95,7 +111,7 @@ def test_vsd_dmd_di_fdistill_gradients(denoisers) -> None:
         "fdistill-js": r / (1 + r) * diff / gap,
     }
     for name, want in expected.items():
-        loss = generator_loss(get_preset(name), x0=x0, x_t=x_t, sigma=sigma, d_real=d_q, d_fake=d_p, log_r=log_r)
+        loss = generator_loss(get_preset(name), _out(x0, x_t, sigma, d_q, d_p, log_r))
         torch.testing.assert_close(_grad(loss, x0), want, rtol=1e-5, atol=1e-6, msg=name)
 
 
@@ -107,7 +123,7 @@ def test_sid_and_sim_values(denoisers) -> None:
     gap = (x0 - d_q).abs().mean(dim=(1, 2, 3))
     for name, alpha in [("sid", 1.2), ("sim", 1.0)]:
         want = (a * ((d_q - x0) - alpha * a)).sum(dim=(1, 2, 3)) / gap
-        got = generator_loss(get_preset(name), x0=x0, x_t=x_t, sigma=sigma, d_real=d_q, d_fake=d_p)
+        got = generator_loss(get_preset(name), _out(x0, x_t, sigma, d_q, d_p))
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -115,8 +131,10 @@ def test_uni_preset_is_expanded_form_with_sid_weight(denoisers) -> None:
     theta, sigma, noise, log_r = _batch(4)
     x0, x_t, d_q, d_p = _eval(denoisers, theta, sigma, noise)
     gap = (x0 - d_q).abs().mean(dim=(1, 2, 3)).detach()
-    got = generator_loss(get_preset("uni-jeffreys"), x0=x0, x_t=x_t, sigma=sigma, d_real=d_q, d_fake=d_p, log_r=log_r)
-    want = expanded_loss(x0, x_t, sigma, d_q, d_p, get_divergence("jeffreys"), log_r, weight=sigma**4 / gap)
+    got = generator_loss(get_preset("uni-jeffreys"), _out(x0, x_t, sigma, d_q, d_p, log_r))
+    want = expanded_loss(
+        _out(x0, x_t, sigma, d_q, d_p, log_r), divergence=get_divergence("jeffreys"), weight=sigma**4 / gap
+    )
     torch.testing.assert_close(got, want)
 
 
@@ -125,8 +143,8 @@ def test_ratio_ignored_when_divergence_is_ratio_free(denoisers) -> None:
     x0, x_t, d_q, d_p = _eval(denoisers, theta, sigma, noise)
     p = get_preset("uni-rkl")
     assert not p.uses_ratio
-    a = generator_loss(p, x0=x0, x_t=x_t, sigma=sigma, d_real=d_q, d_fake=d_p, log_r=log_r)
-    b = generator_loss(p, x0=x0, x_t=x_t, sigma=sigma, d_real=d_q, d_fake=d_p)
+    a = generator_loss(p, _out(x0, x_t, sigma, d_q, d_p, log_r))
+    b = generator_loss(p, _out(x0, x_t, sigma, d_q, d_p))
     torch.testing.assert_close(a, b)
     assert get_preset("uni-fkl").uses_ratio and get_preset("uni-fkl").needs_input_grad
     assert not get_preset("vsd").needs_input_grad
@@ -140,8 +158,7 @@ def test_any_shape_runs_and_backprops(name: str, shape: tuple[int, ...]) -> None
     sigma = torch.rand(shape[0], generator=gen) + 0.1
     x_t = x0 + sigma.reshape(-1, *[1] * (len(shape) - 1)) * torch.randn(shape, generator=gen)
     d_q, d_p = 0.5 * x_t, 0.4 * x_t
-    loss = generator_loss(get_preset(name), x0=x0, x_t=x_t, sigma=sigma, d_real=d_q, d_fake=d_p,
-                          log_r=torch.zeros(shape[0]))  # fmt: skip
+    loss = generator_loss(get_preset(name), _out(x0, x_t, sigma, d_q, d_p, torch.zeros(shape[0])))
     assert loss.shape == (shape[0],)
     g = _grad(loss, x0)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
@@ -156,8 +173,8 @@ def test_bfloat16_matches_float32(denoisers, name: str) -> None:
         teacher, fake = (n.to(dtype) for n in denoisers)
         x0 = torch.tanh(th)
         x_t = x0 + sigma.to(dtype).reshape(-1, 1, 1, 1) * noise.to(dtype)
-        loss = generator_loss(get_preset(name), x0=x0, x_t=x_t, sigma=sigma.to(dtype),
-                              d_real=teacher(x_t, sigma.to(dtype)), d_fake=fake(x_t, sigma.to(dtype)), log_r=log_r)  # fmt: skip
+        s = sigma.to(dtype)
+        loss = generator_loss(get_preset(name), _out(x0, x_t, s, teacher(x_t, s), fake(x_t, s), log_r))
         assert loss.dtype == torch.float32
         g = _grad(loss, th)
         assert g.dtype == dtype
@@ -241,9 +258,9 @@ def test_frozen_ratio_drops_only_the_motion_terms(denoisers, name: str) -> None:
     x0, x_t, d_q, d_p = _eval(denoisers, theta, sigma, noise)
     div = get_divergence(name)
     moves = torch.tensor([True, False, True, False])
-    mixed = expanded_loss(x0, x_t, sigma, d_q, d_p, div, log_r, ratio_moves=moves)
-    full = expanded_loss(x0, x_t, sigma, d_q, d_p, div, log_r)
-    frozen = div.h(log_r.exp()) * expanded_loss(x0, x_t, sigma, d_q, d_p, get_divergence("rkl"))
+    mixed = expanded_loss(_out(x0, x_t, sigma, d_q, d_p, log_r, moves), divergence=div)
+    full = expanded_loss(_out(x0, x_t, sigma, d_q, d_p, log_r), divergence=div)
+    frozen = div.h(log_r.exp()) * expanded_loss(_out(x0, x_t, sigma, d_q, d_p), divergence=get_divergence("rkl"))
     want = torch.where(moves, full, frozen)
     torch.testing.assert_close(mixed, want)
     for i in range(4):
@@ -264,8 +281,8 @@ def test_expanded_rkl_without_the_teacher_jacobian_is_vsd_plus_the_fake_jacobian
     d_p, d_q = x_t @ a_mat.T, x_t @ b_mat.T
     s4 = sigma[:, None] ** 4
     rkl = get_divergence("rkl")
-    detached = _grad(expanded_loss(x0, x_t, sigma, d_q.detach(), d_p, rkl), x0)
+    detached = _grad(expanded_loss(_out(x0, x_t, sigma, d_q.detach(), d_p), divergence=rkl), x0)
     want = 2 / s4 * ((d_p - d_q) - (d_p - x0) @ a_mat).detach()
     torch.testing.assert_close(detached, want)
-    live = _grad(expanded_loss(x0, x_t, sigma, d_q, d_p, rkl), x0)
+    live = _grad(expanded_loss(_out(x0, x_t, sigma, d_q, d_p), divergence=rkl), x0)
     torch.testing.assert_close(live, want - (2 / s4 * (x0 - d_q) @ b_mat).detach())

@@ -336,8 +336,6 @@ def test_tiny_pipeline_round_trip(tiny_folder: Path, prior) -> None:
     d.square().sum().backward()  # frozen parameters, live input (METHOD.md: the loss needs d D / d x)
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in prior.parameters())
-    score = prior.score(x.detach(), sigma, cond, uncond, guidance_scale=7.5)
-    torch.testing.assert_close(score, (d.detach() - x.detach()) / sigma.view(-1, 1, 1, 1) ** 2)
     assert prior.decode(d.detach()).shape == (2, 3, 32, 32)
 
 

@@ -172,7 +172,7 @@ def test_toy_cli_json_with_a_config_file(cache_dir: Path, tmp_path: Path, capsys
 
 
 def test_unknown_config_keys_are_usage_errors() -> None:
-    with pytest.raises(UsageError, match="unknown toy config"):
+    with pytest.raises(UsageError, match="unknown toy setting"):
         ToyConfig.from_dict({"stepz": 3})
-    with pytest.raises(UsageError, match="unknown fit config"):
+    with pytest.raises(UsageError, match=r"unknown toy\.fit setting"):
         ToyConfig.from_dict({"fit": {"widht": 3}})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,10 @@ class AppInputs:
     texture_size: float = _D.export.texture_size
     turntable_frames: float = _D.export.turntable_frames
     turntable_size: float = _D.export.turntable_size
+
+
+INPUT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(AppInputs))
+"""The page's inputs in the one order the page's components, the API's parameters and :class:`AppInputs` share."""
 
 
 def build_config(inputs: AppInputs) -> GenerateConfig:

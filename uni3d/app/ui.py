@@ -9,7 +9,7 @@ page (a warning toast and the status line), never a traceback. ``demo.queue(defa
 
 from __future__ import annotations
 
-import functools
+import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import gradio as gr
 from uni3d.app.jobs import Job, JobBoard, PriorCache
 from uni3d.app.priors import find_priors
 from uni3d.app.runs import RunResult, latest_preview, list_runs, run_result
-from uni3d.app.settings import MAX_PROMPT_CHARS, RANGES, AppInputs, build_config, run_folder
+from uni3d.app.settings import INPUT_NAMES, MAX_PROMPT_CHARS, RANGES, AppInputs, build_config, run_folder
 from uni3d.app.view import enlarged, error_html, idle_html, info_html, status_html, summary, thumbnail
 from uni3d.errors import UsageError
 from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS
@@ -56,6 +56,23 @@ def _slider(name: str, label: str, value: float, step: float = 1, info: str | No
     return gr.Slider(r.low, r.high, value=value, step=step, label=label, info=info, elem_id=f"uni3d-{name}")
 
 
+def _named_inputs(handler: Callable[[AppInputs, gr.Request], Iterator[Outputs]]) -> Callable[..., Iterator[Outputs]]:
+    """``handler(inputs, request)`` as ``f(prompt, negative_prompt, ..., request)``: Gradio passes the components'
+    values in :data:`INPUT_NAMES` order and inserts the request where the signature annotates it, and names the
+    API's parameters after the signature."""
+
+    def call(*args: Any) -> Iterator[Outputs]:
+        *values, request = args
+        yield from handler(AppInputs(*values), request)  # a generator function: Gradio streams its outputs
+
+    params = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in INPUT_NAMES]
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
+    call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    call.__annotations__ = {"request": gr.Request}  # Gradio finds the request by its type hint
+    call.__name__ = getattr(handler, "__name__", "generate")
+    return call
+
+
 class App:
     """The page's handlers around one output folder, one prior cache and one job board."""
 
@@ -78,28 +95,8 @@ class App:
             folders.append(str(run.folder))
         return items, folders
 
-    def generate(
-        self,
-        prompt: str,
-        negative_prompt: str,
-        prior: str,
-        preset: str,
-        steps: float,
-        seed: float,
-        guidance_scale: float,
-        render_size: float,
-        preview_every: float,
-        mc_resolution: float,
-        texture_size: float,
-        turntable_frames: float,
-        turntable_size: float,
-        request: gr.Request,
-    ) -> Iterator[Outputs]:
+    def generate(self, inputs: AppInputs, request: gr.Request) -> Iterator[Outputs]:
         """Validate, run one job with live progress, then show its result (the API's ``/generate``)."""
-        inputs = AppInputs(
-            prompt, negative_prompt, prior, preset, steps, seed, guidance_scale, render_size, preview_every,
-            mc_resolution, texture_size, turntable_frames, turntable_size,
-        )  # fmt: skip
         try:
             cfg = build_config(inputs)
             folder = run_folder(self.out, cfg)
@@ -134,18 +131,22 @@ class App:
         _, preview_path, glb, video, files = _result_outputs(result)
         yield status_html(state), preview_path, glb, video, files
 
+    def api(self) -> Callable[..., Iterator[Outputs]]:
+        """:meth:`generate` as Gradio calls it: one value per :data:`INPUT_NAMES` (the API's named parameters),
+        then the request."""
+        return _named_inputs(self.generate)
+
     def in_page(self) -> Callable[..., Iterator[Outputs]]:
-        """:meth:`generate` for the page: the GLB goes last (to a state that a follow-up event hands to the viewer).
+        """:meth:`api` for the page: the GLB goes last (to a state that a follow-up event hands to the viewer).
 
         gr.Model3D stays blank when a generator's last output sets it (the value arrives twice and the viewer's
         lazy loader drops it), so the page sets the viewer from a plain function after the run."""
 
-        @functools.wraps(self.generate)  # the same signature: Gradio passes the inputs and the request
-        def run(*args: Any, **kwargs: Any) -> Iterator[Outputs]:
-            for status, preview, glb, video, files in self.generate(*args, **kwargs):
+        def run(inputs: AppInputs, request: gr.Request) -> Iterator[Outputs]:
+            for status, preview, glb, video, files in self.generate(inputs, request):
                 yield status, preview, video, files, glb
 
-        return run
+        return _named_inputs(run)
 
     def cancel(self, request: gr.Request) -> str:
         """Stop this session's job after its current step (the API's ``/cancel``); returns a note."""
@@ -232,8 +233,22 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
         )
         folders = gr.State([])
 
-        inputs = [prompt, negative, prior, preset, steps, seed, guidance, render_size, preview_every, mc_res, texture]
-        inputs += [frames, frame_size]
+        components = {
+            "prompt": prompt,
+            "negative_prompt": negative,
+            "prior": prior,
+            "preset": preset,
+            "steps": steps,
+            "seed": seed,
+            "guidance_scale": guidance,
+            "render_size": render_size,
+            "preview_every": preview_every,
+            "mc_resolution": mc_res,
+            "texture_size": texture,
+            "turntable_frames": frames,
+            "turntable_size": frame_size,
+        }
+        inputs = [components[name] for name in INPUT_NAMES]
         outputs = [status, preview, model, video, files]
         device = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time, page and API together
         glb = gr.State(None)
@@ -251,7 +266,7 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
         run.then(lambda path: path, glb, model, api_visibility="private", queue=False)
         run.then(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
         api_btn = gr.Button(visible=False)  # the API's /generate: the same handler with the viewer as an output
-        api_btn.click(app.generate, inputs, outputs, api_name="generate", **device)
+        api_btn.click(app.api(), inputs, outputs, api_name="generate", **device)
         cancel_btn.click(app.cancel, None, note, api_name="cancel", concurrency_limit=None, queue=False)
         refresh.click(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
         gallery.select(app.show_run, folders, outputs, api_visibility="private", concurrency_limit=None)

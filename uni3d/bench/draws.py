@@ -48,8 +48,7 @@ def fresh_draws(trainer: TextTo3D, draws: int, seed: int = 1000) -> Iterator[Dra
             with torch.no_grad():
                 rgb, *_ = trainer.render(cams)
                 x0 = prior.encode(rgb)
-            t = trainer.timesteps.sample(1, progress, prior.num_train_timesteps).to(x0.device)
-            sigma = prior.sigma_at(t.float())
+            sigma = trainer.noise_level(1, progress)
             yield Draw(x0, sigma, torch.randn_like(x0), cond, uncond, cams.c2w.to(x0.device))
 
 

@@ -40,9 +40,10 @@ from uni3d.bench.common import machine
 from uni3d.bench.shape_metrics import Target, parse_target, score_mesh
 from uni3d.bench.shapes_report import PRESETS, row_settings, tiles_folder, write_results
 from uni3d.bench.shapes_sheet import store_tiles
+from uni3d.config import read_config_file
 from uni3d.errors import UsageError
 from uni3d.tasks.text_to_3d.batch import read_prompts, run_folder
-from uni3d.tasks.text_to_3d.config import GenerateConfig, read_config_file
+from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 # ---- runs -----------------------------------------------------------------------------------------------------
 
@@ -281,7 +282,7 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _bench_shapes(args: argparse.Namespace) -> int:
-    settings: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    settings: dict[str, Any] = read_config_file(args.config, "generate") if args.config else {}
     if args.steps is not None:
         settings["steps"] = args.steps
     GenerateConfig.from_dict({**settings, "prompt": "check"})  # a bad setting fails here, before any run

@@ -26,7 +26,7 @@ from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.bench.draws import fresh_draws, measure_run
 from uni3d.errors import UsageError
 from uni3d.io import save_json
-from uni3d.losses import generator_loss, get_preset
+from uni3d.losses import DenoiserOutputs, generator_loss, get_preset
 from uni3d.models.frozen import frozen
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 
@@ -58,7 +58,7 @@ def jacobian_split(trainer: TextTo3D, draws: int, seed: int = 1000) -> list[dict
         d_real = prior.denoise(x_t, d.sigma, d.cond, d.uncond, c.guidance_scale)
         grads = []
         for teacher in (d_real, d_real.detach()):
-            loss = generator_loss(preset, x0=x0, x_t=x_t, sigma=d.sigma, d_real=teacher, d_fake=d_fake, ratio=ratio)
+            loss = generator_loss(preset, DenoiserOutputs(x0, x_t, d.sigma, teacher, d_fake, ratio))
             grads.append(torch.autograd.grad(loss.sum(), x0, retain_graph=True)[0])
         exact, without = grads
         direction = (d_fake - d_real).detach()

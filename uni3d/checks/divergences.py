@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from uni3d.losses import Divergence, expanded_loss, get_divergence, integral_loss
+from uni3d.losses import DenoiserOutputs, Divergence, RatioEstimate, expanded_loss, get_divergence, integral_loss
 
 Form = Literal["expanded", "integral"]
 FORMS: tuple[Form, ...] = ("expanded", "integral")
@@ -126,10 +126,9 @@ def _surrogate_objective(div: Divergence, form: Form, case: GaussianCase, theta:
     d_fake = x_t - case.sigma**2 * (x_t - mu_d) / var_p
     d_real = x_t - case.sigma**2 * (x_t - case.m) / var_q
     log_r = (_log_normal(x_t, case.m, var_q) - _log_normal(x_t, mu_d, var_p)).flatten().detach()
-    if form == "integral":
-        loss = integral_loss(x_t, sigma, d_real, d_fake, div, log_r)
-    else:
-        loss = expanded_loss(x0, x_t, sigma, d_real, d_fake, div, log_r)
+    outputs = DenoiserOutputs(x0, x_t, sigma, d_real, d_fake, RatioEstimate.exact(log_r))
+    form_loss = integral_loss if form == "integral" else expanded_loss
+    loss = form_loss(outputs, divergence=div)
     return (w * loss).sum()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -16,25 +15,15 @@ from uni3d.bench import sd_step as bench_sd_step
 from uni3d.bench import shapes as bench_shapes
 from uni3d.bench import teacher_jacobian as bench_teacher_jacobian
 from uni3d.bench import toy as bench_toy
-from uni3d.checks.divergences import format_table, run_check
 from uni3d.cli import app as app_cli
-from uni3d.cli import embedded_prior as prior_train_cli
+from uni3d.cli import check as check_cli
+from uni3d.cli import embedded_prior as embedded_shapes_dataset_cli
 from uni3d.cli import images as images_cli
-from uni3d.cli import reconstruct as scene_cli
-from uni3d.cli import shapes_dataset as prior_cli
-from uni3d.cli import text_to_3d as pipeline_cli
+from uni3d.cli import reconstruct as reconstruct_cli
+from uni3d.cli import shapes_dataset as shapes_dataset_cli
+from uni3d.cli import text_to_3d as text_to_3d_cli
 from uni3d.cli import toy as toy_cli
 from uni3d.errors import UsageError
-
-
-def _check_divergences(args: argparse.Namespace) -> int:
-    """``uni3d check divergences``: METHOD.md section 6 for every divergence and both forms."""
-    rows = run_check(rtol=args.rtol)
-    if args.json:
-        print(json.dumps([r.as_dict() for r in rows], indent=2))
-    else:
-        print(format_table(rows))
-    return 0 if all(r.passed for r in rows) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,18 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"uni3d {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = sub.add_parser("check", help="numerical proofs of the method (METHOD.md section 6)")
-    check_sub = check.add_subparsers(dest="what", required=True, metavar="WHAT")
-    div = check_sub.add_parser("divergences", help="loss gradients vs exact gradients on 1-D Gaussians")
-    div.add_argument("--json", action="store_true", help="print the rows as JSON")
-    div.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
-    div.set_defaults(func=_check_divergences)
-
-    pipeline_cli.add_commands(sub)
+    check_cli.add_commands(sub)
+    text_to_3d_cli.add_commands(sub)
     toy_cli.add_commands(sub)
-    scene_cli.add_commands(sub)
-    prior_cli.add_commands(sub)
-    prior_train_cli.add_commands(sub)
+    reconstruct_cli.add_commands(sub)
+    shapes_dataset_cli.add_commands(sub)
+    embedded_shapes_dataset_cli.add_commands(sub)
     images_cli.add_commands(sub)
     app_cli.add_commands(sub)
     bench = sub.add_parser("bench", help="benchmarks that write docs/benchmarks.md")

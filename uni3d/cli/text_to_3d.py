@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from uni3d.config import read_config_file
 from uni3d.tasks.text_to_3d.batch import format_summary, parse_shard, run_batch, run_folder
-from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS, GenerateConfig, read_config_file
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS, GenerateConfig
 
 _DEFAULTS = GenerateConfig(prompt="-")
 _FLAGS: tuple[tuple[str, type, str], ...] = (
@@ -73,7 +74,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the ``--config`` file, then the flags given (without the prompt)."""
-    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    values: dict[str, Any] = read_config_file(args.config, "generate") if args.config else {}
     values.pop("prompt", None)
     values.update({name: getattr(args, name) for name, _, _ in _FLAGS if getattr(args, name) is not None})
     values.update({name: True for name, _ in _SWITCHES if getattr(args, name)})

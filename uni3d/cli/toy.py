@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from uni3d.config import read_config_file
 from uni3d.losses import PRESET_NAMES
-from uni3d.tasks.toy.config import ToyConfig, read_config_file
+from uni3d.tasks.toy.config import ToyConfig
 from uni3d.tasks.toy.train import ToyResult, run_toy
 
 _DEFAULTS = ToyConfig()
@@ -55,7 +56,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ToyConfig:
     """Defaults, then the ``--config`` file, then the flags given on the command line."""
-    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    values: dict[str, Any] = read_config_file(args.config, "toy") if args.config else {}
     values.update({name: getattr(args, name) for name, _, _ in _FLAGS if getattr(args, name) is not None})
     return ToyConfig.from_dict(values)
 

@@ -28,7 +28,14 @@ from torch import Tensor, nn
 
 from uni3d.diffusion.ema import ema_update
 from uni3d.engine.counters import Counters, NonFiniteError, NonFinitePolicy
-from uni3d.losses import Preset, RatioEstimate, discriminator_loss, generator_loss, ratio_from_logits
+from uni3d.losses import (
+    DenoiserOutputs,
+    Preset,
+    RatioEstimate,
+    discriminator_loss,
+    generator_loss,
+    ratio_from_logits,
+)
 
 Order = Literal["fake-first", "generator-first"]
 
@@ -222,9 +229,8 @@ class DistillationLoop:
         """``(denoised, total, loss, extra)``: the preset's loss (batch mean) plus the task's extra term."""
         den = self.task.denoise(draw)
         ratio = self.ratio_estimate(den.ratio_logits)
-        loss = generator_loss(
-            self.preset, x0=draw.x0, x_t=den.x_t, sigma=den.sigma, d_real=den.d_real, d_fake=den.d_fake, ratio=ratio
-        ).mean()
+        outputs = DenoiserOutputs(draw.x0, den.x_t, den.sigma, den.d_real, den.d_fake, ratio)
+        loss = generator_loss(self.preset, outputs).mean()
         extra = self.task.extra_loss(draw)
         return den, loss if extra is None else loss + extra, loss, extra
 

@@ -5,14 +5,16 @@ from uni3d.losses.divergences import Divergence, get_divergence
 from uni3d.losses.fake_score import fake_score_loss
 from uni3d.losses.forms import EXPANDED_TERMS, expanded_loss, expanded_terms, integral_loss, sid_loss
 from uni3d.losses.generator import generator_loss, regression_loss
+from uni3d.losses.inputs import DenoiserOutputs
 from uni3d.losses.presets import PRESET_NAMES, Preset, get_preset
-from uni3d.losses.ratio import RatioEstimate, discriminator_loss, generator_gan_loss, ratio_from_logits
+from uni3d.losses.ratio import RatioEstimate, discriminator_loss, ratio_from_logits
 from uni3d.losses.weighting import WEIGHTINGS, data_weight, score_weight
 
 __all__ = [
     "NAMED_DIVERGENCES",
     "PRESET_NAMES",
     "WEIGHTINGS",
+    "DenoiserOutputs",
     "Divergence",
     "Preset",
     "RatioEstimate",
@@ -22,7 +24,6 @@ __all__ = [
     "expanded_loss",
     "expanded_terms",
     "fake_score_loss",
-    "generator_gan_loss",
     "generator_loss",
     "get_divergence",
     "get_preset",

@@ -45,10 +45,6 @@ class Divergence(ABC):
         """``r h'(r)``: the coefficient of the ratio-motion term of the expanded form (section 4)."""
         return r * self.h_prime(r)
 
-    def h_minus_rh_prime(self, r: Tensor) -> Tensor:
-        """``h(r) - r h'(r)``: the coefficient of the "FGM" term of the expanded form (section 4)."""
-        return self.h(r) - self.rh_prime(r)
-
     @property
     def uses_ratio(self) -> bool:
         """False when ``h`` is constant (``rkl``): then ``r`` never enters the gradient."""

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from uni3d.losses._tensors import batch_dot, compute_dtype, per_sample, sample_weight
 from uni3d.losses.divergences import Divergence
+from uni3d.losses.inputs import DenoiserOutputs
 
 
 def _ratio(log_r: Tensor | None, like: Tensor) -> Tensor:
@@ -24,75 +25,52 @@ def _ratio(log_r: Tensor | None, like: Tensor) -> Tensor:
     return log_r.detach().to(compute_dtype(like)).exp()
 
 
-def integral_loss(
-    x_t: Tensor,
-    sigma: Tensor,
-    d_real: Tensor,
-    d_fake: Tensor,
-    divergence: Divergence,
-    log_r: Tensor | None = None,
-    weight: Tensor | float = 1.0,
-) -> Tensor:
+def _score_difference(o: DenoiserOutputs) -> Tensor:
+    """``y = s_p - s_q = (D_p - D_q) / sigma^2`` in the compute dtype."""
+    dt = compute_dtype(o.x_t)
+    return (o.fake.to(dt) - o.d_real.to(dt)) / per_sample(o.sigma, o.x_t).pow(2)
+
+
+def integral_loss(outputs: DenoiserOutputs, *, divergence: Divergence, weight: Tensor | float = 1.0) -> Tensor:
     """Integral form (section 3): ``L = sg(w h(r) (s_p - s_q)) . x_t``.
 
-    Gradient: ``E[w h(r) (s_p - s_q)^T dx_t/dtheta]``. ``rkl`` gives Diff-Instruct / VSD; passing
-    ``d_fake = x0`` (the conditional score ``c`` in place of ``s_p``) gives SDS. The denoisers may be
-    evaluated without gradient: only ``x_t`` carries it.
+    Gradient: ``E[w h(r) (s_p - s_q)^T dx_t/dtheta]``. ``rkl`` gives Diff-Instruct / VSD; ``d_fake = x0`` (the
+    conditional score ``c`` in place of ``s_p``) gives SDS. The denoisers may be evaluated without gradient: only
+    ``x_t`` carries it.
     """
-    dt = compute_dtype(x_t)
-    s2 = per_sample(sigma, x_t).pow(2)
-    y = (d_fake.to(dt) - d_real.to(dt)) / s2
-    coef = per_sample(sample_weight(weight, x_t) * divergence.h(_ratio(log_r, x_t)), x_t)
-    return batch_dot((coef * y).detach(), x_t.to(dt))
+    o = outputs
+    coef = per_sample(sample_weight(weight, o.x_t) * divergence.h(_ratio(o.log_r, o.x_t)), o.x_t)
+    return batch_dot((coef * _score_difference(o)).detach(), o.x_t.to(compute_dtype(o.x_t)))
 
 
 EXPANDED_TERMS: tuple[str, ...] = ("sim", "ratio_motion", "di", "fgm")
 """The four terms of the expanded form, in the order of :func:`expanded_loss`'s docstring."""
 
 
-def expanded_terms(
-    x0: Tensor,
-    x_t: Tensor,
-    sigma: Tensor,
-    d_real: Tensor,
-    d_fake: Tensor,
-    divergence: Divergence,
-    log_r: Tensor | None = None,
-    ratio_moves: Tensor | None = None,
-) -> dict[str, Tensor]:
+def expanded_terms(outputs: DenoiserOutputs, *, divergence: Divergence) -> dict[str, Tensor]:
     """The four per-sample terms ``[B]`` of :func:`expanded_loss` (unweighted), by name (:data:`EXPANDED_TERMS`).
 
     Their sum is the loss; apart, each term's gradient shows which part of the expanded form drives a run.
     """
-    dt = compute_dtype(x_t)
-    s2 = per_sample(sigma, x_t).pow(2)
-    y = (d_fake.to(dt) - d_real.to(dt)) / s2
-    c_minus_sp = (x0.to(dt) - d_fake.to(dt)) / s2
+    o = outputs
+    dt = compute_dtype(o.x_t)
+    y = _score_difference(o)
+    c_minus_sp = (o.x0.to(dt) - o.fake.to(dt)) / per_sample(o.sigma, o.x_t).pow(2)
     inner = batch_dot(y, c_minus_sp)
     y_sq = y.flatten(1).pow(2).sum(1)
-    r = _ratio(log_r, x_t)
-    moves = torch.ones_like(r) if ratio_moves is None else ratio_moves.detach().to(r)
+    r = _ratio(o.log_r, o.x_t)
+    moves = torch.ones_like(r) if o.ratio is None else o.ratio.moves.detach().to(r)
     h, rh1, r2h2 = divergence.h(r), moves * divergence.rh_prime(r), moves * divergence.r2_h2(r)
-    x_live = x_t.to(dt)
+    x_live = o.x_t.to(dt)
     return {
         "sim": 2 * h * inner,
-        "ratio_motion": batch_dot((per_sample(-2 * rh1 * inner, x_t) * y).detach(), x_live),
-        "di": batch_dot((per_sample(r2h2 * y_sq, x_t) * y).detach(), x_live),
+        "ratio_motion": batch_dot((per_sample(-2 * rh1 * inner, o.x_t) * y).detach(), x_live),
+        "di": batch_dot((per_sample(r2h2 * y_sq, o.x_t) * y).detach(), x_live),
         "fgm": (h - rh1) * y_sq,
     }
 
 
-def expanded_loss(
-    x0: Tensor,
-    x_t: Tensor,
-    sigma: Tensor,
-    d_real: Tensor,
-    d_fake: Tensor,
-    divergence: Divergence,
-    log_r: Tensor | None = None,
-    weight: Tensor | float = 1.0,
-    ratio_moves: Tensor | None = None,
-) -> Tensor:
+def expanded_loss(outputs: DenoiserOutputs, *, divergence: Divergence, weight: Tensor | float = 1.0) -> Tensor:
     """Expanded form (section 4), all four terms; exact gradient of ``w E_p[h(r) ||s_p - s_q||^2]``.
 
     ``d_real = D_q(x_t)`` and ``d_fake = D_p(x_t)`` must be evaluated with frozen parameters but a live
@@ -104,29 +82,23 @@ def expanded_loss(
           + sg(r^2 h'' ||y||^2 y) . x_t        # DI term
           + sg(h - r h') ||y||^2               # FGM term
 
-    ``ratio_moves`` (bool ``[B]``, default all true) marks the samples whose ``log r`` is the head's own
-    estimate. Where it is false (the logit was clamped or non-finite, :class:`~uni3d.losses.RatioEstimate`)
-    the ratio used is a constant, so ``h(r)`` does not move with ``x_t``: ``h'`` and ``h''`` are zero there and
-    the sample gets ``2 h inner + h ||y||^2``, the exact gradient of ``w E_p[h(clamp r) ||s_p - s_q||^2]``.
+    Where the ratio's ``moves`` mask is false (the logit was clamped or non-finite,
+    :class:`~uni3d.losses.RatioEstimate`) the ratio used is a constant, so ``h(r)`` does not move with ``x_t``:
+    ``h'`` and ``h''`` are zero there and the sample gets ``2 h inner + h ||y||^2``, the exact gradient of
+    ``w E_p[h(clamp r) ||s_p - s_q||^2]``.
     """
-    terms = expanded_terms(x0, x_t, sigma, d_real, d_fake, divergence, log_r, ratio_moves)
-    return sample_weight(weight, x_t) * sum(terms.values())
+    terms = expanded_terms(outputs, divergence=divergence)
+    return sample_weight(weight, outputs.x_t) * sum(terms.values())
 
 
-def sid_loss(
-    x0: Tensor,
-    sigma: Tensor,
-    d_real: Tensor,
-    d_fake: Tensor,
-    alpha: float,
-    weight: Tensor | float = 1.0,
-) -> Tensor:
+def sid_loss(outputs: DenoiserOutputs, *, alpha: float, weight: Tensor | float = 1.0) -> Tensor:
     """SiD's generator loss in score units: ``w a^T((D_q - x0) - alpha a) / sigma^4``, ``a = D_q - D_p``.
 
     With the denoisers evaluated on a live ``x_t``: ``alpha = 0.5`` is half the expanded ``rkl`` form
     (section 4), ``alpha = 1`` is SIM with the squared-L2 distance, SiD's default is ``alpha = 1.2``.
     """
-    dt = compute_dtype(x0)
-    a = d_real.to(dt) - d_fake.to(dt)
-    loss = batch_dot(a, (d_real.to(dt) - x0.to(dt)) - alpha * a)
-    return sample_weight(weight, x0) * loss / per_sample(sigma, x0).flatten().pow(4)
+    o = outputs
+    dt = compute_dtype(o.x0)
+    a = o.d_real.to(dt) - o.fake.to(dt)
+    loss = batch_dot(a, (o.d_real.to(dt) - o.x0.to(dt)) - alpha * a)
+    return sample_weight(weight, o.x0) * loss / per_sample(o.sigma, o.x0).flatten().pow(4)

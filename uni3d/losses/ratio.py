@@ -28,6 +28,12 @@ class RatioEstimate:
     def r(self) -> Tensor:
         return self.log_r.exp()
 
+    @classmethod
+    def exact(cls, log_r: Tensor) -> RatioEstimate:
+        """A known ``log r`` (closed form, a test): every sample moves with ``x_t``, none was repaired."""
+        log_r = log_r.detach()
+        return cls(log_r, 0, 0, torch.ones(log_r.shape[0], dtype=torch.bool, device=log_r.device))
+
     def held_constant(self) -> RatioEstimate:
         """The same ``log r`` with no sample moving: the expanded form then gives ``h(r)`` times the ``f = -log``
         (uni-rkl) gradient per sample, the exact gradient of ``w E[h(sg r) ||y||^2]`` (METHOD.md section 4)."""
@@ -57,8 +63,3 @@ def discriminator_loss(logit_real: Tensor, logit_fake: Tensor) -> Tensor:
     ``l = log(q / p)``.
     """
     return F.softplus(-logit_real.float()).mean() + F.softplus(logit_fake.float()).mean()
-
-
-def generator_gan_loss(logit_fake: Tensor) -> Tensor:
-    """Optional GAN term on the generator, non-saturating: ``softplus(-l(x_fake))`` per sample ``[B]``."""
-    return F.softplus(-logit_fake.float().flatten(1).mean(1))

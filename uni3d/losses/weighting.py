@@ -14,15 +14,12 @@ forms). The loss functions work in score units, so :func:`score_weight` converts
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
 from uni3d.errors import UsageError
 from uni3d.losses._tensors import compute_dtype, per_sample
 
-Weighting = Literal["score", "data", "sds", "sid"]
 WEIGHTINGS: tuple[str, ...] = ("score", "data", "sds", "sid")
 SID_EPS = 1e-8
 """Floor on ``mean|x0 - D_q|`` so a perfect teacher prediction cannot divide by zero."""

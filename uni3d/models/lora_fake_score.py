@@ -1,4 +1,4 @@
-"""The online fake score ``D_p`` of 3D distillation and the density-ratio head (METHOD.md sections 5 and 7).
+"""The online fake score ``D_p`` of 3D distillation (METHOD.md section 7).
 
 :class:`LoraFakeScore` is ProlificDreamer's (VSD) estimate of the rendered images' noised marginal: a copy of the
 prior's UNet whose base weights stay frozen, with peft LoRA adapters (rank ``r``) on the attention projections
@@ -6,10 +6,8 @@ and a camera embedding (an MLP of the flattened camera-to-world matrix, added to
 diffusers' ``class_embedding`` slot). The adapters start at zero and the embedding's last layer too, so at step 0
 ``D_p = D_q`` without guidance. It is a copy, not an adapter on the teacher's own UNet, so the teacher is never
 touched (memory: one more UNet; the embedded prior's is small, SD 1.5's is 1.7 GB in fp16).
-
-:class:`RatioHead` reads the LoRA UNet's mid-block features (captured by a forward hook on every call of
-:meth:`LoraFakeScore.denoise`, detached), pools them and maps them with ``log sigma`` to a logit ``l``; trained
-by balanced BCE (:func:`uni3d.losses.discriminator_loss`), ``l -> log(q_t / p_t)``, so ``r = exp(l)``.
+Every call of :meth:`LoraFakeScore.denoise` keeps the mid-block features (a forward hook, detached) for
+:class:`uni3d.models.ratio_heads.PooledRatioHead`.
 """
 
 from __future__ import annotations
@@ -78,18 +76,6 @@ class LoraFakeScore(nn.Module):
             x_vp.to(dtype), timestep_at(sigma), encoder_hidden_states=cond.to(dtype), class_labels=camera.float()
         ).sample.float()
         return denoiser_from_prediction(out, x_vp, sigma.float(), prediction)
-
-
-class PooledRatioHead(nn.Module):
-    """Logit ``l(features, sigma)``: average-pooled mid-block features and ``log sigma`` through a small MLP."""
-
-    def __init__(self, channels: int, hidden: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(channels + 1, hidden), nn.SiLU(), nn.Linear(hidden, 1))
-
-    def forward(self, features: Tensor, sigma: Tensor) -> Tensor:
-        pooled = features.float().mean((2, 3))
-        return self.net(torch.cat([pooled, sigma.float().log().unsqueeze(-1) / 4], -1)).squeeze(-1)
 
 
 def camera_condition(c2w: Tensor, drop: float = 0.0) -> Tensor:

@@ -25,7 +25,6 @@ from uni3d.diffusion.units import (
     Prediction,
     classifier_free_guidance,
     denoiser_from_prediction,
-    score_from_denoiser,
     ve_sigma,
     vp_coefficients,
 )
@@ -247,14 +246,3 @@ class StableDiffusionPrior(nn.Module):
             return d
         d_uncond, d_cond = d.chunk(2)
         return classifier_free_guidance(d_uncond, d_cond, guidance_scale)
-
-    def score(
-        self,
-        x: Tensor,
-        sigma: Tensor,
-        cond: Tensor,
-        uncond: Tensor | None = None,
-        guidance_scale: float = 1.0,
-    ) -> Tensor:
-        """Guided score ``(D_q - x) / sigma^2`` of the VE marginal (METHOD.md section 1)."""
-        return score_from_denoiser(self.denoise(x, sigma, cond, uncond, guidance_scale), x.float(), sigma.float())

@@ -14,7 +14,7 @@ from torch import nn
 from uni3d.errors import UsageError
 from uni3d.scene.backend import nerfacc_module
 from uni3d.scene.occupancy import OccupancyGrid, RaySamples
-from uni3d.scene.volume import DensityFn, render_weights
+from uni3d.scene.volume import DensityFn
 
 
 class NerfaccEstimator(nn.Module):
@@ -78,8 +78,7 @@ def nerfacc_render_weights(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """nerfacc's ``render_weight_from_density``: same quadrature and return values as :func:`render_weights`."""
     nerfacc = nerfacc_module()
-    if nerfacc is None:
-        return render_weights(sigma, t_starts, t_ends, ray_indices, n_rays)
+    assert nerfacc is not None, "the renderer picks these weights only for the cuda backend"
     weights, trans, _ = nerfacc.render_weight_from_density(
         t_starts, t_ends, sigma, ray_indices=ray_indices, n_rays=n_rays
     )

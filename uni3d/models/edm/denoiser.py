@@ -1,4 +1,4 @@
-"""EDM-preconditioned denoiser, SiD's one-step generator and the ratio head on the denoiser's bottleneck.
+"""EDM-preconditioned denoiser and SiD's one-step generator.
 
 ``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)`` (EDM eq. 7, Table 1, :func:`uni3d.diffusion.edm.preconditioning`;
 VP / VE coefficients for EDM's baseline pickles: :mod:`uni3d.models.edm.precond`). ``F`` is uni3d's
@@ -72,19 +72,3 @@ class OneStepGenerator(nn.Module):
     def forward(self, z: Tensor, class_labels: Tensor | None = None) -> Tensor:
         sigma = torch.full((z.shape[0],), self.sigma_init, dtype=z.dtype, device=z.device)
         return self.denoiser(self.sigma_init * z, sigma, class_labels)
-
-
-class ConvRatioHead(nn.Module):
-    """Logit ``l(x_t, sigma)`` from the fake score's bottleneck ``[B, C, h, w]``: conv, SiLU, mean pool, linear.
-
-    Trained by balanced BCE, its optimum is ``log(q_sigma / p_sigma)`` (METHOD.md section 5). The features
-    come detached from the fake score, so the head never changes the fake-score network.
-    """
-
-    def __init__(self, channels: int, width: int = 64) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, width, 3, padding=1)
-        self.linear = nn.Linear(width, 1)
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.linear(torch.nn.functional.silu(self.conv(features)).mean(dim=(2, 3))).squeeze(1)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from uni3d.config import build_config
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -32,9 +34,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> UNetConfig:
-        values = dict(data)
-        values["channels"] = tuple(values["channels"])  # type: ignore[arg-type]
-        return cls(**values)  # type: ignore[arg-type]
+        return build_config(cls, data, "unet")
 
 
 def _groups(channels: int) -> int:

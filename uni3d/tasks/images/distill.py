@@ -28,8 +28,9 @@ from uni3d.diffusion.edm import heun_sample, lognormal_sigma
 from uni3d.engine import Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
 from uni3d.errors import UsageError
 from uni3d.losses import fake_score_loss, get_preset, regression_loss
-from uni3d.models.edm.denoiser import ConvRatioHead, EDMDenoiser, OneStepGenerator
+from uni3d.models.edm.denoiser import EDMDenoiser, OneStepGenerator
 from uni3d.models.frozen import frozen
+from uni3d.models.ratio_heads import ConvRatioHead
 from uni3d.tasks.images.data import ImageSet
 from uni3d.tasks.images.distill_config import DistillConfig
 

@@ -14,10 +14,11 @@ the cut on the 2-D toy; ``0.3`` in data units (``sigma_data = 0.5``) works there
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from uni3d.config import build_config
 from uni3d.diffusion.edm import heun_steps
 from uni3d.errors import UsageError
 from uni3d.losses import get_preset
@@ -101,11 +102,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UsageError(f"unknown distill setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**data)
+        return build_config(cls, data, "distill")
 
 
 def resolve_file(spec: str, named: dict[str, Path], run_file: str, what: str, make: str) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from uni3d.config import build_config
 from uni3d.diffusion.edm import heun_sample, heun_steps, lognormal_sigma
 from uni3d.diffusion.ema import ema_update
 from uni3d.errors import UsageError
@@ -67,9 +68,7 @@ class TeacherConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TeacherConfig:
-        values = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
-        values["unet"] = UNetConfig.from_dict(values["unet"])
-        return cls(**values)
+        return build_config(cls, data, "teacher")
 
 
 def sample_grid(model: EDMDenoiser, nfe: int, n: int = 100, seed: int = 1234) -> Tensor:

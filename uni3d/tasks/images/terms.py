@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from uni3d.errors import UsageError
-from uni3d.losses import EXPANDED_TERMS, expanded_terms
+from uni3d.losses import EXPANDED_TERMS, DenoiserOutputs, expanded_terms
 from uni3d.losses._tensors import sample_weight
 from uni3d.losses.weighting import score_weight
 from uni3d.tasks.images.data import load_dataset
@@ -55,9 +55,8 @@ def term_report(distiller: ImageDistiller) -> TermReport:
     ratio = distiller.loop.ratio_estimate(den.ratio_logits)
     log_r = None if ratio is None else ratio.log_r
     weight = score_weight(preset.weighting, den.sigma, x0, den.d_real, preset.order)
-    terms = expanded_terms(
-        x0, den.x_t, den.sigma, den.d_real, den.d_fake, preset.divergence, log_r, None if ratio is None else ratio.moves
-    )
+    outputs = DenoiserOutputs(x0, den.x_t, den.sigma, den.d_real, den.d_fake, ratio)
+    terms = expanded_terms(outputs, divergence=preset.divergence)
     norms = {}
     for name in EXPANDED_TERMS:
         (grad,) = torch.autograd.grad(

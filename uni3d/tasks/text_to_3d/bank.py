@@ -16,6 +16,7 @@ from torch import Tensor
 from uni3d.diffusion.edm import heun_sample
 from uni3d.models.stable_diffusion import StableDiffusionPrior
 from uni3d.scene.cameras import Cameras, CameraSampler
+from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 
 @dataclass
@@ -46,17 +47,17 @@ class TeacherBank:
 @torch.no_grad()
 def draw_bank(
     prior: StableDiffusionPrior,
-    prompt: str,
-    negative_prompt: str,
+    cfg: GenerateConfig,
     sampler: CameraSampler,
+    *,
     size: int,
-    latent_shape: tuple[int, int, int],
-    n: int,
-    nfe: int,
-    guidance_scale: float,
-    view_dependent: bool,
 ) -> TeacherBank:
-    """``n`` teacher samples (one batch) of ``latent_shape (C, h, w)`` with classifier-free guidance."""
+    """``cfg.bank_size`` teacher samples (one batch, ``cfg.bank_nfe`` Heun steps) of the prior's latent shape for
+    ``cfg``'s prompt with its classifier-free guidance and view words, at cameras drawn by ``sampler`` at ``size``."""
+    unet = prior.unet.config
+    latent_shape = (int(unet.in_channels), int(unet.sample_size), int(unet.sample_size))
+    n, prompt, negative_prompt, guidance_scale = cfg.bank_size, cfg.prompt, cfg.negative_prompt, cfg.guidance_scale
+    nfe, view_dependent = cfg.bank_nfe, cfg.view_dependent
     device = prior.log_sigmas.device
     cams = sampler.sample(n, size)
     cond, uncond = prior.view_conditions(prompt, cams, negative_prompt, view_dependent)

@@ -36,7 +36,8 @@ from uni3d.diffusion.units import classifier_free_guidance
 from uni3d.engine import Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
 from uni3d.losses import RatioEstimate, fake_score_loss, get_preset
 from uni3d.models.frozen import frozen
-from uni3d.models.lora_fake_score import LoraFakeScore, PooledRatioHead, camera_condition
+from uni3d.models.lora_fake_score import LoraFakeScore, camera_condition
+from uni3d.models.ratio_heads import PooledRatioHead
 from uni3d.models.stable_diffusion import StableDiffusionPrior
 from uni3d.scene.cameras import Cameras, CameraSampler, orbit_cameras
 from uni3d.scene.field import RadianceField
@@ -192,21 +193,7 @@ class TextTo3D:
 
     def draw_bank(self) -> TeacherBank:
         """The ratio head's "real" samples (METHOD.md section 5), drawn once."""
-        c = self.cfg
-        unet = self.prior.unet.config
-        shape = (int(unet.in_channels), int(unet.sample_size), int(unet.sample_size))
-        return draw_bank(
-            self.prior,
-            c.prompt,
-            c.negative_prompt,
-            self.sampler,
-            self.size,
-            shape,
-            c.bank_size,
-            c.bank_nfe,
-            c.guidance_scale,
-            c.view_dependent,
-        )
+        return draw_bank(self.prior, self.cfg, self.sampler, size=self.size)
 
     def conditions(self, cams: Cameras) -> tuple[Tensor, Tensor]:
         """``(cond, uncond)`` text embeddings of the prompt with each camera's view words and the negative prompt."""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from uni3d.config import build_config
 from uni3d.errors import UsageError
 from uni3d.losses import get_preset
 from uni3d.tasks.toy.fit import FitConfig
@@ -69,31 +67,4 @@ class ToyConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToyConfig:
         """A config from a (possibly partial) mapping; ``teacher`` and ``fit`` may be nested mappings."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UsageError(f"unknown toy config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        values = dict(data)
-        for key, kind in (("teacher", RingTeacher), ("fit", FitConfig)):
-            if isinstance(values.get(key), dict):
-                values[key] = _nested(kind, key, values[key])
-        return cls(**values)
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """The settings mapping in a YAML or JSON file (give it, with overrides, to :meth:`ToyConfig.from_dict`)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise UsageError(f"cannot read toy config {path}: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"toy config {path} must hold a mapping of settings")
-    return data
-
-
-def _nested(kind: type, key: str, data: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UsageError(f"unknown {key} config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    return kind(**data)
+        return build_config(cls, data, "toy")

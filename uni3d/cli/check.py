@@ -1,0 +1,27 @@
+"""``uni3d check divergences``: METHOD.md section 6 for every divergence and both forms (exit code 1 on a miss)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from uni3d.checks.divergences import format_table, run_check
+
+
+def _check_divergences(args: argparse.Namespace) -> int:
+    rows = run_check(rtol=args.rtol)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print(format_table(rows))
+    return 0 if all(r.passed for r in rows) else 1
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``check`` and its ``divergences`` subcommand."""
+    check = sub.add_parser("check", help="numerical proofs of the method (METHOD.md section 6)")
+    check_sub = check.add_subparsers(dest="what", required=True, metavar="WHAT")
+    div = check_sub.add_parser("divergences", help="loss gradients vs exact gradients on 1-D Gaussians")
+    div.add_argument("--json", action="store_true", help="print the rows as JSON")
+    div.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
+    div.set_defaults(func=_check_divergences)
