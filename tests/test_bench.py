@@ -41,13 +41,14 @@ def test_scene_benchmark_measures_and_writes(tmp_path: Path) -> None:
     assert "16x16" in (tmp_path / "benchmarks.md").read_text()
 
 
-def test_scene_compile_verdict_says_when_we_lose() -> None:
+def test_scene_compile_speedup_says_when_we_lose(tmp_path: Path) -> None:
     rows = [
-        {"case": "torch eager", "size": 64, "rays_per_s": 100.0},
-        {"case": "torch compiled", "size": 64, "rays_per_s": 50.0},
-        {"case": "torch eager", "size": 128, "rays_per_s": 100.0},
-        {"case": "torch compiled", "size": 128, "rays_per_s": 300.0},
+        {"case": "torch eager", "size": 64, "rays_per_s": 100.0, "seconds_per_step": 1.0, "samples_per_ray": 2.0},
+        {"case": "torch compiled", "size": 64, "rays_per_s": 50.0, "seconds_per_step": 2.0, "samples_per_ray": 2.0},
+        {"case": "torch eager", "size": 128, "rays_per_s": 100.0, "seconds_per_step": 1.0, "samples_per_ray": 2.0},
+        {"case": "torch compiled", "size": 128, "rays_per_s": 300.0, "seconds_per_step": 0.3, "samples_per_ray": 2.0},
+        {"case": "torch eager", "size": 256, "rays_per_s": 100.0, "seconds_per_step": 1.0, "samples_per_ray": 2.0},
     ]
-    text = "\n".join(scene._compile_verdict(rows))
-    assert "64x64: torch.compile is SLOWER than eager (0.50x)" in text
-    assert "128x128: torch.compile is faster than eager (3.00x)" in text
+    scene._write(tmp_path, rows, machine())
+    saved = json.loads((tmp_path / "benchmarks" / "scene.json").read_text())
+    assert saved["compile_speedup"] == {"64": 0.5, "128": 3.0}  # 256 has no compiled row: no ratio

@@ -159,6 +159,10 @@ def test_distill_runs_and_writes_outputs(files: dict[str, Path], tmp_path: Path,
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "samples" / "step_000004.png").stat().st_size > 0
     assert load_torch(tmp_path / "generator.pt")["sigma_init"] == 2.5
+    teacher = load_denoiser(files["teacher"]).state_dict()  # the generator started as a copy of the teacher
+    trained = load_torch(tmp_path / "checkpoint.pt")["generator"]
+    moved = [k for k, v in teacher.items() if not torch.equal(trained[f"denoiser.{k}"], v)]
+    assert moved, "the generator steps changed no parameter"
 
 
 def test_warmup_trains_only_the_fake_score_and_ratio_head(files: dict[str, Path], tmp_path: Path) -> None:
@@ -335,14 +339,10 @@ def test_bench_images_writes_its_section_only(files: dict[str, Path], tmp_path: 
     assert main([*argv, "--docs", str(docs)]) == 0
     text = (docs / "benchmarks.md").read_text()
     assert "toy table" in text and text.count("<!-- images:begin -->") == 1
-    assert "| `uni-fkl@0.0001` | 1 |" in text and "| teacher Heun | 3 |" in text
     result = json.loads((docs / "benchmarks" / "images.json").read_text())
     assert [r["nfe"] for r in result["teacher"]] == [1, 3] and len(result["students"]) == 2
     assert (result["config"]["ratio_clamp"], result["config"]["warmup_steps"]) == (1.0, 2)
-    assert (
-        "--ratio-clamp 1 --warmup-steps 2 --presets di,uni-fkl@1e-4 --nfes 1,3" in result["command"]
-        and "ratio clamp 1, 2 warm-up steps" in text
-    )
+    assert "--ratio-clamp 1 --warmup-steps 2 --presets di,uni-fkl@1e-4 --nfes 1,3" in result["command"]
     assert (docs / "benchmarks" / "images" / "di@0.0003.png").exists()
     add = [*argv[:6], "--cpu-seconds", "0.5", "--eval-samples", "20", "--presets", "uni-fkl@1e-4", "--no-ratio-motion"]
     assert main([*add, "--add", "--docs", str(docs)]) == 0
@@ -350,12 +350,8 @@ def test_bench_images_writes_its_section_only(files: dict[str, Path], tmp_path: 
     methods = [r["method"] for r in result["students"]]
     assert methods == ["di@0.0003", "uni-fkl@0.0001", "uni-fkl@0.0001-const-r"] and len(result["teacher"]) == 2
     assert result["students"][-1]["command"] == result["added"][0]["command"] and "command" not in result["students"][0]
-    text = (docs / "benchmarks.md").read_text()
-    assert (
-        "Rows `uni-fkl@0.0001-const-r` added by `uni3d bench images" in text
-        and "--no-ratio-motion --presets uni-fkl@1e-4 --add`" in text
-    )
-    assert text.count("<!-- images:begin -->") == 1 and "| `uni-fkl@0.0001-const-r` | 1 |" in text
+    assert "--no-ratio-motion --presets uni-fkl@1e-4 --add" in result["added"][0]["command"]
+    assert (docs / "benchmarks.md").read_text().count("<!-- images:begin -->") == 1
     longer = [*add[:6], "--cpu-seconds", "0.7", *add[8:]]  # another budget: a row of its own, the 0.5 s one stays
     assert main([*longer, "--add", "--docs", str(docs)]) == 0
     methods = [r["method"] for r in json.loads((docs / "benchmarks" / "images.json").read_text())["students"]]
@@ -396,9 +392,9 @@ def test_bench_images_runs_compares_runs_with_the_teacher(
     result = json.loads((docs / "benchmarks" / "images_runs.json").read_text())
     assert result["teacher"]["nfe"] == 3 and [r["run"] for r in result["runs"]] == ["sid", "uni-fkl"]
     assert all(r["step"] == 4 and r["trained_steps"] == 4 for r in result["runs"])
-    text = (docs / "benchmarks.md").read_text()
-    best = min(r["fid"] for r in result["runs"])
-    assert ("Target **met**" in text) == (best < result["teacher"]["fid"])
+    best = min(result["runs"], key=lambda r: r["fid"])
+    assert result["best_run"] == best["run"] and result["target_met"] == (best["fid"] < result["teacher"]["fid"])
+    assert (docs / "benchmarks.md").read_text().count("<!-- images-runs:begin -->") == 1
     assert (docs / "benchmarks" / "images_runs.png").exists() and (
         docs / "benchmarks" / "images_runs" / "sid.png"
     ).exists()

@@ -56,6 +56,7 @@ def _glb_mesh(path: Path) -> trimesh.Trimesh:
 @pytest.mark.parametrize("preset", ["sds", "vsd", "uni-jeffreys"])
 def test_generate_writes_a_finite_asset(tiny_prior, tmp_path: Path, preset: str) -> None:
     from uni3d.tasks.text_to_3d.run import generate
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
 
     folder, prior = tiny_prior
     out = tmp_path / preset
@@ -72,6 +73,10 @@ def test_generate_writes_a_finite_asset(tiny_prior, tmp_path: Path, preset: str)
     assert metrics["ratio_evaluations"] == (3 if preset == "uni-jeffreys" else 0)
     assert metrics["prompt_notes"] == []
     assert json.loads((out / "metrics.json").read_text()) == metrics
+    torch.manual_seed(0)  # the run's seed: the same initial field as the run's
+    initial = TextTo3D(GenerateConfig.from_dict(json.loads((out / "config.json").read_text())), prior).renderer
+    trained = _state(out)["renderer"]
+    assert any(not torch.equal(trained[k], v) for k, v in initial.state_dict().items()), "the field never changed"
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0])

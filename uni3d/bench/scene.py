@@ -94,20 +94,28 @@ def _section(rows: list[dict[str, object]], info: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _compile_verdict(rows: list[dict[str, object]]) -> list[str]:
-    """One sentence per image size comparing compiled with eager, computed from the rows (it may say we lose)."""
+def compile_speedups(rows: list[dict[str, object]]) -> dict[int, float]:
+    """Compiled over eager rays per second, per image size measured both ways (below 1: compile loses)."""
     by = {(r["case"], r["size"]): float(r["rays_per_s"]) for r in rows}  # type: ignore[arg-type]
-    lines = []
-    for (case, size), eager in by.items():
-        compiled = by.get(("torch compiled", size))
-        if case == "torch eager" and compiled is not None:
-            verdict = "faster" if compiled > eager else "SLOWER"
-            lines.append(f"- {size}x{size}: torch.compile is {verdict} than eager ({compiled / eager:.2f}x).")
+    return {
+        int(size): by[("torch compiled", size)] / eager  # type: ignore[call-overload]
+        for (case, size), eager in by.items()
+        if case == "torch eager" and ("torch compiled", size) in by
+    }
+
+
+def _compile_verdict(rows: list[dict[str, object]]) -> list[str]:
+    """One sentence per image size comparing compiled with eager (it may say we lose)."""
+    lines = [
+        f"- {size}x{size}: torch.compile is {'faster' if x > 1 else 'SLOWER'} than eager ({x:.2f}x)."
+        for size, x in compile_speedups(rows).items()
+    ]
     return ["", *lines] if lines else []
 
 
 def _write(docs: Path, rows: list[dict[str, object]], info: dict[str, object]) -> None:
-    save_json(docs / "benchmarks" / "scene.json", {"machine": info, "rows": rows})
+    speedups = {str(size): x for size, x in compile_speedups(rows).items()}
+    save_json(docs / "benchmarks" / "scene.json", {"machine": info, "rows": rows, "compile_speedup": speedups})
     replace_section(docs / "benchmarks.md", _section(rows, info))
 
 

@@ -54,7 +54,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=_REC.fill_unseen,
         help="fill the voxels no axis-aligned view sees before marching cubes (default on; off was better for a "
-        "cup's deep opening and worse for an annulus, see the README)",
+        "cup's deep opening and worse for an annulus, see docs/reconstruct.md)",
     )
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="scene backend (default auto)")
     p.add_argument(

@@ -4,14 +4,12 @@ The automatic iso-level is where rays start to be absorbed: along rays from orbi
 the density at the point where transmittance ``T`` first drops below :data:`SURFACE_TRANSMITTANCE` (0.9; the
 exact point inside the crossing interval of volume.py's quadrature, density constant in it); the median over
 the rays is the level. A photometric fit leaves a soft density ramp in front of opaque surfaces, so the
-``T = 1/2`` point (the rendered depth) lies inside the solid: on 240 s fits of pyvista's ant, airplane and nut
-the Chamfer distances at the ``T = 1/2`` level were 0.81 / 0.49 / 2.08% of the diagonal, at ``T = 0.9`` 0.32 /
-0.40 / 1.04% (README, reconstruct). Marching cubes (Lorensen & Cline 1987; scikit-image) runs on
+``T = 1/2`` point (the rendered depth) lies inside the solid (measured in docs/reconstruct.md). Marching cubes (Lorensen & Cline 1987; scikit-image) runs on
 the density sampled at ``resolution^3`` points over the occupied cells' bounding box (points in empty cells
 are not evaluated: their density is below the occupancy threshold). Enclosed cavities (empty voxels no path
 through empty space connects to the box's border) are filled first: no camera sees them, so a fit leaves the
 inside of a solid at any density, and marching cubes would wrap a hollow in a second, inner surface; so is the
-low density that no axis-aligned view sees (:func:`fill_unseen_voxels`: the nut's walls, 1.04% -> 0.73%), unless
+low density that no axis-aligned view sees (:func:`fill_unseen_voxels`: such as the inside of a nut's walls), unless
 ``fill_unseen=False`` (a floater over a cup's opening hides the column below it from the one axis that looks
 in, and the fill turns that column solid).
 """
@@ -137,8 +135,7 @@ def decimate(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
     """Quadric edge-collapse decimation (Garland & Heckbert 1997; MeshLab's filter through pymeshlab) towards
     ``max_faces`` faces, with MeshLab's topology check on: no collapse may change the surface's genus or split it.
 
-    Without the check (fast-simplification, the first release) the flat faces of a fitted box came apart into 191
-    pieces with holes (README, export). The price: a surface with more small handles than the budget can hold
+    Without the check, edge collapses tear flat regions open (docs/reconstruct.md). The price: a surface with more small handles than the budget can hold
     (noise) stops above the budget rather than tearing.
     """
     if len(mesh.faces) <= max_faces:

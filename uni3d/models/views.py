@@ -15,8 +15,7 @@ weights (:data:`VIEWS_FILE`) and a folder without one (any Stable Diffusion) get
   itself, up to the rounding, as camera-conditioned priors (Zero-1-to-3, MVDream) are told it. Each value is one
   word, the kind and the number spelt out (:func:`spell`), so that a caption tokenizer holds it as one token
   (:meth:`ViewScheme.vocabulary`): written in digits ("azimuth 90"), CLIP's tokenizer splits a number into single
-  digits, and a small text encoder did not learn to read them (a prior fine-tuned on such captions for 6,000 steps
-  drew the same object at every "distance"; README).
+  digits, and a small text encoder did not learn to read them (docs/embedded_prior.md).
 
 The dataset captions and the prior's prompts use these functions. A prompt that already ends with a view
 (``"a red cube, front view"``, with or without the angle words) has it replaced by each camera's, never doubled

@@ -73,9 +73,8 @@ class _Gather(torch.autograd.Function):
 
 def _single_threaded_inductor() -> None:
     """Inductor's CPU kernels on one thread (process-wide). With OpenMP threads and another job on the cores,
-    each of the many small compiled kernels waits for a descheduled thread: measured on a 2-core machine under
-    load, 2 threads made the compiled renderer 25x slower than eager and 1 thread made it 2.7x faster
-    (``uni3d bench scene``, docs/benchmarks.md)."""
+    each of the many small compiled kernels waits for a descheduled thread, and compiled becomes slower than
+    eager; on one thread it is faster (``uni3d bench scene``, docs/benchmarks.md)."""
     import torch._inductor.config as inductor_config
 
     inductor_config.cpp.threads = 1

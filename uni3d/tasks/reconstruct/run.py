@@ -41,8 +41,8 @@ class ReconstructConfig:
     turntable_frames: int = 48
     fill_unseen: bool = True
     """Fill what no axis-aligned view sees before marching cubes (``--no-fill-unseen`` turns it off: better for a
-    cup, whose opening one floater can hide from the only axis that looks in, 2.89 -> 2.04%; worse for an annulus
-    fitted briefly, 0.41 -> 1.70%; README, reconstruct)."""
+    deep opening such as a cup's, which one floater can hide from the only axis that looks in; worse for an
+    annulus; docs/reconstruct.md)."""
     fit: FitConfig = field(default_factory=FitConfig)
 
     def __post_init__(self) -> None:

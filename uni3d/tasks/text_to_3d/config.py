@@ -55,10 +55,9 @@ class GenerateConfig:
     """Everything a run depends on (METHOD.md section 7); saved resolved as ``config.json`` in the run folder.
 
     Timesteps: ``t ~ U[t_min, t_max(p)] T`` with ``t_max`` annealed from ``t_max_start`` to ``t_max_end`` by
-    progress ``anneal_until`` (:class:`uni3d.tasks.embedded_prior.TimestepRange`). The default does not anneal (DreamFusion's
-    ``U[0.02, 0.98]`` throughout): annealing to 0.5 by half-way (threestudio's schedule) kept the initial blob's
-    sphere for the cones, the pyramid and the cylinder on the embedded prior (README, shapes benchmark: sds 7/10
-    -> 9/10). ``t_min=None`` resolves to
+    progress ``anneal_until`` (:class:`uni3d.diffusion.timesteps.TimestepRange`). The default does not anneal
+    (DreamFusion's ``U[0.02, 0.98]`` throughout): annealing early (threestudio's schedule) froze the initial
+    blob's sphere on the embedded prior before the shape formed (docs/text_to_3d.md). ``t_min=None`` resolves to
     :data:`T_MIN`, or :data:`T_MIN_RATIO` for ratio-weighted presets. The LoRA fake score trains on
     ``t ~ U[lora_t_min, lora_t_max] T``. ``render_size=None`` resolves to the prior's image side (capped at
     :data:`MAX_RENDER_SIZE`). ``light="world"`` is the embedded prior's key light; ``"camera"`` a headlight.
@@ -69,17 +68,15 @@ class GenerateConfig:
     Regularizers (:meth:`TextTo3D.regularizer`): ``lambda_sparsity`` (opacity), ``lambda_opaque`` (opacity
     entropy), ``lambda_orient`` (normals facing away from the camera) and ``lambda_normal_smooth``: the density
     normal may not turn within ``normal_smooth_eps`` of the surface (threestudio's 3D normal smoothness; without
-    it the SDS surface is covered in bumps the 32 px prior cannot see). Its weight 5 (was 30): on the shapes
-    benchmark's 10 prompts over seeds 0-2, sds met Chamfer <= 5% with the right colour on 30 of 30 runs against
-    26 of 30 with 30, a lower Chamfer on 24 of 30, and the red cube a cube on two seeds (README); 0 was no
-    better. Fake score: ``fake_guidance_scale`` ``g`` evaluates the LoRA guided like the teacher, ``D_p^u + g (D_p^c - D_p^u)`` (SiD-LSG; 1 = the prompt-conditioned
+    it the SDS surface is covered in bumps the 32 px prior cannot see; its weight was chosen on the shapes
+    benchmark, docs/text_to_3d.md). Fake score: ``fake_guidance_scale`` ``g`` evaluates the LoRA guided like the teacher, ``D_p^u + g (D_p^c - D_p^u)`` (SiD-LSG; 1 = the prompt-conditioned
     LoRA of ProlificDreamer), the LoRA then trains on the negative prompt with probability ``text_drop``;
     ``fake_warmup_steps``: the first steps train only the LoRA and the ratio head, the field waits.
 
     ``teacher_jacobian``: whether the expanded (``uni-*``) and SiD forms differentiate through the guided teacher
     ``D_q`` (their exact gradient, as the image distiller does). Off by default, as SDS drops the U-Net Jacobian
-    (DreamFusion): in 3D the gradient with it was 4-6x (median; up to 18x) the one without, and on some draws
-    pointed against the distillation direction ``D_p - D_q`` (``uni3d bench teacher-jacobian``; README).
+    (DreamFusion): under guidance the teacher is not the denoiser of any distribution, and its Jacobian term
+    dominates the 3D gradient (``uni3d bench teacher-jacobian``; docs/design.md).
     Without it, ``uni-rkl``'s gradient is ``2 w ((D_p - D_q) - J_pᵀ(D_p - x0))``: VSD's direction plus the fake
     score's Jacobian term. The teacher then
     runs without a backward pass. The fake score is always differentiated.
@@ -88,7 +85,7 @@ class GenerateConfig:
     the ratio-motion and DI terms, ``h'`` and ``h''``). Off by default in 3D: the ratio then weights each sample as
     a constant, so a ``uni-<f>`` gradient is ``h(r)`` times the ``uni-rkl`` one (the exact gradient of
     ``w E[h(sg r) ||y||^2]``, the form clamped samples get anyway). The ratio-motion term averages out only for an
-    exact fake score; the lagging LoRA biases it (``uni3d bench fake-bias``), which turned the red cube blue.
+    exact fake score; the lagging LoRA biases it against the teacher (``uni3d bench fake-bias``; docs/design.md).
 
     Prior: ``dtype``, ``device``, ``allow_download`` and the memory options ``attention_slicing``,
     ``channels_last``, ``vae_slicing`` (:class:`uni3d.models.stable_diffusion.PriorOptions`; a resumed run may
