@@ -50,7 +50,8 @@ class GaussianTask:
         x_t = draw.x0 + sigma.view(-1, 1) * self._randn(draw.x0.shape[0])
         d_fake = self._denoiser(x_t, sigma, self.fake.bias.detach())
         logits = self.ratio(x_t.detach()).squeeze(1).detach() if self.preset.uses_ratio else None
-        return Denoised(x_t, sigma, self._denoiser(x_t, sigma, TARGET), d_fake, logits)
+        d_real = self._denoiser(x_t, sigma, TARGET)
+        return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio_logits=logits)
 
     def extra_loss(self, draw: Draw) -> Tensor | None:
         if draw.context in self.nan_at:
@@ -71,12 +72,14 @@ class GaussianTask:
         return DistillationLoop(
             self,
             self.preset,
-            Part("generator", self.generator, torch.optim.SGD([self.mu], lr=0.05), "opt_g", clip=10.0),
-            Part("fake", self.fake, torch.optim.SGD(self.fake.parameters(), lr=0.2), "opt_f") if learned else None,
-            Part("ratio", self.ratio, torch.optim.SGD(self.ratio.parameters(), lr=0.05), "opt_r")
+            Part("generator", self.generator, torch.optim.SGD([self.mu], lr=0.05), optimizer_key="opt_g", clip=10.0),
+            fake=Part("fake", self.fake, torch.optim.SGD(self.fake.parameters(), lr=0.2), optimizer_key="opt_f")
+            if learned
+            else None,
+            ratio=Part("ratio", self.ratio, torch.optim.SGD(self.ratio.parameters(), lr=0.05), optimizer_key="opt_r")
             if self.preset.uses_ratio
             else None,
-            LoopSettings(**settings),  # type: ignore[arg-type]
+            settings=LoopSettings(**settings),  # type: ignore[arg-type]
         )
 
 

@@ -41,7 +41,7 @@ def _out(x0, x_t, sigma, d_q, d_p=None, log_r=None, moves=None) -> DenoiserOutpu
     ratio = None if log_r is None else RatioEstimate.exact(log_r)
     if ratio is not None and moves is not None:
         ratio = dataclasses.replace(ratio, moves=moves)
-    return DenoiserOutputs(x0, x_t, sigma, d_q, d_p, ratio)
+    return DenoiserOutputs(x0=x0, x_t=x_t, sigma=sigma, d_real=d_q, d_fake=d_p, ratio=ratio)
 
 
 def _grad(loss: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

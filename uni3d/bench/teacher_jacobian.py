@@ -58,7 +58,8 @@ def jacobian_split(trainer: TextTo3D, draws: int, seed: int = 1000) -> list[dict
         d_real = prior.denoise(x_t, d.sigma, d.cond, d.uncond, c.guidance_scale)
         grads = []
         for teacher in (d_real, d_real.detach()):
-            loss = generator_loss(preset, DenoiserOutputs(x0, x_t, d.sigma, teacher, d_fake, ratio))
+            outputs = DenoiserOutputs(x0=x0, x_t=x_t, sigma=d.sigma, d_real=teacher, d_fake=d_fake, ratio=ratio)
+            loss = generator_loss(preset, outputs)
             grads.append(torch.autograd.grad(loss.sum(), x0, retain_graph=True)[0])
         exact, without = grads
         direction = (d_fake - d_real).detach()

@@ -126,7 +126,8 @@ def _surrogate_objective(div: Divergence, form: Form, case: GaussianCase, theta:
     d_fake = x_t - case.sigma**2 * (x_t - mu_d) / var_p
     d_real = x_t - case.sigma**2 * (x_t - case.m) / var_q
     log_r = (_log_normal(x_t, case.m, var_q) - _log_normal(x_t, mu_d, var_p)).flatten().detach()
-    outputs = DenoiserOutputs(x0, x_t, sigma, d_real, d_fake, RatioEstimate.exact(log_r))
+    ratio = RatioEstimate.exact(log_r)
+    outputs = DenoiserOutputs(x0=x0, x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio=ratio)
     form_loss = integral_loss if form == "integral" else expanded_loss
     loss = form_loss(outputs, divergence=div)
     return (w * loss).sum()

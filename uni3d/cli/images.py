@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from uni3d.cli.flags import Flag, add_flags, given, names
 from uni3d.errors import UsageError
 from uni3d.losses import PRESET_NAMES
 from uni3d.tasks.images.data import DATASETS
@@ -18,7 +19,7 @@ from uni3d.tasks.images.teacher import TeacherConfig, train_teacher
 from uni3d.tasks.images.terms import run_term_report
 
 _T, _D, _F = TeacherConfig(), DistillConfig(), FeatureTrainConfig()
-DISTILL_FLAGS: tuple[tuple[str, type, str], ...] = (
+DISTILL_FLAGS: tuple[Flag, ...] = (
     ("steps", int, "total steps"),
     ("warmup_steps", int, "first steps that train only the fake score and ratio head"),
     ("batch_size", int, "batch size"),
@@ -40,10 +41,15 @@ DISTILL_FLAGS: tuple[tuple[str, type, str], ...] = (
 """``uni3d distill``'s settings flags: (DistillConfig field, type, help)."""
 
 
-def _flag(p: argparse.ArgumentParser, name: str, kind: type, default: object, text: str) -> None:
-    p.add_argument(
-        "--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=f"{text} (default {default})"
-    )
+TEACHER_FLAGS: tuple[Flag, ...] = (
+    ("steps", int, "total training steps"),
+    ("batch_size", int, "batch size"),
+    ("lr", float, "Adam learning rate"),
+    ("seed", int, "seed"),
+    ("sample_every", int, "steps between sample grids"),
+    ("checkpoint_every", int, "steps between checkpoints"),
+)
+FEATURE_FLAGS: tuple[Flag, ...] = (("steps", int, "steps"), ("batch_size", int, "batch size"), ("seed", int, "seed"))
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -56,15 +62,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--dataset", choices=DATASETS, default="mnist", help="dataset (default mnist)")
     t.add_argument("--out", type=Path, required=True, help="run folder")
-    for name, kind, text in (
-        ("steps", int, "total training steps"),
-        ("batch_size", int, "batch size"),
-        ("lr", float, "Adam learning rate"),
-        ("seed", int, "seed"),
-        ("sample_every", int, "steps between sample grids"),
-        ("checkpoint_every", int, "steps between checkpoints"),
-    ):
-        _flag(t, name, kind, getattr(_T, name), text)
+    add_flags(t, TEACHER_FLAGS, defaults=_T)
     t.add_argument("--resume", action="store_true", help="require OUT/checkpoint.pt (it is continued either way)")
     t.set_defaults(func=_train_teacher)
 
@@ -75,8 +73,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "training split (never seen by it).",
     )
     f.add_argument("--out", type=Path, required=True, help="output file (e.g. assets/mnist_features.pt)")
-    for name, kind, text in (("steps", int, "steps"), ("batch_size", int, "batch size"), ("seed", int, "seed")):
-        _flag(f, name, kind, getattr(_F, name), text)
+    add_flags(f, FEATURE_FLAGS, defaults=_F)
     f.set_defaults(func=_train_features)
 
     d = subparsers.add_parser(
@@ -93,8 +90,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--preset", default=_D.preset, help=f"loss preset; one of {', '.join(PRESET_NAMES)}")
     d.add_argument("--out", type=Path, required=True, help="run folder")
     d.add_argument("--features", default=_D.features, help="FID feature net: 'mnist', a file, or 'none'")
-    for name, kind, text in DISTILL_FLAGS:
-        _flag(d, name, kind, getattr(_D, name), text)
+    add_flags(d, DISTILL_FLAGS, defaults=_D)
     d.add_argument(
         "--ratio-motion",
         action=argparse.BooleanOptionalAction,
@@ -109,13 +105,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_terms(subparsers)
 
 
-def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, object]:
-    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-
-
 def _train_teacher(args: argparse.Namespace) -> int:
-    names = ("steps", "batch_size", "lr", "seed", "sample_every", "checkpoint_every")
-    cfg = replace(_T, dataset=args.dataset, **_overrides(args, names))
+    cfg = replace(_T, dataset=args.dataset, **given(args, names(TEACHER_FLAGS)))
     run = train_teacher(cfg, args.out, resume=args.resume)
     loss = run.rows[-1]["loss"] if run.rows else float("nan")
     print(f"teacher: {run.step_count} steps, last loss {loss:.4f}, {run.nonfinite_steps} non-finite steps skipped")
@@ -124,7 +115,7 @@ def _train_teacher(args: argparse.Namespace) -> int:
 
 
 def _train_features(args: argparse.Namespace) -> int:
-    cfg = replace(_F, **_overrides(args, ("steps", "batch_size", "seed")))
+    cfg = replace(_F, **given(args, names(FEATURE_FLAGS)))
     net, acc = train_feature_net(cfg)
     save_feature_net(args.out, net, feature_record(cfg, acc))
     print(f"feature net: accuracy {acc:.4f} on the training split (4,000 digits it never saw); saved {args.out}")
@@ -132,8 +123,8 @@ def _train_features(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    names = (*(name for name, _, _ in DISTILL_FLAGS), "ratio_motion")
-    cfg = DistillConfig(teacher=args.teacher, preset=args.preset, features=args.features, **_overrides(args, names))
+    settings = given(args, (*names(DISTILL_FLAGS), "ratio_motion"))
+    cfg = DistillConfig(teacher=args.teacher, preset=args.preset, features=args.features, **settings)
     row = run_distill(cfg, args.out, resume=args.resume, progress=not args.json)
     if args.json:
         print(json.dumps({**row, "out": str(args.out)}, indent=2))

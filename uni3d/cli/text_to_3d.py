@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from uni3d.cli.flags import Flag, add_flags, given, names
 from uni3d.config import read_config_file
 from uni3d.tasks.text_to_3d.batch import format_summary, parse_shard, run_batch, run_folder
 from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS, GenerateConfig
 
 _DEFAULTS = GenerateConfig(prompt="-")
-_FLAGS: tuple[tuple[str, type, str], ...] = (
+_FLAGS: tuple[Flag, ...] = (
     ("prior", str, f"Stable Diffusion folder or hub id (default the embedded prior, {EMBEDDED_PRIOR})"),
     ("preset", str, f"loss preset: {', '.join(TEXT_TO_3D_PRESETS)} (default {_DEFAULTS.preset})"),
     ("steps", int, f"optimisation steps (default {_DEFAULTS.steps})"),
@@ -36,9 +37,7 @@ _SWITCHES: tuple[tuple[str, str], ...] = (
 
 
 def _add_settings(p: argparse.ArgumentParser) -> None:
-    for name, kind, text in _FLAGS:
-        flags = ["--" + name.replace("_", "-")] + (["--guidance"] if name == "preset" else [])
-        p.add_argument(*flags, dest=name, type=kind, default=None, metavar=name.upper(), help=text)
+    add_flags(p, _FLAGS, aliases={"preset": ["--guidance"]})
     for name, text in _SWITCHES:
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", default=None, help=text)
     p.add_argument("--config", type=Path, default=None, help="YAML/JSON settings (e.g. a saved config.json); flags win")
@@ -76,7 +75,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the ``--config`` file, then the flags given (without the prompt)."""
     values: dict[str, Any] = read_config_file(args.config, "generate") if args.config else {}
     values.pop("prompt", None)
-    values.update({name: getattr(args, name) for name, _, _ in _FLAGS if getattr(args, name) is not None})
+    values.update(given(args, names(_FLAGS)))
     values.update({name: True for name, _ in _SWITCHES if getattr(args, name)})
     return values
 

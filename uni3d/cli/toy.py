@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from uni3d.cli.flags import Flag, add_flags, given, names
 from uni3d.config import read_config_file
 from uni3d.losses import PRESET_NAMES
 from uni3d.tasks.toy.config import ToyConfig
 from uni3d.tasks.toy.train import ToyResult, run_toy
 
 _DEFAULTS = ToyConfig()
-_FLAGS: tuple[tuple[str, type, str], ...] = (
+_FLAGS: tuple[Flag, ...] = (
     ("preset", str, f"loss preset; one of {', '.join(PRESET_NAMES)}"),
     ("steps", int, "training steps"),
     ("seed", int, "training seed"),
@@ -33,10 +34,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "energy distance to the target (with its finite-sample floor), modes covered and wall time; save a "
         "scatter plot.",
     )
-    for name, kind, text in _FLAGS:
-        default = getattr(_DEFAULTS, name)
-        flag = "--" + name.replace("_", "-")
-        p.add_argument(flag, type=kind, default=None, metavar=name.upper(), help=f"{text} (default {default})")
+    add_flags(p, _FLAGS, defaults=_DEFAULTS)
     p.add_argument("--config", type=Path, default=None, help="YAML/JSON settings (e.g. a saved config.json); flags win")
     p.add_argument(
         "--out",
@@ -57,7 +55,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> ToyConfig:
     """Defaults, then the ``--config`` file, then the flags given on the command line."""
     values: dict[str, Any] = read_config_file(args.config, "toy") if args.config else {}
-    values.update({name: getattr(args, name) for name, _, _ in _FLAGS if getattr(args, name) is not None})
+    values.update(given(args, names(_FLAGS)))
     return ToyConfig.from_dict(values)
 
 

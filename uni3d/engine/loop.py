@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
@@ -49,7 +49,7 @@ class Draw:
     context: Any = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Denoised:
     """The teacher and fake-score denoisers at ``x_t = x0 + sigma n`` (VE units), as the generator loss reads them.
 
@@ -100,6 +100,7 @@ class Part:
     key: str
     module: nn.Module
     optimizer: torch.optim.Optimizer
+    _: KW_ONLY
     optimizer_key: str
     clip: float | None = None
     params: list[nn.Parameter] | None = None
@@ -160,6 +161,7 @@ class DistillationLoop:
     task: DistillationTask
     preset: Preset
     generator: Part
+    _: KW_ONLY
     fake: Part | None = None
     ratio: Part | None = None
     settings: LoopSettings = field(default_factory=LoopSettings)
@@ -229,7 +231,9 @@ class DistillationLoop:
         """``(denoised, total, loss, extra)``: the preset's loss (batch mean) plus the task's extra term."""
         den = self.task.denoise(draw)
         ratio = self.ratio_estimate(den.ratio_logits)
-        outputs = DenoiserOutputs(draw.x0, den.x_t, den.sigma, den.d_real, den.d_fake, ratio)
+        outputs = DenoiserOutputs(
+            x0=draw.x0, x_t=den.x_t, sigma=den.sigma, d_real=den.d_real, d_fake=den.d_fake, ratio=ratio
+        )
         loss = generator_loss(self.preset, outputs).mean()
         extra = self.task.extra_loss(draw)
         return den, loss if extra is None else loss + extra, loss, extra

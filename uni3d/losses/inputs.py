@@ -9,7 +9,7 @@ from torch import Tensor
 from uni3d.losses.ratio import RatioEstimate
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DenoiserOutputs:
     """One noise draw of a generator batch, in VE units (``x_t = x0 + sigma n``) and batch-first shapes.
 

@@ -72,10 +72,12 @@ class ImageDistiller:
         self.loop = DistillationLoop(
             self,
             self.preset,
-            Part("generator", self.generator, opt_g, "opt_g", clip=cfg.grad_clip),
-            Part("fake", self.fake, opt_f, "opt_f") if learned else None,
-            Part("ratio", self.ratio, opt_r, "opt_r") if uses_ratio else None,
-            LoopSettings(warmup_steps=cfg.warmup_steps, ratio_clamp=cfg.ratio_clamp, ratio_motion=cfg.ratio_motion),
+            Part("generator", self.generator, opt_g, optimizer_key="opt_g", clip=cfg.grad_clip),
+            fake=Part("fake", self.fake, opt_f, optimizer_key="opt_f") if learned else None,
+            ratio=Part("ratio", self.ratio, opt_r, optimizer_key="opt_r") if uses_ratio else None,
+            settings=LoopSettings(
+                warmup_steps=cfg.warmup_steps, ratio_clamp=cfg.ratio_clamp, ratio_motion=cfg.ratio_motion
+            ),
             ema=self.ema,
             ema_decay=lambda step: min(cfg.ema, (step + 1) / (step + 10)),
             reduce=self._global_mean,
@@ -196,7 +198,7 @@ class ImageDistiller:
                 if self.preset.uses_ratio:
                     with torch.no_grad():
                         logits = self.ratio(features.detach())
-        return Denoised(x_t, sigma, d_real, d_fake, logits)
+        return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio_logits=logits)
 
     def extra_loss(self, draw: Draw) -> Tensor | None:
         """DMD's regression ``(prediction, target)`` term, weighted."""

@@ -55,7 +55,7 @@ def term_report(distiller: ImageDistiller) -> TermReport:
     ratio = distiller.loop.ratio_estimate(den.ratio_logits)
     log_r = None if ratio is None else ratio.log_r
     weight = score_weight(preset.weighting, den.sigma, x0, den.d_real, preset.order)
-    outputs = DenoiserOutputs(x0, den.x_t, den.sigma, den.d_real, den.d_fake, ratio)
+    outputs = DenoiserOutputs(x0=x0, x_t=den.x_t, sigma=den.sigma, d_real=den.d_real, d_fake=den.d_fake, ratio=ratio)
     terms = expanded_terms(outputs, divergence=preset.divergence)
     norms = {}
     for name in EXPANDED_TERMS:

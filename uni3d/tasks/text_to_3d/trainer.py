@@ -155,13 +155,25 @@ class TextTo3D:
         if self.fake is not None:
             opt_f = torch.optim.Adam(self._trainable(self.fake), lr=cfg.lr_lora)
             fake = Part(
-                "fake", self.fake, opt_f, "opt_f", state=self.fake.trainable_state, load=self.fake.load_trainable_state
+                "fake",
+                self.fake,
+                opt_f,
+                optimizer_key="opt_f",
+                state=self.fake.trainable_state,
+                load=self.fake.load_trainable_state,
             )
         ratio = None
         if self.head is not None:
-            ratio = Part("head", self.head, torch.optim.Adam(self.head.parameters(), lr=cfg.lr_ratio), "opt_r")
+            ratio = Part(
+                "head", self.head, torch.optim.Adam(self.head.parameters(), lr=cfg.lr_ratio), optimizer_key="opt_r"
+            )
         generator = Part(
-            "renderer", self.renderer, self.opt_g, "opt_g", clip=cfg.grad_clip, params=self._trainable(self.renderer)
+            "renderer",
+            self.renderer,
+            self.opt_g,
+            optimizer_key="opt_g",
+            clip=cfg.grad_clip,
+            params=self._trainable(self.renderer),
         )
         settings = LoopSettings(
             order="generator-first",
@@ -173,7 +185,7 @@ class TextTo3D:
             max_rollbacks=cfg.max_rollbacks,
             diverged_hint="try a lower learning rate or guidance scale, or a higher t_min",
         )
-        self.loop = DistillationLoop(self, self.preset, generator, fake, ratio, settings)
+        self.loop = DistillationLoop(self, self.preset, generator, fake=fake, ratio=ratio, settings=settings)
         self.losses: list[float] = []
 
     @staticmethod
@@ -295,7 +307,7 @@ class TextTo3D:
         if self.head is not None and features is not None:
             with torch.no_grad():
                 logits = self.head(features, sigma)
-        return Denoised(x_t, sigma, d_real, d_fake, logits, features)
+        return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio_logits=logits, features=features)
 
     def extra_loss(self, draw: Draw) -> Tensor:
         """The regularizers (:meth:`regularizer`)."""

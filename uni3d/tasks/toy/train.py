@@ -68,19 +68,16 @@ class Distiller:
         self.fake = copy.deepcopy(base).requires_grad_(True)
         self.ratio = MlpRatioHead(sd, cfg.ratio_width)
         learned, ratio = self.preset.fake_score == "learned", self.preset.uses_ratio
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_generator)
+        opt_f = torch.optim.Adam(self.fake.parameters(), lr=cfg.lr_fake)
+        opt_r = torch.optim.Adam(self.ratio.parameters(), lr=cfg.lr_ratio)
         self.loop = DistillationLoop(
             self,
             self.preset,
-            Part(
-                "generator", self.generator, torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_generator), "opt_g"
-            ),
-            Part("fake", self.fake, torch.optim.Adam(self.fake.parameters(), lr=cfg.lr_fake), "opt_f")
-            if learned
-            else None,
-            Part("ratio", self.ratio, torch.optim.Adam(self.ratio.parameters(), lr=cfg.lr_ratio), "opt_r")
-            if ratio
-            else None,
-            LoopSettings(fake_steps=cfg.fake_steps, ratio_clamp=cfg.ratio_clamp),
+            Part("generator", self.generator, opt_g, optimizer_key="opt_g"),
+            fake=Part("fake", self.fake, opt_f, optimizer_key="opt_f") if learned else None,
+            ratio=Part("ratio", self.ratio, opt_r, optimizer_key="opt_r") if ratio else None,
+            settings=LoopSettings(fake_steps=cfg.fake_steps, ratio_clamp=cfg.ratio_clamp),
             ema=self.ema,
             ema_decay=lambda step: cfg.ema,
         )
@@ -130,7 +127,7 @@ class Distiller:
         if self.preset.uses_ratio:
             with torch.no_grad():
                 logits = self.ratio(x_t.detach(), sigma)
-        return Denoised(x_t, sigma, d_real, d_fake, logits)
+        return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio_logits=logits)
 
     def extra_loss(self, draw: Draw) -> Tensor | None:
         """DMD's regression on fixed teacher pairs (weighted), for presets with a regression weight."""
