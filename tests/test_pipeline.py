@@ -225,6 +225,9 @@ def test_runs_made_before_the_3d_gradient_settings_existed(tmp_path: Path) -> No
         _check_resumable(without(rkl, "teacher_jacobian", "ratio_motion"), rkl, tmp_path)
     jeffreys = GenerateConfig(prompt="a red cube", preset="uni-jeffreys").as_dict()
     assert GenerateConfig.from_dict(jeffreys).inert_settings() == set()
+    _check_resumable(without(jeffreys, "particles", "particles_per_step"), jeffreys, tmp_path)  # one particle
+    with pytest.raises(UsageError, match="particles: 1 -> 2"):
+        _check_resumable(without(jeffreys, "particles"), {**jeffreys, "particles": 2}, tmp_path)
 
 
 def test_should_stop_cancels_cleanly_keeps_the_partial_asset_and_resumes(tiny_prior, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``uni3d bench shapes``: text to 3D on the embedded prior, scored against the true primitives (issue 5).
+"""``uni3d bench shapes``: text to 3D on the embedded prior, scored against the true primitives.
 
 Each prompt of the prompt file names a primitive and/or a colour of the prior's dataset
 (:mod:`uni3d.tasks.embedded_prior.primitives`). A prompt naming both ("a red cube") is scored per preset on one seed:

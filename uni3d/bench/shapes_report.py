@@ -1,8 +1,8 @@
 """The results of ``uni3d bench shapes``: per-preset accuracy, diversity counts, and the docs section and json.
 
 :func:`write_results` turns the benchmark's rows into ``docs/benchmarks/shapes.json``, the
-``<!-- shapes:begin -->`` section of ``docs/benchmarks.md`` and the contact sheet, judged against issue 5's
-targets below.
+``<!-- shapes:begin -->`` section of ``docs/benchmarks.md`` and the contact sheet, judged against the
+accuracy targets below.
 """
 
 from __future__ import annotations

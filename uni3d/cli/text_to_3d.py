@@ -18,6 +18,8 @@ _FLAGS: tuple[Flag, ...] = (
     ("prior", str, f"Stable Diffusion folder or hub id (default the embedded prior, {EMBEDDED_PRIOR})"),
     ("preset", str, f"loss preset: {', '.join(TEXT_TO_3D_PRESETS)} (default {_DEFAULTS.preset})"),
     ("steps", int, f"optimisation steps (default {_DEFAULTS.steps})"),
+    ("particles", int, "radiance fields optimised together, one shared fake score (default 1)"),
+    ("particles_per_step", int, "particles rendered per step, in rotation (default all)"),
     ("seed", int, f"seed (default {_DEFAULTS.seed})"),
     ("guidance_scale", float, f"classifier-free guidance scale (default {_DEFAULTS.guidance_scale})"),
     ("t_min", float, "lower end of the timestep range, fraction of T (default 0.02; 0.2 for ratio-weighted presets)"),

@@ -47,6 +47,9 @@ class Draw:
 
     x0: Tensor
     context: Any = None
+    groups: int = 1
+    """Generators in the batch, in equal consecutive blocks (particles): the generator loss is the sum over
+    blocks of each block's mean, so each generator gets the gradient it would get alone."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +97,8 @@ class Part:
     """A trained network, its optimizer and their names in the training state.
 
     ``state`` / ``load`` default to the module's ``state_dict`` / ``load_state_dict`` (the LoRA fake score saves
-    only its adapters). ``clip`` caps the gradient norm of ``params`` (default: the module's) before each step.
+    only its adapters). ``clip`` caps the gradient norm of each of ``clip_groups`` on its own before each step
+    (default: one group, the module's parameters; one group per particle keeps particles independent).
     """
 
     key: str
@@ -103,7 +107,7 @@ class Part:
     _: KW_ONLY
     optimizer_key: str
     clip: float | None = None
-    params: list[nn.Parameter] | None = None
+    clip_groups: list[list[nn.Parameter]] | None = None
     state: Callable[[], dict[str, Any]] | None = None
     load: Callable[[dict[str, Any]], Any] | None = None
 
@@ -113,8 +117,8 @@ class Part:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         (self.load or self.module.load_state_dict)(state)
 
-    def clipped(self) -> list[nn.Parameter]:
-        return self.params if self.params is not None else list(self.module.parameters())
+    def groups(self) -> list[list[nn.Parameter]]:
+        return self.clip_groups if self.clip_groups is not None else [list(self.module.parameters())]
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,8 @@ class StepResult:
     """Scalars of one completed step (``None``: that update did not run)."""
 
     loss: float
-    """The preset's generator loss (batch mean), without :meth:`DistillationTask.extra_loss`."""
+    """The preset's generator loss (batch mean; with several generators, the mean of their means), without
+    :meth:`DistillationTask.extra_loss`."""
     extra: float | None
     fake_loss: float | None
     ratio_loss: float | None
@@ -193,9 +198,9 @@ class DistillationLoop:
         loss.backward()
         finite = math.isfinite(value)
         if finite and part.clip is not None:
-            norm = float(torch.nn.utils.clip_grad_norm_(part.clipped(), part.clip))
-            self.last["grad_norm"] = norm
-            finite = math.isfinite(norm)
+            norms = [float(torch.nn.utils.clip_grad_norm_(group, part.clip)) for group in part.groups()]
+            self.last["grad_norm"] = max(norms)
+            finite = all(math.isfinite(norm) for norm in norms)
         if finite:
             part.optimizer.step()
             return True
@@ -234,9 +239,13 @@ class DistillationLoop:
         outputs = DenoiserOutputs(
             x0=draw.x0, x_t=den.x_t, sigma=den.sigma, d_real=den.d_real, d_fake=den.d_fake, ratio=ratio
         )
-        loss = generator_loss(self.preset, outputs).mean()
+        per_sample = generator_loss(self.preset, outputs)
+        if draw.groups == 1:
+            loss = per_sample.mean()
+        else:
+            loss = per_sample.view(draw.groups, -1).mean(1).sum()
         extra = self.task.extra_loss(draw)
-        return den, loss if extra is None else loss + extra, loss, extra
+        return den, loss if extra is None else loss + extra, loss / draw.groups, extra
 
     def _step(self) -> StepResult:
         warm = self.step_count < self.settings.warmup_steps

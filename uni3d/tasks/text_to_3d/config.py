@@ -105,6 +105,12 @@ class GenerateConfig:
     t_max_end: float = 0.98
     anneal_until: float = 0.5
     views_per_step: int = 1
+    particles: int = 1
+    """Radiance fields optimised together (VSD's particles): the learned fake score and the ratio head train on
+    the renders of all of them, so that they fit the particles' distribution rather than one scene."""
+    particles_per_step: int | None = None
+    """Particles rendered each step, in rotation (``None``: all of them, so the fake score sees every particle
+    every step; fewer bound a step's cost when there are many)."""
     render_size: int | None = None
     elevation_deg: tuple[float, float] = (-10.0, 60.0)
     azimuth_deg: tuple[float, float] = (-180.0, 180.0)
@@ -166,6 +172,9 @@ class GenerateConfig:
         checks = {
             "steps >= 1": self.steps >= 1,
             "views_per_step >= 1": self.views_per_step >= 1,
+            "particles >= 1": self.particles >= 1,
+            "1 <= particles_per_step <= particles": self.particles_per_step is None
+            or 1 <= self.particles_per_step <= self.particles,
             "guidance_scale >= 0": self.guidance_scale >= 0,
             "0 <= lora_t_min < lora_t_max <= 1": 0 <= self.lora_t_min < self.lora_t_max <= 1,
             "0 <= camera_drop <= 1 and 0 <= text_drop <= 1": 0 <= self.camera_drop <= 1 and 0 <= self.text_drop <= 1,

@@ -32,6 +32,7 @@ from uni3d.models.stable_diffusion import PriorOptions, StableDiffusionPrior
 from uni3d.scene.background import SolidBackground
 from uni3d.tasks.text_to_3d.bank import TeacherBank
 from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, MEMORY_OPTIONS, GenerateConfig
+from uni3d.tasks.text_to_3d.memory import check_particles_fit
 from uni3d.tasks.text_to_3d.trainer import StepStats, TextTo3D, prior_image_size
 
 RESUMABLE_CHANGES = frozenset(
@@ -78,6 +79,7 @@ def _check_resumable(saved: dict[str, Any], now: dict[str, Any], out: Path) -> N
     """One-line error when settings outside :data:`RESUMABLE_CHANGES` differ (``None`` in ``now``: unresolved;
     settings inert for the preset, :meth:`GenerateConfig.inert_settings`, are not compared)."""
     skip = RESUMABLE_CHANGES | GenerateConfig.from_dict(now).inert_settings()
+    saved = {"particles": 1, **saved}  # a run made before particles existed had one
     changed = sorted(k for k in now if k not in skip and now[k] is not None and saved.get(k) != now[k])
     if changed:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed[:3])
@@ -130,6 +132,7 @@ def generate(
     for note in notes:
         log(f"note: {note}")
     resolved = cfg.resolved(prior_image_size(prior))
+    check_particles_fit(resolved, int(resolved.render_size or 0), str(prior.log_sigmas.device))
     config = json.loads(json.dumps(resolved.as_dict()))
     ckpt_path = out / "checkpoint.pt"
     state = torch.load(ckpt_path, map_location=prior.log_sigmas.device) if ckpt_path.is_file() else None
@@ -174,7 +177,7 @@ def _train(
             bar.update(0)
             step = trainer.step
             if step % cfg.preview_every == 0:
-                contact_sheet(trainer.preview().numpy(), out / "previews" / f"step_{step:06d}.png", columns=4)
+                contact_sheet(trainer.previews().numpy(), out / "previews" / f"step_{step:06d}.png", columns=4)
             saved = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if saved:
                 _save_checkpoint(out / "checkpoint.pt", trainer, config, time.perf_counter() - start)
@@ -192,18 +195,21 @@ def _finish(
 ) -> dict[str, Any]:
     """Export the asset and write ``metrics.json`` last (status ``cancelled`` when training stopped early; ``notes``:
     :func:`prompt_notes` of the prompt)."""
-    cfg, ex = trainer.cfg, trainer.cfg.export
+    cfg = trainer.cfg
     if not trainer.field_is_finite():
         raise NonFiniteError("the field has non-finite parameters; refusing to export")
     t0 = time.perf_counter()
-    preview = out / "preview.png"
-    contact_sheet(trainer.preview().numpy(), preview, columns=4)
-    renderer = trainer.renderer.eval()
-    if renderer.backend == "torch":
-        renderer = renderer.cpu()  # the exporter builds its cameras and grids on the CPU
-    renderer.background = SolidBackground((1.0, 1.0, 1.0)).to(next(renderer.buffers()).device)
-    distance = sum(cfg.distance) / 2
-    asset = export_asset(renderer, out, ex, distance=distance)
+    if cfg.particles == 1:
+        exported = _export(trainer, 0, out)
+    else:  # every particle from the same views, one row each, then each particle's own folder
+        sheet = trainer.previews().numpy()
+        for name in ("contact_sheet.png", "preview.png"):
+            contact_sheet(sheet, out / name, columns=4)
+        rows = [_export(trainer, k, out / f"particle-{k}") for k in range(cfg.particles)]
+        exported = {
+            "files": ["contact_sheet.png", "preview.png", *(f"particle-{k}/model.glb" for k in range(cfg.particles))],
+            "particles": [{"particle": k, **row} for k, row in enumerate(rows)],
+        }
     losses = trainer.losses
     tail = losses[-20:]
     metrics = {
@@ -223,10 +229,26 @@ def _finish(
         "loss_first": losses[0] if losses else None,
         "loss_last": sum(tail) / len(tail) if tail else None,
         **trainer.counters.report("rollback"),
+        **exported,
+    }
+    save_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _export(trainer: TextTo3D, particle: int, out: Path) -> dict[str, Any]:
+    """``particle``'s ``preview.png`` and asset (:func:`export_asset`) in ``out``; returns its metrics: iso-level,
+    mesh size, files."""
+    cfg = trainer.cfg
+    out.mkdir(parents=True, exist_ok=True)
+    contact_sheet(trainer.preview(particle=particle).numpy(), out / "preview.png", columns=4)
+    renderer = trainer.renderers[particle].eval()
+    if renderer.backend == "torch":
+        renderer = renderer.cpu()  # the exporter builds its cameras and grids on the CPU
+    renderer.background = SolidBackground((1.0, 1.0, 1.0)).to(next(renderer.buffers()).device)
+    asset = export_asset(renderer, out, cfg.export, distance=sum(cfg.distance) / 2)
+    return {
         "iso_level": asset.iso_level,
         "mesh_vertices": len(asset.mesh.vertices),
         "mesh_faces": len(asset.mesh.faces),
         "files": ["model.glb", "model_vertex_color.glb", "model.obj", asset.video.name, "preview.png"],
     }
-    save_json(out / "metrics.json", metrics)
-    return metrics

@@ -42,7 +42,7 @@ from uni3d.models.stable_diffusion import StableDiffusionPrior
 from uni3d.scene.cameras import Cameras, CameraSampler, orbit_cameras
 from uni3d.scene.field import RadianceField
 from uni3d.scene.optim import field_optimizer, unmask_levels
-from uni3d.scene.renderer import RenderOutput, build_renderer
+from uni3d.scene.renderer import RenderOutput, VolumeRenderer, build_renderer
 from uni3d.scene.shading import key_light
 from uni3d.tasks.text_to_3d.bank import TeacherBank, draw_bank
 from uni3d.tasks.text_to_3d.config import GenerateConfig
@@ -53,15 +53,17 @@ SPARSITY_EPS = 0.01
 
 @dataclass(frozen=True)
 class Views:
-    """One step's cameras and what was computed from them: text conditions, the render and its rays."""
+    """One step's cameras and what was computed from them: text conditions and, per particle drawn, the render
+    and its rays (``particles[i]``'s views are the ``i``-th block of ``cameras``)."""
 
     cameras: Cameras
     cond: Tensor
     uncond: Tensor
     c2w: Tensor
-    render: RenderOutput
-    origins: Tensor
-    dirs: Tensor
+    particles: list[int]
+    renders: list[RenderOutput]
+    origins: list[Tensor]
+    dirs: list[Tensor]
     progress: float
 
 
@@ -133,17 +135,20 @@ class TextTo3D:
         self.sampler = CameraSampler(cfg.elevation_deg, cfg.azimuth_deg, cfg.distance, cfg.fov_deg)
         self.timesteps: TimestepRange = cfg.timestep_range()
         self.lora_timesteps = TimestepRange(cfg.lora_t_min, cfg.lora_t_max, cfg.lora_t_max)
-        self.renderer = build_renderer(
-            cfg.field,
-            background=cfg.background,
-            shading=cfg.shading,
-            grid_resolution=cfg.grid_resolution,
-            render_steps=cfg.render_steps,
-            grid_min_density=cfg.grid_min_density,
-        ).to(self.device)
+        self.renderers = [
+            build_renderer(
+                cfg.field,
+                background=cfg.background,
+                shading=cfg.shading,
+                grid_resolution=cfg.grid_resolution,
+                render_steps=cfg.render_steps,
+                grid_min_density=cfg.grid_min_density,
+            ).to(self.device)
+            for _ in range(cfg.particles)
+        ]
         light = key_light(device=self.device)
         self.light = light if cfg.light == "world" else None
-        self.opt_g = field_optimizer(self.renderer, cfg.lr)
+        self.opt_g = field_optimizer(self.renderers, cfg.lr)
         learned = self.preset.fake_score == "learned"
         self.fake = LoraFakeScore(prior, cfg.lora_rank) if learned else None
         channels = int(prior.unet.config.block_out_channels[-1])
@@ -167,13 +172,14 @@ class TextTo3D:
             ratio = Part(
                 "head", self.head, torch.optim.Adam(self.head.parameters(), lr=cfg.lr_ratio), optimizer_key="opt_r"
             )
+        fields = self.renderers[0] if cfg.particles == 1 else torch.nn.ModuleList(self.renderers)
         generator = Part(
             "renderer",
-            self.renderer,
+            fields,
             self.opt_g,
             optimizer_key="opt_g",
             clip=cfg.grad_clip,
-            params=self._trainable(self.renderer),
+            clip_groups=[self._trainable(r) for r in self.renderers],  # each particle clipped on its own
         )
         settings = LoopSettings(
             order="generator-first",
@@ -201,6 +207,18 @@ class TextTo3D:
     def counters(self) -> Counters:
         return self.loop.counters
 
+    @property
+    def renderer(self) -> VolumeRenderer:
+        """The field of a single-particle run."""
+        if len(self.renderers) != 1:
+            raise ValueError(f"this run has {len(self.renderers)} particles; use renderers[k]")
+        return self.renderers[0]
+
+    def active_particles(self, step: int) -> list[int]:
+        """The particles drawn at ``step``: all of them, or ``particles_per_step`` in rotation."""
+        k, m = self.cfg.particles, self.cfg.particles_per_step or self.cfg.particles
+        return sorted((step * m + i) % k for i in range(m))
+
     # ---- stages of a step ----------------------------------------------------------------------------------------
 
     def draw_bank(self) -> TeacherBank:
@@ -213,19 +231,21 @@ class TextTo3D:
         return self.prior.view_conditions(c.prompt, cams, c.negative_prompt, c.view_dependent)
 
     def prepare(self, step: int) -> None:
-        """Schedules of ``step``: the field's learning rate, its unmasked levels, the occupancy grid."""
+        """Schedules of ``step``: the fields' learning rate, their unmasked levels, their occupancy grids."""
         c = self.cfg
         for group in self.opt_g.param_groups:
             group["lr"] = c.lr * lr_factor(step, c.steps, c.lr_warmup_steps, c.lr_final)
-        unmask_levels(self.renderer.field, c.start_levels, step / c.steps)
-        if step % c.grid_every == 0:
-            self.renderer.estimator.update(self.renderer.field.density, warmup=step == 0)
+        for renderer in self.renderers:
+            unmask_levels(renderer.field, c.start_levels, step / c.steps)
+            if step % c.grid_every == 0:
+                renderer.estimator.update(renderer.field.density, warmup=step == 0)
 
-    def render(self, cams: Cameras) -> tuple[Tensor, RenderOutput, Tensor, Tensor]:
-        """``rgb (B, 3, S, S)`` at the prior's side, the per-ray :class:`RenderOutput`, ray ``origins`` and ``dirs``
-        ``(N, 3)`` (``N = B H W`` rays at the render side)."""
+    def render(self, cams: Cameras, particle: int = 0) -> tuple[Tensor, RenderOutput, Tensor, Tensor]:
+        """``rgb (B, 3, S, S)`` of ``particle`` at the prior's side, the per-ray :class:`RenderOutput`, ray
+        ``origins`` and ``dirs`` ``(N, 3)`` (``N = B H W`` rays at the render side)."""
         origins, dirs = (t.reshape(-1, 3).to(self.device) for t in cams.rays())
-        out = self.renderer(origins, dirs, light_dir=self.light, with_normals=self.cfg.lambda_orient > 0)
+        renderer = self.renderers[particle]
+        out = renderer(origins, dirs, light_dir=self.light, with_normals=self.cfg.lambda_orient > 0)
         rgb = out.rgb.view(len(cams), cams.height, cams.width, 3).permute(0, 3, 1, 2)
         if self.size != self.prior_size:
             rgb = F.interpolate(rgb, size=(self.prior_size, self.prior_size), mode="bilinear", align_corners=False)
@@ -266,13 +286,14 @@ class TextTo3D:
         assert est is not None
         return est
 
-    def regularizer(self, out: RenderOutput, origins: Tensor, dirs: Tensor) -> Tensor:
-        """:func:`regularizers` on the render, plus ``lambda_normal_smooth`` x :func:`normal_smoothness`."""
+    def regularizer(self, out: RenderOutput, origins: Tensor, dirs: Tensor, particle: int = 0) -> Tensor:
+        """:func:`regularizers` on ``particle``'s render, plus ``lambda_normal_smooth`` x :func:`normal_smoothness`."""
         c = self.cfg
         reg = regularizers(c, out.opacity, out.normal, dirs)
         if c.lambda_normal_smooth > 0:
             points = surface_points(origins, dirs, out.opacity, out.depth)
-            reg = reg + c.lambda_normal_smooth * normal_smoothness(self.renderer.field, points, c.normal_smooth_eps)
+            field = self.renderers[particle].field
+            reg = reg + c.lambda_normal_smooth * normal_smoothness(field, points, c.normal_smooth_eps)
         return reg
 
     # ---- what the shared loop asks for ---------------------------------------------------------------------------
@@ -281,12 +302,15 @@ class TextTo3D:
         """Schedules, cameras, text conditions, render and ``x0 = E(render)`` (live: the regularizers need the
         render's graph even while only the fake score trains)."""
         self.prepare(step)
-        cams = self.sampler.sample(self.cfg.views_per_step, self.size)
+        particles, n = self.active_particles(step), self.cfg.views_per_step
+        cams = self.sampler.sample(n * len(particles), self.size)
         cond, uncond = self.conditions(cams)
         c2w = cams.c2w.to(self.device)
-        rgb, out, origins, dirs = self.render(cams)
-        views = Views(cams, cond, uncond, c2w, out, origins, dirs, step / self.cfg.steps)
-        return Draw(self.prior.encode(rgb), views)
+        rendered = [self.render(cams[i * n : (i + 1) * n], k) for i, k in enumerate(particles)]
+        rgb = rendered[0][0] if len(rendered) == 1 else torch.cat([r[0] for r in rendered])
+        renders, origins, dirs = ([r[i] for r in rendered] for i in (1, 2, 3))
+        views = Views(cams, cond, uncond, c2w, particles, renders, origins, dirs, step / self.cfg.steps)
+        return Draw(self.prior.encode(rgb), views, groups=len(particles))
 
     def denoise(self, draw: Draw) -> Denoised:
         """``x_t`` at an annealed noise level, ``D_q`` (guided), ``D_p`` (frozen LoRA, live input when the preset
@@ -310,9 +334,10 @@ class TextTo3D:
         return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio_logits=logits, features=features)
 
     def extra_loss(self, draw: Draw) -> Tensor:
-        """The regularizers (:meth:`regularizer`)."""
+        """The regularizers (:meth:`regularizer`), summed over the particles drawn."""
         v: Views = draw.context
-        return self.regularizer(v.render, v.origins, v.dirs)
+        regs = [self.regularizer(*args) for args in zip(v.renders, v.origins, v.dirs, v.particles, strict=True)]
+        return regs[0] if len(regs) == 1 else torch.stack(regs).sum()
 
     def ratio_logits(self, draw: Draw, denoised: Denoised | None) -> tuple[Tensor, Tensor]:
         """Real = bank latents noised at the generator pass's ``sigma`` (their own views), fake = that pass's
@@ -355,7 +380,7 @@ class TextTo3D:
             return None
         self.losses.append(result.loss)
         v: Views = result.draw.context
-        opacity = v.render.opacity.detach().mean().item()
+        opacity = torch.stack([r.opacity.detach().mean() for r in v.renders]).mean().item()
         t_max = self.timesteps.bounds(v.progress)[1]
         return StepStats(result.loss, result.extra or 0.0, opacity, result.fake_loss, result.ratio_loss, t_max)
 
@@ -391,18 +416,24 @@ class TextTo3D:
         return float(state["seconds"])
 
     def field_is_finite(self) -> bool:
-        """Whether every field and background parameter is finite (checked before export)."""
-        return all(bool(torch.isfinite(p).all()) for p in self.renderer.parameters())
+        """Whether every field and background parameter of every particle is finite (checked before export)."""
+        return all(bool(torch.isfinite(p).all()) for r in self.renderers for p in r.parameters())
 
     @torch.no_grad()
-    def preview(self, n_views: int = 4) -> Tensor:
-        """``(n_views, S, S, 3)`` uint8 orbit renders at the render side (eval mode, the run's light)."""
+    def preview(self, n_views: int = 4, particle: int = 0) -> Tensor:
+        """``(n_views, S, S, 3)`` uint8 orbit renders of ``particle`` at the render side (eval mode, the run's
+        light)."""
         distance = sum(self.cfg.distance) / 2
         orbit = orbit_cameras(n_views, elevation_deg=15.0, distance=distance, size=self.size)
         cams = Cameras(orbit.c2w.to(self.device), orbit.fov_y.to(self.device), orbit.height, orbit.width)
-        self.renderer.eval()
+        renderer = self.renderers[particle]
+        renderer.eval()
         try:
-            rgb = self.renderer.render_images(cams, light_dir=self.light)["rgb"]
+            rgb = renderer.render_images(cams, light_dir=self.light)["rgb"]
         finally:
-            self.renderer.train()
+            renderer.train()
         return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+    def previews(self, n_views: int = 4) -> Tensor:
+        """``(particles * n_views, S, S, 3)``: :meth:`preview` of every particle from the same views, in order."""
+        return torch.cat([self.preview(n_views, k) for k in range(len(self.renderers))])

@@ -1,0 +1,159 @@
+"""Particles: several radiance fields optimised together, sharing one fake score and ratio head (tiny prior)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from uni3d.cli.main import main
+from uni3d.errors import UsageError
+from uni3d.tasks.text_to_3d.config import GenerateConfig
+from uni3d.tasks.text_to_3d.memory import check_particles_fit
+
+SMALL: dict[str, Any] = {
+    "steps": 3,
+    "grid_resolution": 16,
+    "render_steps": 32,
+    "bank_size": 2,
+    "bank_nfe": 3,
+    "preview_every": 2,
+    "checkpoint_every": 2,
+    "export": {
+        "iso_level": 5.0,
+        "mc_resolution": 32,
+        "max_faces": 2000,
+        "texture_size": 64,
+        "turntable_frames": 4,
+        "turntable_size": 16,
+    },
+}
+REFERENCE = {
+    "sds": ([-2856.72216796875, -48.45685958862305, -441.5908203125], 602.2070708442809),
+    "uni-jeffreys": ([42.218849182128906, 49.70356750488281, 380.7559814453125], 607.9422948337831),
+}
+"""Losses and the field's sum of absolute parameters after 3 steps of the run before particles existed (the same
+settings, seed 0, one torch thread)."""
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _cfg(folder: Path, **changes: Any) -> GenerateConfig:
+    return GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(folder), **SMALL, **changes})
+
+
+def _state(out: Path) -> dict[str, Any]:
+    return torch.load(out / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("preset", sorted(REFERENCE))
+def test_one_particle_reproduces_the_run_before_particles(tiny_prior, tmp_path: Path, preset: str) -> None:
+    from uni3d.tasks.text_to_3d.run import generate
+
+    folder, prior = tiny_prior
+    generate(_cfg(folder, preset=preset), tmp_path, prior=prior, progress=False)
+    state = _state(tmp_path)
+    losses, total = REFERENCE[preset]
+    assert state["losses"] == pytest.approx(losses, rel=1e-4)
+    assert float(sum(v.double().abs().sum() for v in state["renderer"].values() if v.is_floating_point())) == (
+        pytest.approx(total, rel=1e-5)
+    )
+    assert not any(key.startswith("0.") for key in state["renderer"])  # the single field's own keys, as before
+
+
+def test_particles_share_one_fake_score_and_each_gets_an_asset(tiny_prior, tmp_path: Path) -> None:
+    from uni3d.tasks.text_to_3d.run import generate
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
+
+    folder, prior = tiny_prior
+    cfg = _cfg(folder, preset="uni-jeffreys", particles=3).resolved(16)
+    torch.manual_seed(0)
+    trainer = TextTo3D(cfg, prior)
+    batches: list[int] = []
+    denoise = trainer.fake.denoise
+
+    def spy(x: torch.Tensor, *args: Any) -> torch.Tensor:
+        batches.append(len(x))
+        return denoise(x, *args)
+
+    trainer.fake.denoise = spy  # type: ignore[method-assign]
+    before = [torch.cat([p.detach().flatten().clone() for p in r.parameters()]) for r in trainer.renderers]
+    draw = trainer.draw(0, train_generator=True)
+    assert draw.groups == 3 and len(draw.x0) == 3 and not torch.equal(draw.x0[0], draw.x0[1])
+    assert trainer.train_step() is not None
+    # the generator pass, the ratio head's real side, the LoRA's own step: each holds one sample per particle
+    assert batches == [3, 3, 3]
+    after = [torch.cat([p.detach().flatten() for p in r.parameters()]) for r in trainer.renderers]
+    assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))  # every field moved
+
+    out = tmp_path / "run"
+    metrics = generate(_cfg(folder, preset="vsd", particles=2), out, prior=prior, progress=False)
+    assert [p["particle"] for p in metrics["particles"]] == [0, 1]
+    for k in range(2):
+        for name in ("model.glb", "model.obj", "preview.png", metrics["particles"][k]["files"][3]):
+            assert (out / f"particle-{k}" / name).is_file(), name
+    assert (out / "contact_sheet.png").is_file() and not (out / "model.glb").exists()
+    assert any(key.startswith("1.") for key in _state(out)["renderer"])  # both fields are in the checkpoint
+
+
+def test_rotating_particles_train_only_the_ones_drawn(tiny_prior) -> None:
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
+
+    folder, prior = tiny_prior
+    cfg = _cfg(folder, preset="vsd", particles=3, particles_per_step=1).resolved(16)
+    torch.manual_seed(0)
+    trainer = TextTo3D(cfg, prior)
+    assert [trainer.active_particles(s) for s in range(4)] == [[0], [1], [2], [0]]
+    before = [torch.cat([p.detach().flatten().clone() for p in r.parameters()]) for r in trainer.renderers]
+    assert trainer.train_step() is not None
+    after = [torch.cat([p.detach().flatten() for p in r.parameters()]) for r in trainer.renderers]
+    assert [not torch.equal(a, b) for a, b in zip(before, after, strict=True)] == [True, False, False]
+
+
+def test_resume_with_particles_matches_the_uninterrupted_run(tiny_prior, tmp_path: Path) -> None:
+    from uni3d.tasks.text_to_3d.run import generate
+
+    folder, prior = tiny_prior
+    cfg = _cfg(folder, preset="uni-jeffreys", particles=2, steps=4)
+    generate(cfg, tmp_path / "whole", prior=prior, progress=False)
+
+    def interrupt(step: int, stats: object) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(cfg, tmp_path / "part", prior=prior, progress=False, callback=interrupt)
+    assert _state(tmp_path / "part")["step"] == 2
+    metrics = generate(cfg, tmp_path / "part", prior=prior, progress=False)
+    assert metrics["resumed_from_step"] == 2 and metrics["steps"] == 4
+    whole, resumed = _state(tmp_path / "whole"), _state(tmp_path / "part")
+    assert resumed["losses"] == pytest.approx(whole["losses"], rel=1e-5, abs=1e-6)
+    for key in ("renderer", "fake", "head"):
+        for name, value in whole[key].items():
+            torch.testing.assert_close(resumed[key][name], value, rtol=1e-5, atol=1e-6, msg=f"{key}.{name}")
+
+
+def test_bad_particle_settings_are_one_line_errors_before_any_work(
+    tiny_prior, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uni3d.tasks.text_to_3d.run import generate
+
+    folder, prior = tiny_prior
+    for bad, needle in ((0, "particles >= 1"), (-2, "particles >= 1"), (1.5, "must be an integer")):
+        with pytest.raises(UsageError, match=needle) as err:
+            _cfg(folder, particles=bad)
+        assert "\n" not in str(err.value)
+    with pytest.raises(UsageError, match="particles_per_step"):
+        _cfg(folder, particles=2, particles_per_step=3)
+    assert main(["generate", "a red cube", "--prior", str(folder), "--particles", "0", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    many = _cfg(folder, particles=10**6)
+    with pytest.raises(UsageError, match="particles need about .* GiB"):
+        generate(many, tmp_path / "many", prior=prior, progress=False)
+    assert not (tmp_path / "many").exists()  # nothing written
+    check_particles_fit(_cfg(folder, particles=4), 16, "cpu")  # a few small particles fit
+    saved = json.loads(json.dumps(_cfg(folder, particles=2).as_dict()))
+    assert GenerateConfig.from_dict(saved).particles == 2
