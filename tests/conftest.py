@@ -13,6 +13,26 @@ import pytest
 import torch
 from torch import nn
 
+TINY_GENERATE: dict[str, object] = {
+    "steps": 3,
+    "grid_resolution": 16,
+    "render_steps": 32,
+    "bank_size": 2,
+    "bank_nfe": 3,
+    "preview_every": 2,
+    "checkpoint_every": 2,
+    "export": {
+        "iso_level": 5.0,
+        "mc_resolution": 32,
+        "max_faces": 2000,
+        "texture_size": 64,
+        "turntable_frames": 4,
+        "turntable_size": 16,
+    },
+}
+"""Text-to-3D settings small enough for a test: 16 px renders of the tiny prior, 3 steps, a fixed iso-level (no
+automatic level pass)."""
+
 
 class TinyDenoiser(nn.Module):
     """A seeded conv denoiser ``D(x; sigma)`` for image-shaped tests (parameters frozen by the caller)."""

@@ -8,29 +8,14 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import TINY_GENERATE
 
 from uni3d.cli.main import main
 from uni3d.errors import UsageError
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 from uni3d.tasks.text_to_3d.memory import check_particles_fit
 
-SMALL: dict[str, Any] = {
-    "steps": 3,
-    "grid_resolution": 16,
-    "render_steps": 32,
-    "bank_size": 2,
-    "bank_nfe": 3,
-    "preview_every": 2,
-    "checkpoint_every": 2,
-    "export": {
-        "iso_level": 5.0,
-        "mc_resolution": 32,
-        "max_faces": 2000,
-        "texture_size": 64,
-        "turntable_frames": 4,
-        "turntable_size": 16,
-    },
-}
+SMALL: dict[str, Any] = TINY_GENERATE
 REFERENCE = {
     "sds": ([-2856.72216796875, -48.45685958862305, -441.5908203125], 602.2070708442809),
     "uni-jeffreys": ([42.218849182128906, 49.70356750488281, 380.7559814453125], 607.9422948337831),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from conftest import TINY_GENERATE
 
 from uni3d.cli.main import main
 from uni3d.errors import UsageError
@@ -23,24 +24,7 @@ from uni3d.scene.cameras import orbit_cameras
 from uni3d.tasks.text_to_3d.batch import format_summary, parse_shard, read_prompts, run_batch, select_shard
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 
-SMALL: dict[str, Any] = {
-    "steps": 3,
-    "grid_resolution": 16,
-    "render_steps": 32,
-    "bank_size": 2,
-    "bank_nfe": 3,
-    "preview_every": 2,
-    "checkpoint_every": 2,
-    "export": {
-        "iso_level": 5.0,
-        "mc_resolution": 32,
-        "max_faces": 2000,
-        "texture_size": 64,
-        "turntable_frames": 4,
-        "turntable_size": 16,
-    },
-}
-"""Settings small enough for a test: 16 px renders of the tiny prior, 3 steps, a fixed iso-level (no auto pass)."""
+SMALL: dict[str, Any] = TINY_GENERATE
 
 
 def _cfg(folder: Path, **changes: Any) -> GenerateConfig:
