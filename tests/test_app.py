@@ -51,6 +51,10 @@ def test_inputs_become_a_config_and_a_stable_run_folder(tmp_path: Path) -> None:
     assert run_folder(tmp_path, build_config(AppInputs("a red cube", steps=4, preview_every=3, mc_resolution=32,
                                                        texture_size=64))) == folder  # fmt: skip
     assert run_folder(tmp_path, build_config(AppInputs("a red cube", steps=5))) != folder
+    several = build_config(AppInputs("a red cube", steps=4, mc_resolution=32, texture_size=64, particles=3))
+    assert several.particles == 3 and run_folder(tmp_path, several) != folder
+    with pytest.raises(UsageError, match="particles must be from 1 to 8"):
+        build_config(AppInputs("a red cube", particles=9))
 
 
 def _fake_run(folder: Path, status: str = "done", prompt: str = "a red cube") -> Path:
@@ -80,6 +84,21 @@ def test_runs_are_listed_newest_first_with_an_obj_zip(tmp_path: Path) -> None:
         assert sorted(zf.namelist()) == ["material_0.png", "model.mtl", "model.obj"]
     assert result.downloads == [str(new / "model.glb"), str(new / "model_obj.zip")]
     assert list_runs(tmp_path / "missing") == []
+
+
+def test_a_run_of_several_particles_offers_every_particle(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for k in range(2):
+        _fake_run(run / f"particle-{k}")
+    (run / "preview.png").write_bytes(b"png")
+    metrics = {"status": "done", "prompt": "a red object", "preset": "vsd", "steps": 3}
+    (run / "metrics.json").write_text(json.dumps({**metrics, "particles": [{"particle": 0}, {"particle": 1}]}))
+    result = run_result(run)
+    assert (
+        result is not None and result.glb == run / "particle-0" / "model.glb" and result.preview == run / "preview.png"
+    )
+    files = ["particle-0/model.glb", "particle-0/model_obj.zip", "particle-1/model.glb", "particle-1/model_obj.zip"]
+    assert result.downloads == [str(run / f) for f in files]
 
 
 def test_priors_are_found_locally(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ from uni3d.io import atomic_write
 
 @dataclass(frozen=True)
 class RunResult:
-    """The files of one run folder that the page shows (``None``: not written)."""
+    """The files of one run folder that the page shows (``None``: not written). A run of several particles shows
+    the first particle's asset and video, the preview of all of them side by side, and offers every particle's
+    files for download."""
 
     folder: Path
     metrics: dict[str, Any]
@@ -22,11 +24,13 @@ class RunResult:
     video: Path | None
     preview: Path | None
     obj_zip: Path | None
+    more: tuple[Path, ...] = ()
+    """The other particles' GLBs and OBJ zips."""
 
     @property
     def downloads(self) -> list[str]:
-        """The files offered for download: the textured GLB and the OBJ zip."""
-        return [str(p) for p in (self.glb, self.obj_zip) if p is not None]
+        """The files offered for download: the textured GLB and the OBJ zip (of every particle)."""
+        return [str(p) for p in (self.glb, self.obj_zip, *self.more) if p is not None]
 
     def caption(self) -> str:
         """One line: prompt, preset, steps and status."""
@@ -76,13 +80,20 @@ def run_result(folder: Path, make_zip: bool = True) -> RunResult | None:
     metrics = read_metrics(folder)
     if metrics is None:
         return None
+    assets = [folder / f"particle-{p['particle']}" for p in metrics.get("particles") or []] or [folder]
+
+    def zipped(asset: Path) -> Path | None:
+        return obj_zip(asset) if make_zip else _file(asset, "model_obj.zip")
+
+    more = [f for asset in assets[1:] for f in (_file(asset, "model.glb"), zipped(asset)) if f is not None]
     return RunResult(
         folder=folder,
         metrics=metrics,
-        glb=_file(folder, "model.glb"),
-        video=_file(folder, "turntable.mp4", "turntable.gif"),
+        glb=_file(assets[0], "model.glb"),
+        video=_file(assets[0], "turntable.mp4", "turntable.gif"),
         preview=_file(folder, "preview.png", "contact_sheet.png"),
-        obj_zip=obj_zip(folder) if make_zip else _file(folder, "model_obj.zip"),
+        obj_zip=zipped(assets[0]),
+        more=tuple(more),
     )
 
 

@@ -41,6 +41,7 @@ class Range:
 
 RANGES: dict[str, Range] = {
     "steps": Range(1, 5000),
+    "particles": Range(1, 8),
     "seed": Range(0, 2**31 - 1),
     "guidance_scale": Range(0, 100),
     "render_size": Range(0, 512),  # 0: the prior's image side (at most 128)
@@ -74,6 +75,7 @@ class AppInputs:
     texture_size: float = _D.export.texture_size
     turntable_frames: float = _D.export.turntable_frames
     turntable_size: float = _D.export.turntable_size
+    particles: float = _D.particles
 
 
 INPUT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(AppInputs))
@@ -105,6 +107,7 @@ def build_config(inputs: AppInputs) -> GenerateConfig:
         "guidance_scale": n["guidance_scale"],
         "render_size": n["render_size"] or None,
         "preview_every": n["preview_every"],
+        "particles": n["particles"],
         "export": {
             "mc_resolution": n["mc_resolution"],
             "texture_size": n["texture_size"],
@@ -119,12 +122,16 @@ def build_config(inputs: AppInputs) -> GenerateConfig:
 
 _IGNORED = ("device", "preview_every", "checkpoint_every", "snapshot_every")
 """Settings that do not change the result, left out of the run folder's name."""
+_ADDED_LATER: dict[str, object] = {"particles": 1, "particles_per_step": None}
+"""Settings added after runs were named, left out of the name at their defaults so that earlier runs are found."""
 
 
 def run_folder(out: Path, cfg: GenerateConfig) -> Path:
     """``out / "<prompt slug>-<8 hex>"``, the hex a hash of every setting that shapes the result: the same request
     finds its finished (or cancelled, then resumed) run again, other settings get their own folder."""
     slug = re.sub(r"[^a-z0-9]+", "-", cfg.prompt.lower()).strip("-")[:50] or "prompt"
-    settings = {k: v for k, v in cfg.as_dict().items() if k not in _IGNORED}
+    settings = {
+        k: v for k, v in cfg.as_dict().items() if k not in _IGNORED and not (k in _ADDED_LATER and v == _ADDED_LATER[k])
+    }
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     return Path(out) / f"{slug}-{digest}"

@@ -199,6 +199,12 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
                     )
                     seed = gr.Number(value=d.seed, label="Seed", precision=0, minimum=0, elem_id="uni3d-seed")
                 steps = _slider("steps", "Steps", d.steps)
+                particles = _slider(
+                    "particles",
+                    "Particles",
+                    d.particles,
+                    info="assets made together, sharing one fake score (vsd, uni-*): several answers to one prompt",
+                )
                 with gr.Accordion("Advanced settings", open=False, elem_id="uni3d-advanced"):
                     guidance = _slider("guidance_scale", "Guidance scale", d.guidance_scale, step=0.5)
                     render_size = _slider("render_size", "Render size (px, 0 = the prior's)", d.render_size)
@@ -247,6 +253,7 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
             "texture_size": texture,
             "turntable_frames": frames,
             "turntable_size": frame_size,
+            "particles": particles,
         }
         inputs = [components[name] for name in INPUT_NAMES]
         outputs = [status, preview, model, video, files]

@@ -75,6 +75,8 @@ def summary(metrics: dict[str, Any]) -> str:
         parts.append(f"{duration(metrics['train_seconds'])} training, {duration(metrics.get('export_seconds'))} export")
     if "mesh_faces" in metrics:
         parts.append(f"{metrics['mesh_vertices']} vertices, {metrics['mesh_faces']} faces")
+    if metrics.get("particles"):
+        parts.append(f"{len(metrics['particles'])} particles (the viewer shows the first; all are in the downloads)")
     return " · ".join(parts)
 
 
