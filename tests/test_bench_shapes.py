@@ -248,3 +248,15 @@ def test_rows_with_other_settings_are_their_own_group_and_never_the_target(tmp_p
     write_results(tmp_path, rows)
     text = (tmp_path / "benchmarks.md").read_text()
     assert f"| 2 | sds [{label}] | a red cube | 0.090 ✗ |" in text and "| 2 | sds | a red cube | 0.020 |" in text
+
+
+def test_particles_are_refused_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from uni3d.cli.main import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text("particles: 2\n")
+    assert (
+        main(["bench", "shapes", "--config", str(config), "--out", str(tmp_path / "o"), "--docs", str(tmp_path)]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "scores one asset per run" in err and err.count("\n") == 1 and not (tmp_path / "o").exists()

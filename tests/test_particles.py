@@ -49,7 +49,9 @@ def test_one_particle_reproduces_the_run_before_particles(tiny_prior, tmp_path: 
     assert not any(key.startswith("0.") for key in state["renderer"])  # the single field's own keys, as before
 
 
-def test_particles_share_one_fake_score_and_each_gets_an_asset(tiny_prior, tmp_path: Path) -> None:
+def test_particles_share_one_fake_score_and_each_gets_an_asset(
+    tiny_prior, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from uni3d.tasks.text_to_3d.run import generate
     from uni3d.tasks.text_to_3d.trainer import TextTo3D
 
@@ -76,6 +78,11 @@ def test_particles_share_one_fake_score_and_each_gets_an_asset(tiny_prior, tmp_p
 
     out = tmp_path / "run"
     metrics = generate(_cfg(folder, preset="vsd", particles=2), out, prior=prior, progress=False)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({k: v for k, v in _cfg(folder, preset="vsd", particles=2).as_dict().items()}))
+    assert main(["generate", "a red cube", "--config", str(config), "--out", str(out), "--quiet"]) == 0  # finished
+    report = capsys.readouterr().out
+    assert "particle 0" in report and "particle 1" in report and "contact_sheet.png" in report
     assert [p["particle"] for p in metrics["particles"]] == [0, 1]
     for k in range(2):
         for name in ("model.glb", "model.obj", "preview.png", metrics["particles"][k]["files"][3]):

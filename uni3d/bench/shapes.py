@@ -285,7 +285,8 @@ def _bench_shapes(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = read_config_file(args.config, "generate") if args.config else {}
     if args.steps is not None:
         settings["steps"] = args.steps
-    GenerateConfig.from_dict({**settings, "prompt": "check"})  # a bad setting fails here, before any run
+    if GenerateConfig.from_dict({**settings, "prompt": "check"}).particles != 1:  # a bad setting fails here too
+        raise UsageError("bench shapes scores one asset per run; give particles: 1 (several are for coverage)")
     prompts = [p.prompt for p in read_prompts(args.prompts)]
     if args.only != "all":
         prompts = [p for p in prompts if parse_target(p).specified == (args.only == "accuracy")]

@@ -95,19 +95,26 @@ def _generate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**metrics, "out": str(out)}, indent=2))
         return 0
-    print(
-        "\n".join(
-            [
-                f"prompt     {metrics['prompt']}  ({metrics['preset']}, {metrics['steps']} steps)",
-                f"time       {metrics['train_seconds']:.1f} s training ({metrics['seconds_per_step']:.3f} s/step), "
-                f"{metrics['export_seconds']:.1f} s export",
-                f"repairs    {metrics['rollbacks']} rollbacks after non-finite steps",
-                f"mesh       {metrics['mesh_vertices']} vertices, {metrics['mesh_faces']} faces",
-                f"outputs    {out / 'model.glb'}, {out / metrics['files'][3]}, {out}/ (model.obj, metrics.json)",
-            ]
-        )
-    )
+    lines = [
+        f"prompt     {metrics['prompt']}  ({metrics['preset']}, {metrics['steps']} steps)",
+        f"time       {metrics['train_seconds']:.1f} s training ({metrics['seconds_per_step']:.3f} s/step), "
+        f"{metrics['export_seconds']:.1f} s export",
+        f"repairs    {metrics['rollbacks']} rollbacks after non-finite steps",
+    ]
+    for name, asset, folder in _assets(metrics, out):
+        lines.append(f"{name:<10} {asset['mesh_vertices']} vertices, {asset['mesh_faces']} faces: {folder / 'model.glb'}, "
+                     f"{folder / asset['files'][3]}, model.obj")  # fmt: skip
+    if "particles" in metrics:
+        lines.append(f"sheet      {out / 'contact_sheet.png'} (every particle from the same views)")
+    print("\n".join(lines))
     return 0
+
+
+def _assets(metrics: dict[str, Any], out: Path) -> list[tuple[str, dict[str, Any], Path]]:
+    """``(label, asset metrics, folder)`` of the run's one asset, or of each particle's."""
+    if "particles" not in metrics:
+        return [("mesh", metrics, out)]
+    return [(f"particle {p['particle']}", p, out / f"particle-{p['particle']}") for p in metrics["particles"]]
 
 
 def _batch(args: argparse.Namespace) -> int:
