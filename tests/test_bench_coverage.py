@@ -1,0 +1,34 @@
+"""The coverage benchmark's measures: total variation, its null, and the shipped prior's own answer to a prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from uni3d.bench.coverage import distribution, null_tv, prior_outcomes, total_variation
+from uni3d.tasks.text_to_3d.config import GenerateConfig
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "priors"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_total_variation_and_its_null() -> None:
+    cube, cone = ("cube", "red"), ("cone", "red")
+    assert total_variation(distribution([cube, cone]), distribution([cone, cube, cube, cone])) == 0.0
+    assert total_variation(distribution([cube]), distribution([cone])) == 1.0
+    assert total_variation(distribution([cube, cube, cube, cone]), distribution([cone, cone])) == pytest.approx(0.75)
+    assert null_tv([cube] * 10, 4) == (0.0, 0.0)  # a prior that always answers the same: any draw matches it
+    mean, p95 = null_tv([cube, cone] * 50, 16, resamples=500)
+    assert 0.05 < mean < 0.2 and mean <= p95 <= 0.4  # 16 draws of a fair coin: TV = |k/16 - 1/2|
+    assert null_tv([cube, cone] * 50, 16, resamples=500) == (mean, p95)  # seeded
+    assert null_tv([cube, cone] * 50, 64, resamples=500)[0] < mean  # more outcomes, a tighter null
+
+
+def test_the_shipped_prior_answers_a_specified_prompt_with_it() -> None:
+    cfg = GenerateConfig(prompt="a red cube")
+    outcomes = prior_outcomes(
+        ASSETS / "shapes", ASSETS / "shapes-classifier.pt", "a red cube", 8, cfg=cfg, steps=10, seed=0
+    )
+    assert len(outcomes) == 8 and outcomes.count(("cube", "red")) >= 6
