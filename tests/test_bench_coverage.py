@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import trimesh
 
-from uni3d.bench.coverage import distribution, null_tv, prior_outcomes, total_variation
+from uni3d.bench.coverage import asset_outcome, distribution, null_tv, prior_outcomes, total_variation
+from uni3d.tasks.embedded_prior.primitives import COLOURS
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "priors"
@@ -32,3 +35,18 @@ def test_the_shipped_prior_answers_a_specified_prompt_with_it() -> None:
         ASSETS / "shapes", ASSETS / "shapes-classifier.pt", "a red cube", 8, cfg=cfg, steps=10, seed=0
     )
     assert len(outcomes) == 8 and outcomes.count(("cube", "red")) >= 6
+
+
+@pytest.mark.parametrize(
+    ("shape", "colour", "mesh"),
+    [
+        ("cube", "red", lambda: trimesh.creation.box(extents=(0.8, 0.8, 0.8))),
+        ("sphere", "blue", lambda: trimesh.creation.icosphere(subdivisions=3, radius=0.5)),
+    ],
+)
+def test_an_exported_asset_is_judged_on_its_renders(tmp_path: Path, shape: str, colour: str, mesh) -> None:
+    solid = mesh()
+    solid.visual.vertex_colors = np.append(np.array(COLOURS[colour]) * 255, 255).astype(np.uint8)
+    solid.export(tmp_path / "model_vertex_color.glb")
+    cfg = GenerateConfig(prompt="a red object")
+    assert asset_outcome(tmp_path, ASSETS / "shapes-classifier.pt", cfg=cfg) == (shape, colour)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import trimesh
 
 from uni3d.models.sampling import sample_images
 from uni3d.models.views import load_view_scheme
@@ -23,6 +24,7 @@ from uni3d.models.vocabulary import COLOUR_NAMES, SHAPE_NAMES
 from uni3d.scene.cameras import CameraSampler
 from uni3d.tasks.embedded_prior.classifier import load_classifier
 from uni3d.tasks.embedded_prior.evaluate import load_pipeline
+from uni3d.tasks.reconstruct.views import rasterize_trimesh
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 Outcome = tuple[str, str]
@@ -49,6 +51,25 @@ def null_tv(reference: Sequence[Outcome], n: int, *, resamples: int = 2000, seed
     picks = rng.integers(0, len(reference), size=(resamples, n))
     tvs = np.array([total_variation(distribution([reference[i] for i in row]), full) for row in picks])
     return float(tvs.mean()), float(np.percentile(tvs, 95))
+
+
+def asset_outcome(
+    folder: str | Path, classifier: str | Path, *, cfg: GenerateConfig, views: int = 8, seed: int = 0
+) -> Outcome:
+    """What the classifier calls an exported asset: its vertex-colour mesh (``model_vertex_color.glb`` in
+    ``folder``) rasterized at the classifier's 32 px from ``views`` cameras of the 3D pipeline's ranges, on white,
+    each view classified, the most frequent shape and colour kept. The colour is read off renders, not averaged over
+    the surface (an average calls a red-and-blue cube grey)."""
+    judge, _ = load_classifier(classifier)
+    mesh = trimesh.load(Path(folder) / "model_vertex_color.glb", force="mesh")
+    sampler = CameraSampler(cfg.elevation_deg, cfg.azimuth_deg, cfg.distance, cfg.fov_deg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        cams = sampler.sample(views, 32)
+    rgb, alpha = rasterize_trimesh(cams, mesh)
+    images = (rgb + (1 - alpha)).clamp(0, 1).permute(0, 3, 1, 2)
+    shape, colour = judge.predict(images)
+    return SHAPE_NAMES[int(shape.mode().values)], COLOUR_NAMES[int(colour.mode().values)]
 
 
 def prior_outcomes(
