@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import imageio.v3 as iio
 import pytest
 import torch
 from conftest import TINY_GENERATE
@@ -77,17 +78,19 @@ def test_particles_share_one_fake_score_and_each_gets_an_asset(
     assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))  # every field moved
 
     out = tmp_path / "run"
-    metrics = generate(_cfg(folder, preset="vsd", particles=2), out, prior=prior, progress=False)
+    metrics = generate(_cfg(folder, preset="vsd", particles=5), out, prior=prior, progress=False)
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({k: v for k, v in _cfg(folder, preset="vsd", particles=2).as_dict().items()}))
+    config.write_text(json.dumps({k: v for k, v in _cfg(folder, preset="vsd", particles=5).as_dict().items()}))
     assert main(["generate", "a red cube", "--config", str(config), "--out", str(out), "--quiet"]) == 0  # finished
     report = capsys.readouterr().out
     assert "particle 0" in report and "particle 1" in report and "contact_sheet.png" in report
-    assert [p["particle"] for p in metrics["particles"]] == [0, 1]
-    for k in range(2):
+    assert [p["particle"] for p in metrics["particles"]] == [0, 1, 2, 3, 4]
+    for k in range(5):
         for name in ("model.glb", "model.obj", "preview.png", metrics["particles"][k]["files"][3]):
             assert (out / f"particle-{k}" / name).is_file(), name
     assert (out / "contact_sheet.png").is_file() and not (out / "model.glb").exists()
+    sheet = iio.imread(out / "contact_sheet.png")
+    assert sheet.shape[:2] == (5 * 16, 4 * 16)  # one row of 4 views (16 px) per particle, all 20 tiles
     assert any(key.startswith("1.") for key in _state(out)["renderer"])  # both fields are in the checkpoint
 
 

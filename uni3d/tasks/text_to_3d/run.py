@@ -177,7 +177,8 @@ def _train(
             bar.update(0)
             step = trainer.step
             if step % cfg.preview_every == 0:
-                contact_sheet(trainer.previews().numpy(), out / "previews" / f"step_{step:06d}.png", columns=4)
+                sheet = trainer.previews().numpy()  # every particle's 4 views, one row each
+                contact_sheet(sheet, out / "previews" / f"step_{step:06d}.png", columns=4, max_tiles=len(sheet))
             saved = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if saved:
                 _save_checkpoint(out / "checkpoint.pt", trainer, config, time.perf_counter() - start)
@@ -204,7 +205,7 @@ def _finish(
     else:  # every particle from the same views, one row each, then each particle's own folder
         sheet = trainer.previews().numpy()
         for name in ("contact_sheet.png", "preview.png"):
-            contact_sheet(sheet, out / name, columns=4)
+            contact_sheet(sheet, out / name, columns=4, max_tiles=len(sheet))
         rows = [_export(trainer, k, out / f"particle-{k}") for k in range(cfg.particles)]
         exported = {
             "files": ["contact_sheet.png", "preview.png", *(f"particle-{k}/model.glb" for k in range(cfg.particles))],
