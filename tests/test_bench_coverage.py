@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import trimesh
+import yaml
+from conftest import TINY_GENERATE
 
 from uni3d.bench.coverage import asset_outcome, distribution, null_tv, prior_outcomes, total_variation
 from uni3d.tasks.embedded_prior.primitives import COLOURS
@@ -50,3 +53,45 @@ def test_an_exported_asset_is_judged_on_its_renders(tmp_path: Path, shape: str, 
     solid.export(tmp_path / "model_vertex_color.glb")
     cfg = GenerateConfig(prompt="a red object")
     assert asset_outcome(tmp_path, ASSETS / "shapes-classifier.pt", cfg=cfg) == (shape, colour)
+
+
+def test_bench_coverage_writes_rows_pictures_and_json(tiny_prior, tmp_path: Path) -> None:
+    from uni3d.cli.main import main
+    from uni3d.tasks.embedded_prior.classifier import ClassifierReport, ShapeClassifier, save_classifier
+
+    folder, _ = tiny_prior
+    judge = save_classifier(ShapeClassifier(width=8), ClassifierReport(0.0, 0.0, 0), tmp_path / "judge.pt")
+    prompts, config, docs = tmp_path / "prompts.txt", tmp_path / "settings.yaml", tmp_path / "docs"
+    prompts.write_text("a red object\n")
+    config.write_text(yaml.safe_dump({**TINY_GENERATE, "prior": str(folder)}))
+    argv = ["bench", "coverage", "--prompts", str(prompts), "--presets", "sds,vsd", "--particles", "2", "--seeds", "1"]
+    argv += [
+        "--prior-samples",
+        "4",
+        "--config",
+        str(config),
+        "--classifier",
+        str(judge),
+        "--out",
+        str(tmp_path / "runs"),
+    ]
+    assert main([*argv, "--docs", str(docs)]) == 0
+    rows = json.loads((docs / "benchmarks" / "coverage.json").read_text())["rows"]
+    assert [(r["prompt"], r["preset"], r["outcomes"]) for r in rows] == [
+        ("a red object", "sds", 2),
+        ("a red object", "vsd", 2),
+    ]
+    for r in rows:
+        assert (
+            0 <= r["tv"] <= 1
+            and 0 <= r["null_mean"] <= r["null_p95"] <= 1
+            and r["inside_null"] == (r["tv"] <= r["null_p95"])
+        )
+        assert (
+            sum(r["outcome_counts"].values()) == 2 and sum(r["prior_counts"].values()) == 4 and 1 <= r["distinct"] <= 2
+        )
+        assert r["cpu_per_outcome"] > 0 and (docs / r["sheet"]).is_file()
+    assert (docs / "benchmarks.md").read_text().count("<!-- coverage:begin -->") == 1
+    assert main([*argv, "--docs", str(docs)]) == 0  # the finished runs are read back, with their recorded CPU time
+    again = json.loads((docs / "benchmarks" / "coverage.json").read_text())["rows"]
+    assert [r["cpu_per_outcome"] for r in again] == [r["cpu_per_outcome"] for r in rows]

@@ -1,5 +1,4 @@
-"""The measures of the coverage benchmark: outcome distributions, their total-variation distance, its null, and the
-embedded prior's own answer to a prompt.
+"""``uni3d bench coverage``: does text to 3D sample the prior's distribution for under-specified prompts, or its mode?
 
 An outcome is what the shape-and-colour classifier (:mod:`uni3d.tasks.embedded_prior.classifier`) calls an image:
 ``(shape, colour)``. The prior's answer to an under-specified prompt ("a red object") is the distribution of the
@@ -10,21 +9,33 @@ give against all of them: a preset whose distance lies inside it cannot be told 
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 import trimesh
 
-from uni3d.models.sampling import sample_images
+from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.config import read_config_file
+from uni3d.errors import UsageError
+from uni3d.io import atomic_write, save_json
 from uni3d.models.views import load_view_scheme
 from uni3d.models.vocabulary import COLOUR_NAMES, SHAPE_NAMES
+from uni3d.paths import ASSETS
 from uni3d.scene.cameras import CameraSampler
 from uni3d.tasks.embedded_prior.classifier import load_classifier
-from uni3d.tasks.embedded_prior.evaluate import load_pipeline
 from uni3d.tasks.reconstruct.views import rasterize_trimesh
+from uni3d.tasks.text_to_3d.batch import read_prompts
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 Outcome = tuple[str, str]
@@ -84,6 +95,9 @@ def prior_outcomes(
 ) -> list[Outcome]:
     """``n`` outcomes of the prior's DDIM samples (``steps`` steps) for ``prompt`` at cameras drawn by the 3D
     pipeline's sampler with ``cfg``'s ranges, worded in the prior's view scheme, at ``cfg``'s guidance."""
+    from uni3d.models.sampling import sample_images  # diffusers: imported only when the benchmark runs
+    from uni3d.tasks.embedded_prior.evaluate import load_pipeline
+
     judge, _ = load_classifier(classifier)
     pipe = load_pipeline(prior)
     sampler = CameraSampler(cfg.elevation_deg, cfg.azimuth_deg, cfg.distance, cfg.fov_deg)
@@ -97,3 +111,141 @@ def prior_outcomes(
     )
     shape, colour = judge.predict(images)
     return [(SHAPE_NAMES[s], COLOUR_NAMES[c]) for s, c in zip(shape.tolist(), colour.tolist(), strict=True)]
+
+
+BEGIN, END = section_markers("coverage")
+DEFAULT_PRESETS = ("sds", "vsd", "uni-jeffreys")
+
+
+def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
+    """Register ``coverage`` on the ``uni3d bench`` subparsers."""
+    p = bench_subparsers.add_parser("coverage", help="3D outcomes of open prompts against the prior's own samples")
+    p.add_argument("--prompts", type=Path, default=Path("prompts/coverage.txt"), help="prompt file")
+    p.add_argument("--presets", default=",".join(DEFAULT_PRESETS), help="comma-separated presets")
+    p.add_argument("--particles", type=int, default=8, help="particles per run (default 8)")
+    p.add_argument("--seeds", type=int, default=2, help="runs per prompt and preset, seeds 0.. (default 2)")
+    p.add_argument("--prior-samples", type=int, default=128, help="prior samples per prompt (default 128)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default: the generate default)")
+    p.add_argument("--config", type=Path, default=None, help="YAML/JSON generate settings for every run")
+    p.add_argument("--classifier", type=Path, default=ASSETS / "priors" / "shapes-classifier.pt", help="the judge")
+    p.add_argument("--out", type=Path, default=Path("runs/bench-coverage"), help="run folders")
+    p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
+    p.set_defaults(func=_bench_coverage)
+
+
+def _bench_coverage(args: argparse.Namespace) -> int:
+    settings: dict[str, Any] = read_config_file(args.config, "generate") if args.config else {}
+    if args.steps is not None:
+        settings["steps"] = args.steps
+    base = GenerateConfig.from_dict({**settings, "prompt": "check", "particles": args.particles})
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    for preset in presets:
+        GenerateConfig(prompt="check", preset=preset)  # unknown presets: a one-line error now
+    if min(args.seeds, args.prior_samples) < 1:
+        raise UsageError(f"--seeds and --prior-samples must be >= 1, got {args.seeds} and {args.prior_samples}")
+    prompts = [p.prompt for p in read_prompts(args.prompts)]
+    rows = run_coverage(prompts, presets, base, seeds=args.seeds, prior_samples=args.prior_samples,
+                        classifier=args.classifier, out=args.out, docs=args.docs)  # fmt: skip
+    command = "uni3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    write_results(args.docs, rows, {"command": command, "machine": machine(), "prior_samples": args.prior_samples})
+    for r in rows:
+        print(f"{r['prompt']:<16} {r['preset']:<14} TV {r['tv']:.3f} (null {r['null_mean']:.3f}, 95% {r['null_p95']:.3f})"
+              f"  {r['distinct']} distinct of {r['outcomes']}  {r['cpu_per_outcome']:.0f} CPU s/outcome")  # fmt: skip
+    return 0
+
+
+def run_coverage(
+    prompts: Sequence[str],
+    presets: Sequence[str],
+    base: GenerateConfig,
+    *,
+    seeds: int,
+    prior_samples: int,
+    classifier: Path,
+    out: Path,
+    docs: Path,
+) -> list[dict[str, Any]]:
+    """One row per prompt and preset: the 3D outcomes (particles x seeds), their distance to the prior's own
+    outcomes and its null, distinct outcomes, CPU seconds per outcome; a contact sheet per row in ``docs``."""
+    from uni3d.tasks.text_to_3d.run import generate  # diffusers: imported only when the benchmark runs
+
+    rows = []
+    for prompt in prompts:
+        reference = prior_outcomes(base.prior_path, classifier, prompt, prior_samples, cfg=base)
+        for preset in presets:
+            outcomes, cpu, sheets = [], 0.0, []
+            for seed in range(seeds):
+                cfg = dataclasses.replace(base, prompt=prompt, preset=preset, seed=seed)
+                folder = out / preset / _slug(prompt) / f"seed-{seed}"
+                ran_before = (folder / "metrics.json").is_file()
+                t0 = time.process_time()
+                metrics = generate(cfg, folder, progress=sys.stderr.isatty())
+                cpu += _run_cpu(folder, time.process_time() - t0, ran_before)
+                assets = [folder / f"particle-{p['particle']}" for p in metrics.get("particles") or []] or [folder]
+                outcomes += [asset_outcome(a, classifier, cfg=cfg) for a in assets]
+                sheets.append(folder / ("contact_sheet.png" if len(assets) > 1 else "preview.png"))
+            null_mean, null_p95 = null_tv(reference, len(outcomes))
+            tv = total_variation(distribution(outcomes), distribution(reference))
+            sheet = docs / "benchmarks" / "coverage" / f"{preset}-{_slug(prompt)}.png"
+            _stack(sheets, sheet)
+            rows.append({
+                "prompt": prompt, "preset": preset, "outcomes": len(outcomes), "tv": tv, "null_mean": null_mean,
+                "null_p95": null_p95, "inside_null": tv <= null_p95, "distinct": len(set(outcomes)),
+                "cpu_per_outcome": cpu / len(outcomes), "outcome_counts": _counts(outcomes),
+                "prior_counts": _counts(reference), "sheet": str(sheet.relative_to(docs)),
+            })  # fmt: skip
+    return rows
+
+
+def _slug(prompt: str) -> str:
+    return "-".join(prompt.lower().split())
+
+
+def _counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    return {f"{shape} {colour}": n for (shape, colour), n in Counter(outcomes).most_common()}
+
+
+def _run_cpu(folder: Path, measured: float, ran_before: bool) -> float:
+    """The run's CPU seconds: those recorded when it ran, for a run finished before this call (``generate`` returns
+    it without running it again), else ``measured`` (recorded for next time)."""
+    record = folder / "coverage_cpu.json"
+    if ran_before and record.is_file():
+        return float(json.loads(record.read_text())["cpu_seconds"])
+    save_json(record, {"cpu_seconds": measured})
+    return measured
+
+
+def _stack(images: Sequence[Path], path: Path) -> None:
+    """The runs' contact sheets one under another, as one PNG."""
+    tiles = [iio.imread(p)[..., :3] for p in images if p.is_file()]
+    if tiles:
+        width = max(t.shape[1] for t in tiles)
+        padded = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
+        atomic_write(path, iio.imwrite("<bytes>", np.concatenate(padded), extension=".png"))
+
+
+def write_results(docs: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    """``docs/benchmarks/coverage.json`` and the ``coverage`` section of ``docs/benchmarks.md``."""
+    save_json(docs / "benchmarks" / "coverage.json", {**info, "rows": rows})
+    m = info["machine"]
+    lines = [
+        BEGIN,
+        "## Coverage: open prompts against the prior's own answers",
+        "",
+        f"`{info['command']}` on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, {m['date']}. Outcome: the shipped "
+        f"classifier's (shape, colour) of a render; the prior's answer: {info['prior_samples']} DDIM samples at the "
+        "3D pipeline's cameras, view words and guidance; a 3D outcome: the majority over 8 renders of each exported "
+        "particle. TV: total-variation distance to the prior's answer; null: the TV of as many draws from the prior's "
+        "own samples (mean, 95th percentile). Numbers: `docs/benchmarks/coverage.json`.",
+        "",
+        "| prompt | preset | outcomes | TV | null mean | null 95% | inside null | distinct | CPU s / outcome | picture |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *[
+            f"| {r['prompt']} | {r['preset']} | {r['outcomes']} | {r['tv']:.3f} | {r['null_mean']:.3f} | "
+            f"{r['null_p95']:.3f} | {'yes' if r['inside_null'] else 'no'} | {r['distinct']} | "
+            f"{r['cpu_per_outcome']:.0f} | [sheet]({r['sheet']}) |"
+            for r in rows
+        ],
+        END,
+    ]
+    replace_section(docs / "benchmarks.md", "\n".join(lines))

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from uni3d import __version__
+from uni3d.bench import coverage as bench_coverage
 from uni3d.bench import fake_bias as bench_fake_bias
 from uni3d.bench import image_runs as bench_image_runs
 from uni3d.bench import images as bench_images
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_images.add_commands(bench_sub)
     bench_image_runs.add_commands(bench_sub)
     bench_shapes.add_commands(bench_sub)
+    bench_coverage.add_commands(bench_sub)
     bench_fake_bias.add_commands(bench_sub)
     bench_teacher_jacobian.add_commands(bench_sub)
     bench_sd_step.add_commands(bench_sub)
