@@ -12,6 +12,7 @@ import yaml
 from conftest import TINY_GENERATE
 
 from uni3d.bench.coverage import asset_outcome, distribution, null_tv, prior_outcomes, total_variation
+from uni3d.tasks.embedded_prior.classifier import load_classifier
 from uni3d.tasks.embedded_prior.primitives import COLOURS
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 
@@ -35,7 +36,13 @@ def test_total_variation_and_its_null() -> None:
 def test_the_shipped_prior_answers_a_specified_prompt_with_it() -> None:
     cfg = GenerateConfig(prompt="a red cube")
     outcomes = prior_outcomes(
-        ASSETS / "shapes", ASSETS / "shapes-classifier.pt", "a red cube", 8, cfg=cfg, steps=10, seed=0
+        ASSETS / "shapes",
+        load_classifier(ASSETS / "shapes-classifier.pt")[0],
+        "a red cube",
+        8,
+        cfg=cfg,
+        steps=10,
+        seed=0,
     )
     assert len(outcomes) == 8 and outcomes.count(("cube", "red")) >= 6
 
@@ -52,7 +59,8 @@ def test_an_exported_asset_is_judged_on_its_renders(tmp_path: Path, shape: str, 
     solid.visual.vertex_colors = np.append(np.array(COLOURS[colour]) * 255, 255).astype(np.uint8)
     solid.export(tmp_path / "model_vertex_color.glb")
     cfg = GenerateConfig(prompt="a red object")
-    assert asset_outcome(tmp_path, ASSETS / "shapes-classifier.pt", cfg=cfg) == (shape, colour)
+    judge, _ = load_classifier(ASSETS / "shapes-classifier.pt")
+    assert asset_outcome(tmp_path, judge, cfg=cfg) == (shape, colour)
 
 
 def test_bench_coverage_writes_rows_pictures_and_json(tiny_prior, tmp_path: Path) -> None:

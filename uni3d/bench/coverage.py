@@ -32,8 +32,8 @@ from uni3d.io import atomic_write, save_json
 from uni3d.models.views import load_view_scheme
 from uni3d.models.vocabulary import COLOUR_NAMES, SHAPE_NAMES
 from uni3d.paths import ASSETS
-from uni3d.scene.cameras import CameraSampler
-from uni3d.tasks.embedded_prior.classifier import load_classifier
+from uni3d.scene.cameras import Cameras, CameraSampler
+from uni3d.tasks.embedded_prior.classifier import ShapeClassifier, load_classifier
 from uni3d.tasks.reconstruct.views import rasterize_trimesh
 from uni3d.tasks.text_to_3d.batch import read_prompts
 from uni3d.tasks.text_to_3d.config import GenerateConfig
@@ -64,20 +64,24 @@ def null_tv(reference: Sequence[Outcome], n: int, *, resamples: int = 2000, seed
     return float(tvs.mean()), float(np.percentile(tvs, 95))
 
 
+def pipeline_cameras(cfg: GenerateConfig, n: int, size: int, seed: int) -> Cameras:
+    """``n`` cameras of the 3D pipeline's ranges in ``cfg``, drawn from their own ``seed`` (the global random
+    stream is left as it was)."""
+    sampler = CameraSampler(cfg.elevation_deg, cfg.azimuth_deg, cfg.distance, cfg.fov_deg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return sampler.sample(n, size)
+
+
 def asset_outcome(
-    folder: str | Path, classifier: str | Path, *, cfg: GenerateConfig, views: int = 8, seed: int = 0
+    folder: str | Path, judge: ShapeClassifier, *, cfg: GenerateConfig, views: int = 8, seed: int = 0
 ) -> Outcome:
     """What the classifier calls an exported asset: its vertex-colour mesh (``model_vertex_color.glb`` in
     ``folder``) rasterized at the classifier's 32 px from ``views`` cameras of the 3D pipeline's ranges, on white,
     each view classified, the most frequent shape and colour kept. The colour is read off renders, not averaged over
     the surface (an average calls a red-and-blue cube grey)."""
-    judge, _ = load_classifier(classifier)
     mesh = trimesh.load(Path(folder) / "model_vertex_color.glb", force="mesh")
-    sampler = CameraSampler(cfg.elevation_deg, cfg.azimuth_deg, cfg.distance, cfg.fov_deg)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        cams = sampler.sample(views, 32)
-    rgb, alpha = rasterize_trimesh(cams, mesh)
+    rgb, alpha = rasterize_trimesh(pipeline_cameras(cfg, views, 32, seed), mesh)
     images = (rgb + (1 - alpha)).clamp(0, 1).permute(0, 3, 1, 2)
     shape, colour = judge.predict(images)
     return SHAPE_NAMES[int(shape.mode().values)], COLOUR_NAMES[int(colour.mode().values)]
@@ -85,7 +89,7 @@ def asset_outcome(
 
 def prior_outcomes(
     prior: str | Path,
-    classifier: str | Path,
+    judge: ShapeClassifier,
     prompt: str,
     n: int,
     *,
@@ -98,12 +102,8 @@ def prior_outcomes(
     from uni3d.models.sampling import sample_images  # diffusers: imported only when the benchmark runs
     from uni3d.tasks.embedded_prior.evaluate import load_pipeline
 
-    judge, _ = load_classifier(classifier)
     pipe = load_pipeline(prior)
-    sampler = CameraSampler(cfg.elevation_deg, cfg.azimuth_deg, cfg.distance, cfg.fov_deg)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        cams = sampler.sample(n, 8)
+    cams = pipeline_cameras(cfg, n, 8, seed)
     views = load_view_scheme(prior)
     prompts = views.prompts(prompt, cams) if cfg.view_dependent else [prompt] * n
     images = torch.cat(
@@ -169,9 +169,10 @@ def run_coverage(
     outcomes and its null, distinct outcomes, CPU seconds per outcome; a contact sheet per row in ``docs``."""
     from uni3d.tasks.text_to_3d.run import generate  # diffusers: imported only when the benchmark runs
 
+    judge, _ = load_classifier(classifier)
     rows = []
     for prompt in prompts:
-        reference = prior_outcomes(base.prior_path, classifier, prompt, prior_samples, cfg=base)
+        reference = prior_outcomes(base.prior_path, judge, prompt, prior_samples, cfg=base)
         for preset in presets:
             outcomes, cpu, sheets = [], 0.0, []
             for seed in range(seeds):
@@ -182,7 +183,7 @@ def run_coverage(
                 metrics = generate(cfg, folder, progress=sys.stderr.isatty())
                 cpu += _run_cpu(folder, time.process_time() - t0, ran_before)
                 assets = [folder / f"particle-{p['particle']}" for p in metrics.get("particles") or []] or [folder]
-                outcomes += [asset_outcome(a, classifier, cfg=cfg) for a in assets]
+                outcomes += [asset_outcome(a, judge, cfg=cfg) for a in assets]
                 sheets.append(folder / ("contact_sheet.png" if len(assets) > 1 else "preview.png"))
             null_mean, null_p95 = null_tv(reference, len(outcomes))
             tv = total_variation(distribution(outcomes), distribution(reference))

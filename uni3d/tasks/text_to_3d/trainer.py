@@ -307,7 +307,7 @@ class TextTo3D:
         cond, uncond = self.conditions(cams)
         c2w = cams.c2w.to(self.device)
         rendered = [self.render(cams[i * n : (i + 1) * n], k) for i, k in enumerate(particles)]
-        rgb = rendered[0][0] if len(rendered) == 1 else torch.cat([r[0] for r in rendered])
+        rgb = torch.cat([r[0] for r in rendered])
         renders, origins, dirs = ([r[i] for r in rendered] for i in (1, 2, 3))
         views = Views(cams, cond, uncond, c2w, particles, renders, origins, dirs, step / self.cfg.steps)
         return Draw(self.prior.encode(rgb), views, groups=len(particles))
@@ -337,7 +337,7 @@ class TextTo3D:
         """The regularizers (:meth:`regularizer`), summed over the particles drawn."""
         v: Views = draw.context
         regs = [self.regularizer(*args) for args in zip(v.renders, v.origins, v.dirs, v.particles, strict=True)]
-        return regs[0] if len(regs) == 1 else torch.stack(regs).sum()
+        return torch.stack(regs).sum()
 
     def ratio_logits(self, draw: Draw, denoised: Denoised | None) -> tuple[Tensor, Tensor]:
         """Real = bank latents noised at the generator pass's ``sigma`` (their own views), fake = that pass's
