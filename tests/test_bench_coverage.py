@@ -71,7 +71,8 @@ def test_bench_coverage_writes_rows_pictures_and_json(tiny_prior, tmp_path: Path
     judge = save_classifier(ShapeClassifier(width=8), ClassifierReport(0.0, 0.0, 0), tmp_path / "judge.pt")
     prompts, config, docs = tmp_path / "prompts.txt", tmp_path / "settings.yaml", tmp_path / "docs"
     prompts.write_text("a red object\n")
-    config.write_text(yaml.safe_dump({**TINY_GENERATE, "prior": str(folder)}))
+    sampling = {"noise": "fresh", "t_schedule": "uniform"}  # two particles default to seeded noise, descending t
+    config.write_text(yaml.safe_dump({**TINY_GENERATE, "prior": str(folder), **sampling}))
     argv = ["bench", "coverage", "--prompts", str(prompts), "--presets", "sds,vsd", "--particles", "2", "--seeds", "1"]
     argv += [
         "--prior-samples",
@@ -103,3 +104,15 @@ def test_bench_coverage_writes_rows_pictures_and_json(tiny_prior, tmp_path: Path
     assert main([*argv, "--docs", str(docs)]) == 0  # the finished runs are read back, with their recorded CPU time
     again = json.loads((docs / "benchmarks" / "coverage.json").read_text())["rows"]
     assert [r["cpu_per_outcome"] for r in again] == [r["cpu_per_outcome"] for r in rows]
+    config.write_text(
+        yaml.safe_dump({**TINY_GENERATE, "prior": str(folder), "noise": "seeded", "t_schedule": "descending"})
+    )
+    assert main([*argv[:5], "sds", *argv[6:], "--docs", str(docs)]) == 0  # another sampling: rows added, none lost
+    merged = json.loads((docs / "benchmarks" / "coverage.json").read_text())["rows"]
+    assert [(r["preset"], r["sampling"]) for r in merged] == [
+        ("sds", "fresh-uniform"),
+        ("vsd", "fresh-uniform"),
+        ("sds", "seeded-descending"),
+    ]
+    assert all(r["command"] and r["machine"] for r in merged)  # each row says how and where it was measured
+    assert (docs / "benchmarks.md").read_text().count("| seeded-descending |") == 1

@@ -152,3 +152,32 @@ def test_bad_particle_settings_are_one_line_errors_before_any_work(
     check_particles_fit(_cfg(folder, particles=4), 16, "cpu")  # a few small particles fit
     saved = json.loads(json.dumps(_cfg(folder, particles=2).as_dict()))
     assert GenerateConfig.from_dict(saved).particles == 2
+
+
+def test_seeded_noise_is_each_particles_own_and_used_by_every_draw(tiny_prior) -> None:
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
+
+    folder, prior = tiny_prior
+    three = TextTo3D(_cfg(folder, preset="sds", particles=3, noise="seeded").resolved(16), prior)
+    two = TextTo3D(_cfg(folder, preset="sds", particles=2, noise="seeded").resolved(16), prior)
+    other_seed = TextTo3D(_cfg(folder, preset="sds", particles=2, noise="seeded", seed=1).resolved(16), prior)
+    assert three.seeded_noise is not None and two.seeded_noise is not None and other_seed.seeded_noise is not None
+    torch.testing.assert_close(three.seeded_noise[:2], two.seeded_noise)  # particle k's noise: (seed, k) alone
+    assert not torch.allclose(three.seeded_noise[0], three.seeded_noise[1])
+    assert not torch.allclose(two.seeded_noise, other_seed.seeded_noise)
+    draw = three.draw(0, train_generator=True)
+    den = three.denoise(draw)
+    n = (den.x_t - draw.x0) / den.sigma.view(-1, 1, 1, 1)
+    torch.testing.assert_close(n, three.seeded_noise, rtol=1e-4, atol=1e-4)  # x_t = x0 + sigma n_k, every step
+    fresh = TextTo3D(_cfg(folder, preset="sds", particles=2, noise="fresh").resolved(16), prior)
+    assert fresh.seeded_noise is None
+    # the defaults: several particles get seeded noise and the descending schedule, one keeps today's sampling
+    assert (_cfg(folder, particles=2).resolved(16).noise, _cfg(folder, particles=2).resolved(16).t_schedule) == (
+        "seeded",
+        "descending",
+    )
+    assert (_cfg(folder).resolved(16).noise, _cfg(folder).resolved(16).t_schedule) == ("fresh", "uniform")
+    with pytest.raises(UsageError, match="noise one of fresh, seeded"):
+        _cfg(folder, noise="pink")
+    with pytest.raises(UsageError, match="timestep schedule"):
+        _cfg(folder, t_schedule="ascending")

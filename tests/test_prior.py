@@ -237,6 +237,20 @@ def test_timestep_range_anneals_the_upper_end() -> None:
         TimestepRange(t_min=0.6, t_max_end=0.5)
 
 
+def test_descending_schedule_falls_with_progress_around_its_centre() -> None:
+    rng = TimestepRange(t_min=0.02, t_max_start=0.98, schedule="descending", jitter=0.05)
+    gen = torch.Generator().manual_seed(0)
+    means = [rng.sample(2000, p, 1000, gen).float().mean().item() / 999 for p in (0.0, 0.2, 0.4, 0.6)]
+    assert means == sorted(means, reverse=True)  # t falls as the run goes on
+    assert means[2] == pytest.approx(rng.centre(0.4), abs=0.01)  # jittered symmetrically about the centre
+    assert rng.centre(0.5) == pytest.approx(0.5) and rng.centre(1.0) == pytest.approx(0.02)  # over the whole run
+    t = rng.sample(2000, 0.0, 1000, gen)
+    assert t.max() <= 979 and t.min() >= 0.98 * 999 - 0.3 * 999  # clipped to t_max_start, within ~6 jitters
+    assert rng.bounds(0.4) == pytest.approx((rng.centre(0.4) - 0.1, rng.centre(0.4) + 0.1))
+    with pytest.raises(UsageError, match="schedule"):
+        TimestepRange(schedule="ascending")
+
+
 # ---- the Stable Diffusion prior on a tiny pipeline ---------------------------------------------------------------
 
 

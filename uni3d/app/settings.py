@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from uni3d.errors import UsageError
-from uni3d.tasks.text_to_3d.config import GenerateConfig
+from uni3d.tasks.text_to_3d.config import ADDED_LATER, GenerateConfig
 
 MAX_PROMPT_CHARS = 300
 """Longest prompt (and negative prompt) accepted: CLIP's 77-token context holds about this many characters."""
@@ -122,8 +122,6 @@ def build_config(inputs: AppInputs) -> GenerateConfig:
 
 _IGNORED = ("device", "preview_every", "checkpoint_every", "snapshot_every")
 """Settings that do not change the result, left out of the run folder's name."""
-_ADDED_LATER: dict[str, object] = {"particles": 1, "particles_per_step": None}
-"""Settings added after runs were named, left out of the name at their defaults so that earlier runs are found."""
 
 
 def run_folder(out: Path, cfg: GenerateConfig) -> Path:
@@ -131,7 +129,9 @@ def run_folder(out: Path, cfg: GenerateConfig) -> Path:
     finds its finished (or cancelled, then resumed) run again, other settings get their own folder."""
     slug = re.sub(r"[^a-z0-9]+", "-", cfg.prompt.lower()).strip("-")[:50] or "prompt"
     settings = {
-        k: v for k, v in cfg.as_dict().items() if k not in _IGNORED and not (k in _ADDED_LATER and v == _ADDED_LATER[k])
+        k: v
+        for k, v in cfg.as_dict().items()
+        if k not in _IGNORED and not (k in ADDED_LATER and v in (None, ADDED_LATER[k]))
     }
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     return Path(out) / f"{slug}-{digest}"

@@ -203,7 +203,8 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
                     "particles",
                     "Particles",
                     d.particles,
-                    info="assets made together, sharing one fake score (vsd, uni-*): several answers to one prompt",
+                    info="assets made together, each from its own noise, sharing one fake score (vsd, uni-*): "
+                    "several answers to one prompt",
                 )
                 with gr.Accordion("Advanced settings", open=False, elem_id="uni3d-advanced"):
                     guidance = _slider("guidance_scale", "Guidance scale", d.guidance_scale, step=0.5)

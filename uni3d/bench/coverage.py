@@ -170,6 +170,7 @@ def run_coverage(
     from uni3d.tasks.text_to_3d.run import generate  # diffusers: imported only when the benchmark runs
 
     judge, _ = load_classifier(classifier)
+    sampling = sampling_label(base)
     rows = []
     for prompt in prompts:
         reference = prior_outcomes(base.prior_path, judge, prompt, prior_samples, cfg=base)
@@ -177,7 +178,7 @@ def run_coverage(
             outcomes, cpu, sheets = [], 0.0, []
             for seed in range(seeds):
                 cfg = dataclasses.replace(base, prompt=prompt, preset=preset, seed=seed)
-                folder = out / preset / _slug(prompt) / f"seed-{seed}"
+                folder = out / sampling / preset / _slug(prompt) / f"seed-{seed}"
                 ran_before = (folder / "metrics.json").is_file()
                 t0 = time.process_time()
                 metrics = generate(cfg, folder, progress=sys.stderr.isatty())
@@ -187,15 +188,20 @@ def run_coverage(
                 sheets.append(folder / ("contact_sheet.png" if len(assets) > 1 else "preview.png"))
             null_mean, null_p95 = null_tv(reference, len(outcomes))
             tv = total_variation(distribution(outcomes), distribution(reference))
-            sheet = docs / "benchmarks" / "coverage" / f"{preset}-{_slug(prompt)}.png"
+            sheet = docs / "benchmarks" / "coverage" / f"{preset}-{sampling}-{_slug(prompt)}.png"
             _stack(sheets, sheet)
             rows.append({
-                "prompt": prompt, "preset": preset, "outcomes": len(outcomes), "tv": tv, "null_mean": null_mean,
-                "null_p95": null_p95, "inside_null": tv <= null_p95, "distinct": len(set(outcomes)),
+                "prompt": prompt, "preset": preset, "sampling": sampling, "outcomes": len(outcomes), "tv": tv,
+                "null_mean": null_mean, "null_p95": null_p95, "inside_null": tv <= null_p95, "distinct": len(set(outcomes)),
                 "cpu_per_outcome": cpu / len(outcomes), "outcome_counts": _counts(outcomes),
                 "prior_counts": _counts(reference), "sheet": str(sheet.relative_to(docs)),
             })  # fmt: skip
     return rows
+
+
+def sampling_label(cfg: GenerateConfig) -> str:
+    """How a run draws its noise and timesteps, e.g. ``fresh-uniform`` or ``seeded-descending``."""
+    return f"{cfg.resolved_noise()}-{cfg.resolved_t_schedule()}"
 
 
 def _slug(prompt: str) -> str:
@@ -225,24 +231,41 @@ def _stack(images: Sequence[Path], path: Path) -> None:
         atomic_write(path, iio.imwrite("<bytes>", np.concatenate(padded), extension=".png"))
 
 
+def _key(row: dict[str, Any]) -> tuple[str, str, str]:
+    return row["prompt"], row["preset"], row["sampling"]
+
+
 def write_results(docs: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
-    """``docs/benchmarks/coverage.json`` and the ``coverage`` section of ``docs/benchmarks.md``."""
-    save_json(docs / "benchmarks" / "coverage.json", {**info, "rows": rows})
+    """``docs/benchmarks/coverage.json`` and the ``coverage`` section of ``docs/benchmarks.md``: ``rows`` (each
+    with ``info``'s command and machine) replace the earlier rows of the same prompt, preset and sampling, the others
+    are kept, so presets may be measured by separate invocations."""
+    path = docs / "benchmarks" / "coverage.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    # rows written before rows kept their own sampling, command and machine: the file's, and fresh noise
+    legacy = {"sampling": "fresh-uniform", "command": earlier.get("command"), "machine": earlier.get("machine")}
+    new = [{**r, "command": info["command"], "machine": info["machine"]} for r in rows]
+    keys = {_key(r) for r in new}
+    kept = [row for row in ({**legacy, **r} for r in earlier.get("rows", [])) if _key(row) not in keys]
+    rows = sorted(kept + new, key=lambda r: (r["prompt"], r["sampling"], r["preset"]))
+    save_json(path, {**info, "rows": rows})
     m = info["machine"]
     lines = [
         BEGIN,
         "## Coverage: open prompts against the prior's own answers",
         "",
-        f"`{info['command']}` on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, {m['date']}. Outcome: the shipped "
+        f"Latest: `{info['command']}` on {m['cpu']} ({m['cores']} cores), torch {m['torch']}, {m['date']} (each row's "
+        "command and machine are in the JSON). Sampling: the runs' noise (`fresh` every step, or `seeded` per "
+        "particle) and timestep schedule (`uniform`, or `descending` over the run). Outcome: the shipped "
         f"classifier's (shape, colour) of a render; the prior's answer: {info['prior_samples']} DDIM samples at the "
         "3D pipeline's cameras, view words and guidance; a 3D outcome: the majority over 8 renders of each exported "
         "particle. TV: total-variation distance to the prior's answer; null: the TV of as many draws from the prior's "
         "own samples (mean, 95th percentile). Numbers: `docs/benchmarks/coverage.json`.",
         "",
-        "| prompt | preset | outcomes | TV | null mean | null 95% | inside null | distinct | CPU s / outcome | picture |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| prompt | preset | sampling | outcomes | TV | null mean | null 95% | inside null | distinct | CPU s / outcome "
+        "| picture |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *[
-            f"| {r['prompt']} | {r['preset']} | {r['outcomes']} | {r['tv']:.3f} | {r['null_mean']:.3f} | "
+            f"| {r['prompt']} | {r['preset']} | {r['sampling']} | {r['outcomes']} | {r['tv']:.3f} | {r['null_mean']:.3f} | "
             f"{r['null_p95']:.3f} | {'yes' if r['inside_null'] else 'no'} | {r['distinct']} | "
             f"{r['cpu_per_outcome']:.0f} | [sheet]({r['sheet']}) |"
             for r in rows

@@ -37,19 +37,21 @@ class Draw:
 
 
 def fresh_draws(trainer: TextTo3D, draws: int, seed: int = 1000) -> Iterator[Draw]:
-    """``draws`` draws of one view each at the run's current progress, from their own ``seed``."""
+    """``draws`` draws of one view each at the run's current progress, from their own ``seed``; draw ``i`` renders
+    particle ``i mod K`` with that particle's noise (fresh, or its seeded noise)."""
     prior = trainer.prior
     progress = trainer.step / trainer.cfg.steps
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for _ in range(draws):
+        for i in range(draws):
+            particle = i % len(trainer.renderers)
             cams = trainer.sampler.sample(1, trainer.size)
             cond, uncond = trainer.conditions(cams)
             with torch.no_grad():
-                rgb, *_ = trainer.render(cams)
+                rgb, *_ = trainer.render(cams, particle)
                 x0 = prior.encode(rgb)
             sigma = trainer.noise_level(1, progress)
-            yield Draw(x0, sigma, torch.randn_like(x0), cond, uncond, cams.c2w.to(x0.device))
+            yield Draw(x0, sigma, trainer.noise(x0, [particle]), cond, uncond, cams.c2w.to(x0.device))
 
 
 def measure_run(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import shlex
 import sys
@@ -23,6 +24,7 @@ import torch
 
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.bench.draws import fresh_draws, measure_run
+from uni3d.config import read_config_file
 from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.losses import get_preset
@@ -68,15 +70,16 @@ def _section(results: list[dict[str, Any]], info: dict[str, Any], command: str) 
         "systematic sign; near 1: the ratio-motion term of the expanded form pushes renders away from the teacher). "
         "Numbers: `docs/benchmarks/fake_bias.json`.",
         "",
-        "| prompt | preset | guidance | fake-score guidance | warm-up | step | mean cos | positive |",
-        "|---|---|---|---|---|---|---|---|",
+        "| prompt | preset | guidance | fake-score guidance | warm-up | particles | noise | step | mean cos | positive |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         c = res["config"]
         for r in res["rows"]:
             lines.append(
                 f"| {c['prompt']} | {c['preset']} | {c['guidance_scale']:g} | {c['fake_guidance_scale']:g} | "
-                f"{c['fake_warmup_steps']} | {r['step']} | {r['cos_mean']:+.3f} | {r['positive']:.0%} |"
+                f"{c['fake_warmup_steps']} | {c.get('particles', 1)} | {c.get('noise') or 'fresh'} | {r['step']} | "
+                f"{r['cos_mean']:+.3f} | {r['positive']:.0%} |"
             )
     return "\n".join([*lines, END])
 
@@ -93,25 +96,34 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
         "--fake-guidance-scales", default="1,7.5", help="comma-separated fake-score guidance scales, one run each"
     )
     p.add_argument("--fake-warmup-steps", type=int, default=0)
+    p.add_argument("--particles", default="1", help="comma-separated particle counts, one run each (default 1)")
+    p.add_argument("--config", type=Path, default=None, help="YAML/JSON generate settings for every run")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
     p.set_defaults(func=_bench_fake_bias)
 
 
 def _bench_fake_bias(args: argparse.Namespace) -> int:
-    base = GenerateConfig(prompt=args.prompt, preset=args.preset, steps=args.steps)
+    settings: dict[str, Any] = read_config_file(args.config, "generate") if args.config else {}
+    base = GenerateConfig.from_dict({**settings, "prompt": args.prompt, "preset": args.preset, "steps": args.steps})
+    counts = [int(k) for k in args.particles.split(",") if k.strip()]
     if get_preset(args.preset).fake_score != "learned":
         raise UsageError(f"preset {args.preset!r} has no fake score to measure; use vsd, uni-<f> or fdistill-<f>")
-    if args.every < 1 or args.draws < 1:
-        raise UsageError("--every and --draws must be at least 1")
+    if args.every < 1 or args.draws < 1 or not counts or min(counts) < 1:
+        raise UsageError("--every, --draws and every --particles count must be at least 1")
     results = []
-    for scale in (float(s) for s in args.fake_guidance_scales.split(",") if s.strip()):
-        cfg = dataclasses.replace(base, fake_guidance_scale=scale, fake_warmup_steps=args.fake_warmup_steps)
+    scales = [float(s) for s in args.fake_guidance_scales.split(",") if s.strip()]
+    for scale, k in itertools.product(scales, counts):
+        cfg = dataclasses.replace(
+            base, fake_guidance_scale=scale, fake_warmup_steps=args.fake_warmup_steps, particles=k
+        )
         rows = measure(cfg, args.every, args.draws)
         for r in rows:
             print(
-                f"fake guidance {scale:g} step {r['step']}: mean cos {r['cos_mean']:+.3f}, positive {r['positive']:.0%}"
+                f"fake guidance {scale:g}, {k} particles, step {r['step']}: mean cos {r['cos_mean']:+.3f}, "
+                f"positive {r['positive']:.0%}"
             )
-        results.append({"config": cfg.as_dict(), "rows": rows})
+        saved = {**cfg.as_dict(), "noise": cfg.resolved_noise(), "t_schedule": cfg.resolved_t_schedule()}
+        results.append({"config": saved, "rows": rows})
     info = machine()
     command = "uni3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     save_json(args.docs / "benchmarks" / "fake_bias.json", {"machine": info, "command": command, "results": results})

@@ -21,6 +21,12 @@ _FLAGS: tuple[Flag, ...] = (
     ("particles", int, "radiance fields optimised together, one shared fake score (default 1)"),
     ("particles_per_step", int, "particles rendered per step, in rotation (default all)"),
     ("seed", int, f"seed (default {_DEFAULTS.seed})"),
+    (
+        "noise",
+        str,
+        "fresh (a new noise every step) or seeded (one noise per particle: varied particles; default fresh)",
+    ),
+    ("t_schedule", str, "timesteps: uniform in the range, or descending from high to low (default uniform)"),
     ("guidance_scale", float, f"classifier-free guidance scale (default {_DEFAULTS.guidance_scale})"),
     ("t_min", float, "lower end of the timestep range, fraction of T (default 0.02; 0.2 for ratio-weighted presets)"),
     ("negative_prompt", str, "negative prompt (default empty)"),

@@ -32,9 +32,20 @@ ratio-weighted gradient diverged in the 2-D toy (``w(t) = 0`` below ``t_min`` fi
 MAX_RENDER_SIZE = 128
 """Largest default render side; a bigger prior image (SD: 512) is reached by bilinear upsampling, as threestudio."""
 LIGHTS = ("world", "camera")
+NOISE_MODES = ("fresh", "seeded")
 MEMORY_OPTIONS = ("attention_slicing", "channels_last", "vae_slicing")
 """Settings of the prior (:class:`uni3d.models.stable_diffusion.PriorOptions`) that change memory use, not results
 (beyond rounding)."""
+
+
+ADDED_LATER: dict[str, Any] = {
+    "particles": 1,
+    "particles_per_step": None,
+    "t_schedule": "uniform",
+    "t_jitter": 0.05,
+    "noise": "fresh",
+}
+"""Settings added after runs were saved, with the value every earlier run had (resume and run-folder names)."""
 
 
 def _small_field() -> FieldConfig:
@@ -104,6 +115,17 @@ class GenerateConfig:
     t_max_start: float = 0.98
     t_max_end: float = 0.98
     anneal_until: float = 0.5
+    t_schedule: str | None = None
+    """``uniform``: ``t ~ U[t_min, t_max(p)] T``; ``descending``: ``t`` falls from ``t_max_start`` to ``t_min`` over
+    the run, jittered by ``t_jitter`` (:class:`uni3d.diffusion.timesteps.TimestepRange`).
+    ``None``: descending with several particles, else uniform."""
+    t_jitter: float = 0.05
+    noise: str | None = None
+    """``fresh``: a new noise ``n`` in ``x_t = x0 + sigma n`` at every step; ``seeded``: each particle keeps one noise
+    image for the whole run, drawn from the run's seed and its index, so that with the ``descending`` schedule it
+    follows its own seed's path from coarse to fine (Diverse Score Distillation's idea) instead of every particle
+    settling in the mode that the start falls towards (docs/text_to_3d.md, coverage). ``None``: seeded with
+    several particles (else they are copies of one answer), fresh with one."""
     views_per_step: int = 1
     particles: int = 1
     """Radiance fields optimised together (VSD's particles): the learned fake score and the ratio head train on
@@ -171,6 +193,7 @@ class GenerateConfig:
             )
         checks = {
             "steps >= 1": self.steps >= 1,
+            "seed >= 0": self.seed >= 0,
             "views_per_step >= 1": self.views_per_step >= 1,
             "particles >= 1": self.particles >= 1,
             "1 <= particles_per_step <= particles": self.particles_per_step is None
@@ -195,6 +218,7 @@ class GenerateConfig:
             >= 1,
             "render_size 16-1024": self.render_size is None or 16 <= self.render_size <= 1024,
             "grid_min_density > 0": self.grid_min_density is None or self.grid_min_density > 0,
+            f"noise one of {', '.join(NOISE_MODES)}": self.noise is None or self.noise in NOISE_MODES,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
@@ -212,8 +236,23 @@ class GenerateConfig:
         return str(REPO_ROOT / EMBEDDED_PRIOR) if self.prior == EMBEDDED_PRIOR else self.prior
 
     def timestep_range(self) -> TimestepRange:
-        """The generator's annealed :class:`uni3d.tasks.embedded_prior.TimestepRange`."""
-        return TimestepRange(self.resolved_t_min(), self.t_max_start, self.t_max_end, self.anneal_until)
+        """The generator's :class:`uni3d.diffusion.timesteps.TimestepRange`."""
+        return TimestepRange(
+            self.resolved_t_min(),
+            self.t_max_start,
+            self.t_max_end,
+            self.anneal_until,
+            schedule=self.resolved_t_schedule(),
+            jitter=self.t_jitter,
+        )
+
+    def resolved_noise(self) -> str:
+        """``noise``, or its default by particle count (see the field)."""
+        return self.noise or ("seeded" if self.particles > 1 else "fresh")
+
+    def resolved_t_schedule(self) -> str:
+        """``t_schedule``, or its default by particle count (see the field)."""
+        return self.t_schedule or ("descending" if self.particles > 1 else "uniform")
 
     def resolved_t_min(self) -> float:
         """``t_min``, or its default by preset (see the class docstring)."""
@@ -231,7 +270,13 @@ class GenerateConfig:
     def resolved(self, prior_image_size: int) -> GenerateConfig:
         """A copy with every ``None`` setting decided (``prior_image_size``: the prior's image side in pixels)."""
         size = self.render_size or min(prior_image_size, MAX_RENDER_SIZE)
-        return dataclasses.replace(self, t_min=self.resolved_t_min(), render_size=size)
+        return dataclasses.replace(
+            self,
+            t_min=self.resolved_t_min(),
+            render_size=size,
+            noise=self.resolved_noise(),
+            t_schedule=self.resolved_t_schedule(),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able settings (tuples become lists)."""

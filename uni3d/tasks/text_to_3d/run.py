@@ -31,7 +31,7 @@ from uni3d.models.prompt_check import prompt_notes
 from uni3d.models.stable_diffusion import PriorOptions, StableDiffusionPrior
 from uni3d.scene.background import SolidBackground
 from uni3d.tasks.text_to_3d.bank import TeacherBank
-from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, MEMORY_OPTIONS, GenerateConfig
+from uni3d.tasks.text_to_3d.config import ADDED_LATER, EMBEDDED_PRIOR, MEMORY_OPTIONS, GenerateConfig
 from uni3d.tasks.text_to_3d.memory import check_particles_fit
 from uni3d.tasks.text_to_3d.trainer import StepStats, TextTo3D, prior_image_size
 
@@ -79,7 +79,7 @@ def _check_resumable(saved: dict[str, Any], now: dict[str, Any], out: Path) -> N
     """One-line error when settings outside :data:`RESUMABLE_CHANGES` differ (``None`` in ``now``: unresolved;
     settings inert for the preset, :meth:`GenerateConfig.inert_settings`, are not compared)."""
     skip = RESUMABLE_CHANGES | GenerateConfig.from_dict(now).inert_settings()
-    saved = {"particles": 1, **saved}  # a run made before particles existed had one
+    saved = {**ADDED_LATER, **saved}  # a run made before a setting existed had its default
     changed = sorted(k for k in now if k not in skip and now[k] is not None and saved.get(k) != now[k])
     if changed:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed[:3])

@@ -4,8 +4,8 @@ Per step, in this order:
 
 1. cameras from the sampler -> render RGB and opacity (and the composited normal) -> bilinear resize to the
    prior's image side -> ``x0 = E(render)`` (VAE latent, live);
-2. ``t ~ U[t_min, t_max(p)] T`` (annealed, :class:`uni3d.tasks.embedded_prior.TimestepRange`), ``sigma = sigma_t``,
-   ``x_t = x0 + sigma n`` (VE units);
+2. ``t`` from the schedule (:class:`uni3d.diffusion.timesteps.TimestepRange`), ``sigma = sigma_t``,
+   ``x_t = x0 + sigma n`` (VE units), ``n`` fresh or the particle's own seeded noise (``noise="seeded"``);
 3. teacher ``D_q(x_t)`` with classifier-free guidance on the view-suffixed prompt; fake ``D_p(x_t)`` from the
    LoRA UNet with the camera embedding (``learned`` presets), parameters frozen, input live when the preset
    needs it (expanded and SiD forms; the teacher's input only with ``teacher_jacobian``); ``log r`` from the
@@ -27,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -193,6 +194,20 @@ class TextTo3D:
         )
         self.loop = DistillationLoop(self, self.preset, generator, fake=fake, ratio=ratio, settings=settings)
         self.losses: list[float] = []
+        self.seeded_noise = self._seeded_noise() if cfg.resolved_noise() == "seeded" else None
+
+    def _seeded_noise(self) -> Tensor:
+        """``(particles, C, h, w)``: particle ``k``'s noise image, drawn from ``(seed, k)`` alone (the same for any
+        particle count, not kept in checkpoints: a resumed run draws it again)."""
+        unet = self.prior.unet.config
+        shape = (int(unet.in_channels), int(unet.sample_size), int(unet.sample_size))
+        noise = [
+            torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
+            for seed in (
+                np.random.SeedSequence([self.cfg.seed, k]).generate_state(1)[0] for k in range(len(self.renderers))
+            )
+        ]
+        return torch.stack(noise).to(self.device)
 
     @staticmethod
     def _trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -256,6 +271,13 @@ class TextTo3D:
         t = self.timesteps.sample(n, progress, self.prior.num_train_timesteps).to(self.device)
         return self.prior.sigma_at(t.float())
 
+    def noise(self, x0: Tensor, particles: list[int]) -> Tensor:
+        """``n`` of ``x_t = x0 + sigma n`` for renders ``x0`` of ``particles`` (as many renders of each, in order):
+        fresh ``N(0, I)``, or each particle's seeded noise image."""
+        if self.seeded_noise is None:
+            return torch.randn_like(x0)
+        return self.seeded_noise[particles].repeat_interleave(len(x0) // len(particles), 0)
+
     def teacher_denoise(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor) -> Tensor:
         """``D_q`` with classifier-free guidance; differentiated in ``x`` only with ``teacher_jacobian``."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.teacher_jacobian):
@@ -318,7 +340,7 @@ class TextTo3D:
         v: Views = draw.context
         x0 = draw.x0
         sigma = self.noise_level(len(x0), v.progress)
-        x_t = x0 + sigma.view(-1, 1, 1, 1) * torch.randn_like(x0)
+        x_t = x0 + sigma.view(-1, 1, 1, 1) * self.noise(x0, v.particles)
         live = self.preset.needs_input_grad
         x_in = x_t if live else x_t.detach()
         d_fake, features, logits = None, None, None
