@@ -21,6 +21,7 @@ from uni3d.scene.background import BACKGROUNDS
 from uni3d.scene.field import FieldConfig
 from uni3d.scene.hashgrid import HashGridConfig
 from uni3d.scene.shading import SHADING_MODES
+from uni3d.tasks.text_to_3d.distillers import DISTILLERS, get_distiller, loss_preset
 
 EMBEDDED_PRIOR = "assets/priors/shapes"
 """The embedded prior's folder, relative to the repository root (made by ``uni3d train-prior``)."""
@@ -57,8 +58,12 @@ def _small_field() -> FieldConfig:
     )
 
 
-TEXT_TO_3D_PRESETS = tuple(name for name in PRESET_NAMES if get_preset(name).regression_weight == 0)
-"""Every preset but DMD, whose regression to teacher ODE samples has no 3D form."""
+TEXT_TO_3D_PRESETS = (
+    *(name for name in PRESET_NAMES if get_preset(name).regression_weight == 0),
+    *DISTILLERS,
+)
+"""Every loss preset but DMD, whose regression to teacher ODE samples has no 3D form, and the step-changing
+distillers (:mod:`uni3d.tasks.text_to_3d.distillers`)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,8 @@ class GenerateConfig:
     t_schedule: str | None = None
     """``uniform``: ``t ~ U[t_min, t_max(p)] T``; ``descending``: ``t`` falls from ``t_max_start`` to ``t_min`` over
     the run, jittered by ``t_jitter`` (:class:`uni3d.diffusion.timesteps.TimestepRange`).
-    ``None``: descending with several particles, else uniform."""
+    ``None``: the preset's own (descending for sdi and dsd), else descending with several particles, else
+    uniform."""
     t_jitter: float = 0.05
     noise: str | None = None
     """``fresh``: a new noise ``n`` in ``x_t = x0 + sigma n`` at every step; ``seeded``: each particle keeps one noise
@@ -186,7 +192,7 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         if not self.prompt.strip():
             raise UsageError("the prompt is empty; give a text such as 'a red cube'")
-        if get_preset(self.preset).regression_weight > 0:
+        if loss_preset(self.preset).regression_weight > 0:
             raise UsageError(
                 f"preset {self.preset!r} regresses onto teacher ODE samples of a one-step generator's noise, which a "
                 "3D field does not have; use sds, vsd, di, sid, sim, uni-<f> or fdistill-<f>"
@@ -252,18 +258,23 @@ class GenerateConfig:
 
     def resolved_t_schedule(self) -> str:
         """``t_schedule``, or its default by particle count (see the field)."""
-        return self.t_schedule or ("descending" if self.particles > 1 else "uniform")
+        if self.t_schedule is not None:
+            return self.t_schedule
+        distiller = get_distiller(self.preset)
+        if distiller is not None and distiller.t_schedule != "uniform":
+            return distiller.t_schedule
+        return "descending" if self.particles > 1 else "uniform"
 
     def resolved_t_min(self) -> float:
         """``t_min``, or its default by preset (see the class docstring)."""
         if self.t_min is not None:
             return self.t_min
-        return T_MIN_RATIO if get_preset(self.preset).uses_ratio else T_MIN
+        return T_MIN_RATIO if loss_preset(self.preset).uses_ratio else T_MIN
 
     def inert_settings(self) -> frozenset[str]:
         """Settings without effect for this preset: ``teacher_jacobian`` where no denoiser input is live (integral
         presets), ``ratio_motion`` where no ratio is used. A run folder made before they existed still resumes."""
-        preset = get_preset(self.preset)
+        preset = loss_preset(self.preset)
         inert = set() if preset.needs_input_grad else {"teacher_jacobian"}
         return frozenset(inert if preset.uses_ratio else inert | {"ratio_motion"})
 

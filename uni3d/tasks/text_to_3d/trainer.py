@@ -35,7 +35,7 @@ from torch import Tensor
 from uni3d.diffusion.timesteps import TimestepRange
 from uni3d.diffusion.units import classifier_free_guidance
 from uni3d.engine import Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
-from uni3d.losses import RatioEstimate, fake_score_loss, get_preset
+from uni3d.losses import RatioEstimate, fake_score_loss
 from uni3d.models.frozen import frozen
 from uni3d.models.lora_fake_score import LoraFakeScore, camera_condition
 from uni3d.models.ratio_heads import PooledRatioHead
@@ -47,6 +47,17 @@ from uni3d.scene.renderer import RenderOutput, VolumeRenderer, build_renderer
 from uni3d.scene.shading import key_light
 from uni3d.tasks.text_to_3d.bank import TeacherBank, draw_bank
 from uni3d.tasks.text_to_3d.config import GenerateConfig
+from uni3d.tasks.text_to_3d.distillers import (
+    NFSD_NEGATIVE,
+    Distiller,
+    get_distiller,
+    inverted_input,
+    loss_preset,
+    nfsd_target,
+    path_noise,
+    shifted_fake,
+    shifted_sigma,
+)
 
 SPARSITY_EPS = 0.01
 """``sqrt(o^2 + eps)``: the smooth L1 of threestudio's sparsity loss on the opacity ``o``."""
@@ -129,7 +140,8 @@ class TextTo3D:
 
     def __init__(self, cfg: GenerateConfig, prior: StableDiffusionPrior, bank: TeacherBank | None = None) -> None:
         self.cfg, self.prior = cfg, prior
-        self.preset = get_preset(cfg.preset)
+        self.distiller: Distiller | None = get_distiller(cfg.preset)
+        self.preset = loss_preset(cfg.preset)
         self.device = prior.log_sigmas.device
         self.size = int(cfg.render_size or prior_image_size(prior))
         self.prior_size = prior_image_size(prior)
@@ -150,7 +162,7 @@ class TextTo3D:
         light = key_light(device=self.device)
         self.light = light if cfg.light == "world" else None
         self.opt_g = field_optimizer(self.renderers, cfg.lr)
-        learned = self.preset.fake_score == "learned"
+        learned = self.preset.fake_score == "learned" and (self.distiller is None or self.distiller.fake == "loss")
         self.fake = LoraFakeScore(prior, cfg.lora_rank) if learned else None
         channels = int(prior.unet.config.block_out_channels[-1])
         self.head = PooledRatioHead(channels, cfg.ratio_hidden).to(self.device) if self.preset.uses_ratio else None
@@ -194,7 +206,8 @@ class TextTo3D:
         )
         self.loop = DistillationLoop(self, self.preset, generator, fake=fake, ratio=ratio, settings=settings)
         self.losses: list[float] = []
-        self.seeded_noise = self._seeded_noise() if cfg.resolved_noise() == "seeded" else None
+        seeded = cfg.resolved_noise() == "seeded" or (self.distiller is not None and self.distiller.noise == "path")
+        self.seeded_noise = self._seeded_noise() if seeded else None
 
     def _seeded_noise(self) -> Tensor:
         """``(particles, C, h, w)``: particle ``k``'s noise image, drawn from ``(seed, k)`` alone (the same for any
@@ -274,7 +287,7 @@ class TextTo3D:
     def noise(self, x0: Tensor, particles: list[int]) -> Tensor:
         """``n`` of ``x_t = x0 + sigma n`` for renders ``x0`` of ``particles`` (as many renders of each, in order):
         fresh ``N(0, I)``, or each particle's seeded noise image."""
-        if self.seeded_noise is None:
+        if self.seeded_noise is None or self.cfg.resolved_noise() == "fresh":
             return torch.randn_like(x0)
         return self.seeded_noise[particles].repeat_interleave(len(x0) // len(particles), 0)
 
@@ -340,6 +353,8 @@ class TextTo3D:
         v: Views = draw.context
         x0 = draw.x0
         sigma = self.noise_level(len(x0), v.progress)
+        if self.distiller is not None:
+            return self.distiller_denoise(x0, sigma, v)
         x_t = x0 + sigma.view(-1, 1, 1, 1) * self.noise(x0, v.particles)
         live = self.preset.needs_input_grad
         x_in = x_t if live else x_t.detach()
@@ -354,6 +369,30 @@ class TextTo3D:
             with torch.no_grad():
                 logits = self.head(features, sigma)
         return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio_logits=logits, features=features)
+
+    def distiller_denoise(self, x0: Tensor, sigma: Tensor, v: Views) -> Denoised:
+        """:meth:`denoise` for the step-changing presets (:mod:`uni3d.tasks.text_to_3d.distillers`): SDI's inverted
+        input, DSD's path noise, NFSD's target, ASD's and DSD's shifted prior as the fake score."""
+        d, c, prior = self.distiller, self.cfg, self.prior
+        assert d is not None
+        n = len(x0)
+        later = shifted_sigma(prior, sigma, c.resolved_t_min()) if d.fake == "shifted" else None
+        if d.noise == "inverted":
+            sigma, noise = inverted_input(prior, x0, sigma, v.cond, v.uncond)
+        elif d.noise == "path":
+            assert self.seeded_noise is not None and later is not None
+            seeds = self.seeded_noise[v.particles].repeat_interleave(n // len(v.particles), 0)
+            noise = path_noise(prior, seeds, later, v.cond, v.uncond, guidance=c.guidance_scale)
+        else:
+            noise = self.noise(x0, v.particles)
+        x_t = x0 + sigma.view(-1, 1, 1, 1) * noise
+        if d.teacher == "nfsd":
+            empty, negative = prior.embed([""] * n), prior.embed([c.negative_prompt or NFSD_NEGATIVE] * n)
+            d_real = nfsd_target(prior, x0, x_t, sigma, (v.cond, empty, negative), guidance=c.guidance_scale)
+        else:
+            d_real = self.teacher_denoise(x_t.detach(), sigma, v.cond, v.uncond)
+        d_fake = None if later is None else shifted_fake(prior, x0, noise, sigma, later, v.cond)
+        return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake)
 
     def extra_loss(self, draw: Draw) -> Tensor:
         """The regularizers (:meth:`regularizer`), summed over the particles drawn."""
