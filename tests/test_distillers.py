@@ -146,3 +146,31 @@ def test_each_distiller_runs_end_to_end(tiny_prior, tmp_path: Path, preset: str)
     state = torch.load(tmp_path / "checkpoint.pt")
     assert all(math.isfinite(x) for x in state["losses"]) and len(state["losses"]) == 3
     assert (tmp_path / "model.glb").is_file()
+
+
+def test_cfd_noise_is_attached_to_the_surface_and_gaussian() -> None:
+    from uni3d.tasks.text_to_3d.distillers import consistent_noise, noise_grid
+
+    grid = noise_grid(0, 0, 4, resolution=32)
+    torch.testing.assert_close(grid, noise_grid(0, 0, 4, resolution=32))
+    assert not torch.allclose(grid, noise_grid(0, 1, 4, resolution=32))  # each particle its own grid
+    gen = torch.Generator().manual_seed(0)
+    points = torch.rand(1, 16, 16, 3, generator=gen) * 2 - 1  # one view: 16 x 16 rays, 4 x 4 latent pixels
+    # camera 2 sees each latent pixel's surface points through its rays in another order; camera 3 sees the
+    # whole surface mirrored, so each point lands in the opposite latent pixel
+    same = points.view(1, 4, 4, 4, 4, 3).flip(2, 4).reshape(1, 16, 16, 3)
+    mirrored = points.view(1, 4, 4, 4, 4, 3).flip(1, 3).reshape(1, 16, 16, 3)
+    hit = torch.ones(3, 16, 16, dtype=torch.bool)
+    hit[:2, :4, :4] = False  # latent pixel (0, 0) of cameras 1 and 2 sees no surface
+    hit[2, 12:, 12:] = False  # the same rays, mirrored, for camera 3
+    background = torch.randn(3, 4, 4, 4, generator=gen)
+    noise = consistent_noise(grid, background, torch.cat([points, same, mirrored]), hit, bound=1.0, latent=4)
+    torch.testing.assert_close(noise[1, :, 1:], noise[0, :, 1:])  # same surface points: same noise
+    torch.testing.assert_close(noise[2].flip(1, 2)[:, 1:], noise[0, :, 1:])  # the same points from another camera
+    torch.testing.assert_close(noise[:2, :, 0, 0], background[:2, :, 0, 0])  # no surface: the background noise
+    assert not torch.allclose(noise[0, :, 1, 1], noise[0, :, 2, 2])
+    many = consistent_noise(
+        grid, torch.zeros(64, 4, 4, 4), torch.rand(64, 16, 16, 3, generator=gen) * 2 - 1,
+        torch.ones(64, 16, 16, dtype=torch.bool), bound=1.0, latent=4,
+    )  # fmt: skip
+    assert abs(many.mean().item()) < 0.05 and abs(many.std().item() - 1) < 0.05  # N(0, 1) per pixel

@@ -23,6 +23,12 @@ through an effective ``d_real`` or ``d_fake`` that gives exactly that residual (
   estimate ``n~`` replaces the fresh noise in ASD's residual, ``eps_s(x0 + sigma_t n~; t) - eps_c(x0 +
   sigma_{t+dt} n~; t + dt)``; ``t`` descends over the run.
 
+- ``cfd``, Consistent Flow Distillation (Yan et al., ICLR 2025, arXiv:2501.05445): SDS whose noise is attached to
+  the object, so that a surface point seen from two cameras gets the same noise: a fixed 3D white-noise grid per
+  particle; each latent pixel's noise is the sum of the grid cells its rays hit on the surface, over the square
+  root of their number (a sum of distinct i.i.d. ``N(0, 1)`` cells, scaled, is exactly ``N(0, 1)``); pixels
+  that see no surface keep the particle's fixed background noise; ``t`` descends over the run.
+
 A fake score of the prior at another timestep carries no camera and is never trained: these presets train no LoRA
 and no ratio head.
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -52,6 +59,10 @@ SDI_STEPS, SDI_GUIDANCE, SDI_ETA = 10, -7.5, 0.3
 """SDI's inversion: DDIM steps, guidance scale (away from the prompt), stochastic share."""
 DSD_STEPS = 10
 """DSD's path: at most this many guided DDIM steps from the seed."""
+CFD_GRID = 64
+"""Cells per side of CFD's 3D noise grid over the scene box (a latent pixel's rays hit distinct cells)."""
+CFD_OPACITY = 0.1
+"""CFD's opacity above which a ray sees the surface."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,8 @@ class Distiller:
         loss: the :mod:`uni3d.losses` preset whose form and weighting apply.
         teacher: ``guided`` (the teacher with CFG) or ``nfsd`` (NFSD's noise-free target).
         fake: ``loss`` (as the loss preset: none for sds) or ``shifted`` (the frozen prior at ``t + dt``).
-        noise: ``run`` (the run's fresh or seeded noise), ``inverted`` (SDI) or ``path`` (DSD).
+        noise: ``run`` (the run's fresh or seeded noise), ``inverted`` (SDI), ``path`` (DSD) or ``consistent``
+            (CFD).
         t_schedule: the timestep schedule it uses unless the run sets one.
     """
 
@@ -85,6 +97,7 @@ DISTILLERS: dict[str, Distiller] = {
     "asd": Distiller("asd", "vsd", fake="shifted"),
     "sdi": Distiller("sdi", "sds", noise="inverted", t_schedule="descending"),
     "dsd": Distiller("dsd", "vsd", fake="shifted", noise="path", t_schedule="descending"),
+    "cfd": Distiller("cfd", "sds", noise="consistent", t_schedule="descending"),
 }
 
 
@@ -175,3 +188,33 @@ def path_noise(
     x = ddim_path(guided, seeds, later, sigma_max=sigma_max, steps=DSD_STEPS)
     with torch.no_grad():
         return epsilon(guided, x, later)
+
+
+def noise_grid(seed: int, particle: int, channels: int, *, resolution: int = CFD_GRID) -> Tensor:
+    """Particle ``particle``'s fixed 3D white noise ``(channels, R, R, R)`` over the scene box, drawn from
+    ``(seed, particle)`` alone."""
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, particle, 3]).generate_state(1)[0]))
+    return torch.randn((channels, resolution, resolution, resolution), generator=generator)
+
+
+def consistent_noise(
+    grid: Tensor, background: Tensor, points: Tensor, hit: Tensor, *, bound: float, latent: int
+) -> Tensor:
+    """CFD's noise ``(B, C, h, h)`` of ``B`` views: per latent pixel, the sum of the ``grid`` cells that its rays'
+    surface ``points (B, S, S, 3)`` fall in (rays with ``hit (B, S, S)``; each cell counted once), over the square
+    root of their number; ``background (B, C, h, h)`` where no ray of the pixel hits (``bound``: the scene box's
+    half side; ``latent``: ``h``)."""
+    b, side = points.shape[:2]
+    channels, res = grid.shape[0], grid.shape[1]
+    cell = ((points / bound + 1) / 2 * res).long().clamp(0, res - 1)
+    flat_cell = (cell[..., 0] * res + cell[..., 1]) * res + cell[..., 2]
+    rows = torch.arange(side, device=points.device) * latent // side
+    pixel = rows.view(-1, 1) * latent + rows.view(1, -1)
+    pixel = torch.arange(b, device=points.device).view(-1, 1, 1) * latent * latent + pixel
+    keys = torch.unique(pixel[hit] * res**3 + flat_cell[hit])
+    pix, cells = keys // res**3, keys % res**3
+    total = b * latent * latent
+    sums = grid.new_zeros(channels, total).index_add_(1, pix, grid.reshape(channels, -1)[:, cells])
+    counts = grid.new_zeros(total).index_add_(0, pix, torch.ones_like(pix, dtype=grid.dtype))
+    noise = (sums / counts.clamp(min=1).sqrt()).view(channels, b, latent, latent).permute(1, 0, 2, 3)
+    return torch.where((counts > 0).view(b, 1, latent, latent), noise, background)

@@ -48,12 +48,15 @@ from uni3d.scene.shading import key_light
 from uni3d.tasks.text_to_3d.bank import TeacherBank, draw_bank
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 from uni3d.tasks.text_to_3d.distillers import (
+    CFD_OPACITY,
     NFSD_NEGATIVE,
     Distiller,
+    consistent_noise,
     get_distiller,
     inverted_input,
     loss_preset,
     nfsd_target,
+    noise_grid,
     path_noise,
     shifted_fake,
     shifted_sigma,
@@ -206,8 +209,12 @@ class TextTo3D:
         )
         self.loop = DistillationLoop(self, self.preset, generator, fake=fake, ratio=ratio, settings=settings)
         self.losses: list[float] = []
-        seeded = cfg.resolved_noise() == "seeded" or (self.distiller is not None and self.distiller.noise == "path")
-        self.seeded_noise = self._seeded_noise() if seeded else None
+        own = self.distiller is not None and self.distiller.noise in ("path", "consistent")
+        self.seeded_noise = self._seeded_noise() if own or cfg.resolved_noise() == "seeded" else None
+        self.noise_grids: list[Tensor] = []
+        if self.distiller is not None and self.distiller.noise == "consistent":
+            channels = int(self.prior.unet.config.in_channels)
+            self.noise_grids = [noise_grid(cfg.seed, k, channels).to(self.device) for k in range(cfg.particles)]
 
     def _seeded_noise(self) -> Tensor:
         """``(particles, C, h, w)``: particle ``k``'s noise image, drawn from ``(seed, k)`` alone (the same for any
@@ -383,6 +390,8 @@ class TextTo3D:
             assert self.seeded_noise is not None and later is not None
             seeds = self.seeded_noise[v.particles].repeat_interleave(n // len(v.particles), 0)
             noise = path_noise(prior, seeds, later, v.cond, v.uncond, guidance=c.guidance_scale)
+        elif d.noise == "consistent":
+            noise = self.consistent_noise(x0, v)
         else:
             noise = self.noise(x0, v.particles)
         x_t = x0 + sigma.view(-1, 1, 1, 1) * noise
@@ -393,6 +402,28 @@ class TextTo3D:
             d_real = self.teacher_denoise(x_t.detach(), sigma, v.cond, v.uncond)
         d_fake = None if later is None else shifted_fake(prior, x0, noise, sigma, later, v.cond)
         return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake)
+
+    def consistent_noise(self, x0: Tensor, v: Views) -> Tensor:
+        """CFD's object-attached noise of the step's renders (:func:`consistent_noise` per particle: its noise grid,
+        its seeded noise image as the background)."""
+        assert self.seeded_noise is not None
+        side, latent, blocks = self.size, x0.shape[-1], []
+        for k, out, origins, dirs in zip(v.particles, v.renders, v.origins, v.dirs, strict=True):
+            opacity, depth = out.opacity.detach().squeeze(-1), out.depth.detach().squeeze(-1)
+            points = origins + (depth / opacity.clamp(min=1e-6)).unsqueeze(-1) * dirs
+            n = len(points) // (side * side)
+            background = self.seeded_noise[k].expand(n, -1, -1, -1)
+            blocks.append(
+                consistent_noise(
+                    self.noise_grids[k],
+                    background,
+                    points.view(n, side, side, 3),
+                    (opacity > CFD_OPACITY).view(n, side, side),
+                    bound=self.cfg.field.bound,
+                    latent=latent,
+                )
+            )
+        return torch.cat(blocks)
 
     def extra_loss(self, draw: Draw) -> Tensor:
         """The regularizers (:meth:`regularizer`), summed over the particles drawn."""
