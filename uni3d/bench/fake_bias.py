@@ -27,8 +27,8 @@ from uni3d.bench.draws import fresh_draws, measure_run
 from uni3d.config import read_config_file
 from uni3d.errors import UsageError
 from uni3d.io import save_json
-from uni3d.losses import get_preset
 from uni3d.tasks.text_to_3d.config import GenerateConfig
+from uni3d.tasks.text_to_3d.distillers import get_distiller, loss_preset
 
 if TYPE_CHECKING:  # the trainer imports diffusers and peft: only when the benchmark runs
     from uni3d.tasks.text_to_3d.trainer import TextTo3D
@@ -106,7 +106,7 @@ def _bench_fake_bias(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = read_config_file(args.config, "generate") if args.config else {}
     base = GenerateConfig.from_dict({**settings, "prompt": args.prompt, "preset": args.preset, "steps": args.steps})
     counts = [int(k) for k in args.particles.split(",") if k.strip()]
-    if get_preset(args.preset).fake_score != "learned":
+    if get_distiller(args.preset) is not None or loss_preset(args.preset).fake_score != "learned":
         raise UsageError(f"preset {args.preset!r} has no fake score to measure; use vsd, uni-<f> or fdistill-<f>")
     if args.every < 1 or args.draws < 1 or not counts or min(counts) < 1:
         raise UsageError("--every, --draws and every --particles count must be at least 1")
