@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 TINY_GENERATE: dict[str, object] = {
+    "recipe": "embedded",  # the tiny folder is a Stable Diffusion layout: keep the small CPU settings
     "steps": 3,
     "grid_resolution": 16,
     "render_steps": 32,

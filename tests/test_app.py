@@ -57,6 +57,15 @@ def test_inputs_become_a_config_and_a_stable_run_folder(tmp_path: Path) -> None:
         build_config(AppInputs("a red cube", particles=9))
 
 
+def test_a_stable_diffusion_prior_gets_its_recipe_unless_the_form_was_changed(tiny_prior) -> None:
+    folder, _ = tiny_prior
+    untouched = build_config(AppInputs("a hamburger", prior=str(folder)))
+    assert untouched.recipe == "sd-sds" and (untouched.steps, untouched.guidance_scale) == (10000, 100.0)
+    changed = build_config(AppInputs("a hamburger", prior=str(folder), preset="vsd", steps=800, guidance_scale=10))
+    assert changed.recipe == "sd-vsd" and (changed.steps, changed.guidance_scale) == (800, 10.0)
+    assert build_config(AppInputs("a red cube")).recipe == "embedded"
+
+
 def _fake_run(folder: Path, status: str = "done", prompt: str = "a red cube") -> Path:
     folder.mkdir(parents=True)
     (folder / "material_0.png").write_bytes(b"png")

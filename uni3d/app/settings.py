@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from uni3d.errors import UsageError
-from uni3d.tasks.text_to_3d.config import ADDED_LATER, GenerateConfig
+from uni3d.tasks.text_to_3d.config import ADDED_LATER, EMBEDDED_PRIOR, GenerateConfig
 
 MAX_PROMPT_CHARS = 300
 """Longest prompt (and negative prompt) accepted: CLIP's 77-token context holds about this many characters."""
@@ -117,6 +117,10 @@ def build_config(inputs: AppInputs) -> GenerateConfig:
     }
     if inputs.prior:
         settings["prior"] = inputs.prior
+    if inputs.prior and inputs.prior != EMBEDDED_PRIOR:  # the form's untouched defaults leave the prior's recipe be
+        for name in ("steps", "guidance_scale"):
+            if settings[name] == getattr(_D, name):
+                del settings[name]
     return GenerateConfig.from_dict(settings)
 
 

@@ -23,6 +23,7 @@ from uni3d.app.settings import INPUT_NAMES, MAX_PROMPT_CHARS, RANGES, AppInputs,
 from uni3d.app.view import enlarged, error_html, idle_html, info_html, status_html, summary, thumbnail
 from uni3d.errors import UsageError
 from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS
+from uni3d.tasks.text_to_3d.recipes import RECIPES
 
 TICK = 1.0
 """Seconds between progress updates while a job runs."""
@@ -189,7 +190,9 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
                     [(label, value) for label, value in app.priors],
                     value=EMBEDDED_PRIOR,
                     label="Prior",
-                    info="the embedded shapes prior, or a Stable Diffusion folder found on this machine",
+                    info="the embedded shapes prior, or a Stable Diffusion folder found on this machine (it runs the "
+                    f"field's recipe for the preset: {', '.join(r for r in RECIPES if r != 'embedded')}; steps and "
+                    "guidance left at their defaults take the recipe's)",
                     allow_custom_value=True,
                     elem_id="uni3d-prior",
                 )

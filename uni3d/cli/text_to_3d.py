@@ -12,11 +12,13 @@ from uni3d.cli.flags import Flag, add_flags, given, names
 from uni3d.config import read_config_file
 from uni3d.tasks.text_to_3d.batch import format_summary, parse_shard, run_batch, run_folder
 from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS, GenerateConfig
+from uni3d.tasks.text_to_3d.recipes import RECIPES
 
 _DEFAULTS = GenerateConfig(prompt="-")
 _FLAGS: tuple[Flag, ...] = (
     ("prior", str, f"Stable Diffusion folder or hub id (default the embedded prior, {EMBEDDED_PRIOR})"),
     ("preset", str, f"loss preset: {', '.join(TEXT_TO_3D_PRESETS)} (default {_DEFAULTS.preset})"),
+    ("recipe", str, f"named settings laid under yours: {', '.join(RECIPES)} (default: by prior and preset)"),
     ("steps", int, f"optimisation steps (default {_DEFAULTS.steps})"),
     ("particles", int, "radiance fields optimised together, one shared fake score (default 1)"),
     ("particles_per_step", int, "particles rendered per step, in rotation (default all)"),

@@ -22,6 +22,7 @@ from uni3d.scene.field import FieldConfig
 from uni3d.scene.hashgrid import HashGridConfig
 from uni3d.scene.shading import SHADING_MODES
 from uni3d.tasks.text_to_3d.distillers import DISTILLERS, get_distiller, loss_preset
+from uni3d.tasks.text_to_3d.recipes import default_recipe, recipe_settings
 
 EMBEDDED_PRIOR = "assets/priors/shapes"
 """The embedded prior's folder, relative to the repository root (made by ``uni3d train-prior``)."""
@@ -45,6 +46,10 @@ ADDED_LATER: dict[str, Any] = {
     "t_schedule": "uniform",
     "t_jitter": 0.05,
     "noise": "fresh",
+    "recipe": "embedded",
+    "render_milestone": None,
+    "albedo_until": 0.0,
+    "textureless_prob": 0.0,
 }
 """Settings added after runs were saved, with the value every earlier run had (resume and run-folder names)."""
 
@@ -110,6 +115,9 @@ class GenerateConfig:
 
     prompt: str
     prior: str = EMBEDDED_PRIOR
+    recipe: str | None = None
+    """The named recipe laid under the given settings (:mod:`uni3d.tasks.text_to_3d.recipes`); resolved by
+    :meth:`from_dict` from the prior and preset when not given."""
     preset: str = "sds"
     steps: int = 400
     seed: int = 0
@@ -140,11 +148,18 @@ class GenerateConfig:
     """Particles rendered each step, in rotation (``None``: all of them, so the fake score sees every particle
     every step; fewer bound a step's cost when there are many)."""
     render_size: int | None = None
+    render_milestone: tuple[float, int] | None = None
+    """``(progress, size)``: from that share of the run on, render at that side (threestudio's resolution milestone
+    for ProlificDreamer); a share, like ``anneal_until``, so that a recipe's schedule scales with ``steps``."""
     elevation_deg: tuple[float, float] = (-10.0, 60.0)
     azimuth_deg: tuple[float, float] = (-180.0, 180.0)
     distance: tuple[float, float] = (2.5, 3.5)
     fov_deg: tuple[float, float] = (35.0, 45.0)
     shading: str = "lambertian"
+    albedo_until: float = 0.0
+    """The run's first share renders albedo only (threestudio's ``ambient_only_steps``), then ``shading``."""
+    textureless_prob: float = 0.0
+    """After ``albedo_until``, the share of steps rendered textureless (white albedo, shaded: DreamFusion)."""
     light: str = "world"
     background: str = "solid"
     field: FieldConfig = dataclasses.field(default_factory=_small_field)
@@ -223,6 +238,10 @@ class GenerateConfig:
             )
             >= 1,
             "render_size 16-1024": self.render_size is None or 16 <= self.render_size <= 1024,
+            "render_milestone (progress in (0, 1], size 16-1024)": self.render_milestone is None
+            or (0 < self.render_milestone[0] <= 1 and 16 <= self.render_milestone[1] <= 1024),
+            "0 <= albedo_until <= 1 and 0 <= textureless_prob <= 1": 0 <= self.albedo_until <= 1
+            and 0 <= self.textureless_prob <= 1,
             "grid_min_density > 0": self.grid_min_density is None or self.grid_min_density > 0,
             f"noise one of {', '.join(NOISE_MODES)}": self.noise is None or self.noise in NOISE_MODES,
         }
@@ -295,5 +314,15 @@ class GenerateConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerateConfig:
-        """A config from a (possibly partial, possibly nested) mapping, e.g. a saved ``config.json``."""
-        return build_config(cls, data, "generate")
+        """A config from a (possibly partial, possibly nested) mapping, e.g. a saved ``config.json``, laid over its
+        recipe: the one it names, else the default of its prior and preset (:func:`default_recipe`)."""
+        if not isinstance(data, dict):
+            return build_config(cls, data, "generate")  # its one-line error
+        prior, preset = data.get("prior", EMBEDDED_PRIOR), data.get("preset", "sds")
+        name = data.get("recipe") or default_recipe(str(prior), str(preset), embedded_prior=EMBEDDED_PRIOR)
+        base = recipe_settings(str(name))
+        field = {**base.get("field", {}), **(data.get("field") or {})} if "field" in base else data.get("field")
+        merged = {**base, **data, "recipe": name}
+        if field is not None:
+            merged["field"] = field
+        return build_config(cls, merged, "generate")

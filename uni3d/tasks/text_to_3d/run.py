@@ -44,10 +44,12 @@ RESUMABLE_CHANGES = frozenset(
         "preview_every",
         "export",
         "device",
+        "recipe",
         *MEMORY_OPTIONS,
     }
 )
-"""Settings a resumed run may change (the rest must equal the checkpoint's)."""
+"""Settings a resumed run may change (the rest must equal the checkpoint's; a recipe's name is only a label, the
+values it set are compared one by one)."""
 Callback = Callable[[int, StepStats], None]
 """``callback(step, stats)`` after every completed step (progress bars, the app, tests)."""
 StopCheck = Callable[[], bool]
@@ -132,7 +134,8 @@ def generate(
     for note in notes:
         log(f"note: {note}")
     resolved = cfg.resolved(prior_image_size(prior))
-    check_particles_fit(resolved, int(resolved.render_size or 0), str(prior.log_sigmas.device))
+    largest = max(int(resolved.render_size or 0), (resolved.render_milestone or (0, 0))[1])
+    check_particles_fit(resolved, largest, str(prior.log_sigmas.device))
     config = json.loads(json.dumps(resolved.as_dict()))
     ckpt_path = out / "checkpoint.pt"
     state = torch.load(ckpt_path, map_location=prior.log_sigmas.device) if ckpt_path.is_file() else None

@@ -146,7 +146,9 @@ class TextTo3D:
         self.distiller: Distiller | None = get_distiller(cfg.preset)
         self.preset = loss_preset(cfg.preset)
         self.device = prior.log_sigmas.device
-        self.size = int(cfg.render_size or prior_image_size(prior))
+        self.base_size = int(cfg.render_size or prior_image_size(prior))
+        self.size = self.base_size
+        self.step_shading: str | None = None
         self.prior_size = prior_image_size(prior)
         self.sampler = CameraSampler(cfg.elevation_deg, cfg.azimuth_deg, cfg.distance, cfg.fov_deg)
         self.timesteps: TimestepRange = cfg.timestep_range()
@@ -270,17 +272,32 @@ class TextTo3D:
         c = self.cfg
         for group in self.opt_g.param_groups:
             group["lr"] = c.lr * lr_factor(step, c.steps, c.lr_warmup_steps, c.lr_final)
+        milestone = c.render_milestone
+        self.size = milestone[1] if milestone is not None and step >= milestone[0] * c.steps else self.base_size
+        self.step_shading = self.shading_at(step)
         for renderer in self.renderers:
             unmask_levels(renderer.field, c.start_levels, step / c.steps)
             if step % c.grid_every == 0:
                 renderer.estimator.update(renderer.field.density, warmup=step == 0)
+
+    def shading_at(self, step: int) -> str | None:
+        """The shading of ``step``'s renders: ``albedo`` before progress ``albedo_until``, then textureless with
+        probability ``textureless_prob``, else ``None`` (the run's ``shading``)."""
+        c = self.cfg
+        if step < c.albedo_until * c.steps:
+            return "albedo"
+        if c.textureless_prob > 0 and float(torch.rand(())) < c.textureless_prob:
+            return "textureless"
+        return None
 
     def render(self, cams: Cameras, particle: int = 0) -> tuple[Tensor, RenderOutput, Tensor, Tensor]:
         """``rgb (B, 3, S, S)`` of ``particle`` at the prior's side, the per-ray :class:`RenderOutput`, ray
         ``origins`` and ``dirs`` ``(N, 3)`` (``N = B H W`` rays at the render side)."""
         origins, dirs = (t.reshape(-1, 3).to(self.device) for t in cams.rays())
         renderer = self.renderers[particle]
-        out = renderer(origins, dirs, light_dir=self.light, with_normals=self.cfg.lambda_orient > 0)
+        out = renderer(
+            origins, dirs, light_dir=self.light, with_normals=self.cfg.lambda_orient > 0, shading=self.step_shading
+        )
         rgb = out.rgb.view(len(cams), cams.height, cams.width, 3).permute(0, 3, 1, 2)
         if self.size != self.prior_size:
             rgb = F.interpolate(rgb, size=(self.prior_size, self.prior_size), mode="bilinear", align_corners=False)

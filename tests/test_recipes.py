@@ -1,0 +1,103 @@
+"""Named recipes: the prior and preset pick one, given settings win over it, resume keeps it (tiny SD folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import TINY_GENERATE
+
+from uni3d.cli.main import main
+from uni3d.errors import UsageError
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, GenerateConfig
+from uni3d.tasks.text_to_3d.recipes import RECIPES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_prior_and_preset_pick_the_recipe_and_given_settings_win(tiny_prior) -> None:
+    folder, _ = tiny_prior
+    embedded = GenerateConfig.from_dict({"prompt": "a red cube"})
+    assert embedded.recipe == "embedded"
+    assert {k: v for k, v in embedded.as_dict().items() if k != "recipe"} == {
+        k: v for k, v in GenerateConfig(prompt="a red cube").as_dict().items() if k != "recipe"
+    }  # the embedded prior's recipe is today's defaults, bit for bit
+    picked = {
+        preset: GenerateConfig.from_dict({"prompt": "a hamburger", "prior": str(folder), "preset": preset}).recipe
+        for preset in ("sds", "nfsd", "vsd", "asd", "uni-jeffreys", "sid")
+    }
+    assert picked == {
+        "sds": "sd-sds",
+        "nfsd": "sd-sds",
+        "vsd": "sd-vsd",
+        "asd": "sd-vsd",
+        "uni-jeffreys": "sd-uni",
+        "sid": "sd-uni",
+    }
+    sds = GenerateConfig.from_dict({"prompt": "a hamburger", "prior": str(folder)})
+    assert (sds.guidance_scale, sds.steps, sds.albedo_until) == (100.0, 10000, 0.2)
+    assert sds.field.blob_density == 10.0 and sds.field.hidden == GenerateConfig(prompt="x").field.hidden
+    vsd = GenerateConfig.from_dict({"prompt": "a hamburger", "prior": str(folder), "preset": "vsd"})
+    assert (vsd.guidance_scale, vsd.t_max_end, vsd.render_milestone) == (7.5, 0.5, (0.2, 512))
+    mine = GenerateConfig.from_dict(
+        {"prompt": "a hamburger", "prior": str(folder), "guidance_scale": 30.0, "field": {"blob_radius": 0.3}}
+    )
+    assert mine.guidance_scale == 30.0 and mine.steps == 10000  # the given setting wins, the rest is the recipe's
+    assert mine.field.blob_radius == 0.3 and mine.field.blob_density == 10.0
+    named = GenerateConfig.from_dict({"prompt": "a red cube", "prior": EMBEDDED_PRIOR, "recipe": "sd-vsd"})
+    assert named.recipe == "sd-vsd" and named.steps == RECIPES["sd-vsd"]["steps"]
+    with pytest.raises(UsageError, match=r"unknown recipe 'fast'; valid: embedded, sd-sds, sd-vsd, sd-uni"):
+        GenerateConfig.from_dict({"prompt": "a red cube", "recipe": "fast"})
+
+
+def test_the_saved_config_records_the_recipe_and_resume_keeps_it(tiny_prior, tmp_path: Path) -> None:
+    from uni3d.tasks.text_to_3d.run import generate
+
+    folder, prior = tiny_prior
+    settings: dict[str, Any] = {**TINY_GENERATE, "prompt": "a red cube", "prior": str(folder)}
+    settings.pop("recipe")
+    settings.update(render_size=16, steps=2, albedo_until=0.5, textureless_prob=0.5, render_milestone=[0.5, 24])
+    cfg = GenerateConfig.from_dict(settings)
+    assert cfg.recipe == "sd-sds" and cfg.render_size == 16
+    generate(cfg, tmp_path, prior=prior, progress=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["recipe"] == "sd-sds" and saved["guidance_scale"] == 100.0 and saved["render_milestone"] == [0.5, 24]
+    again = GenerateConfig.from_dict({**saved, "steps": 3})  # the saved config, one step more
+    assert again.recipe == "sd-sds" and again.as_dict() == {**cfg.resolved(16).as_dict(), "steps": 3}
+    (tmp_path / "metrics.json").unlink()  # a finished run trains on only without its metrics
+    metrics = generate(again, tmp_path, prior=prior, progress=False)
+    assert metrics["resumed_from_step"] == 2 and metrics["steps"] == 3
+
+
+def test_milestone_and_shading_schedule(tiny_prior) -> None:
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
+
+    folder, prior = tiny_prior
+    settings = {**TINY_GENERATE, "prompt": "a red cube", "prior": str(folder), "render_size": 16}
+    cfg = GenerateConfig.from_dict(
+        {**settings, "steps": 4, "render_milestone": [0.5, 24], "albedo_until": 0.25, "textureless_prob": 0.5}
+    )
+    trainer = TextTo3D(cfg.resolved(16), prior)
+    torch.manual_seed(0)
+    sides, shading = [], []
+    for step in range(4):
+        trainer.prepare(step)
+        sides.append(trainer.size)
+        shading.append(trainer.step_shading)
+    assert sides == [16, 16, 24, 24] and shading[0] == "albedo"
+    draw = trainer.draw(2, train_generator=True)
+    assert draw.context.renders[0].rgb.shape[0] == 24 * 24  # the rays of the milestone's side
+    modes = [trainer.shading_at(5) for _ in range(400)]
+    assert set(modes) == {"textureless", None} and 0.4 < modes.count("textureless") / 400 < 0.6
+    plain = TextTo3D(GenerateConfig.from_dict(settings).resolved(16), prior)
+    assert plain.shading_at(0) is None  # no schedule: the run's shading, and no random draw
+
+
+def test_generate_help_lists_the_recipes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = "".join(capsys.readouterr().out.split())  # argparse wraps lines, even inside a name
+    assert all(name in out for name in RECIPES)
