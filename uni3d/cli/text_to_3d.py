@@ -9,8 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from uni3d.cli.flags import Flag, add_flags, given, names
+from uni3d.cli.launch import worker_group
 from uni3d.config import read_config_file
-from uni3d.tasks.text_to_3d.batch import format_summary, parse_shard, run_batch, run_folder
+from uni3d.errors import UsageError
+from uni3d.tasks.text_to_3d.batch import (
+    format_summary,
+    merge_reports,
+    parse_shard,
+    run_batch,
+    run_folder,
+    shard_from_env,
+)
 from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS, GenerateConfig
 from uni3d.tasks.text_to_3d.recipes import RECIPES
 
@@ -72,11 +81,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "batch",
         help="generate every prompt of a file (resumable; a failing prompt never stops the batch)",
         description="One prompt per line, # starts a comment. Finished prompts are skipped, unfinished ones resume, "
-        "failures are recorded and the batch goes on; --shard K/N runs every N-th prompt from the K-th.",
+        "failures are recorded and the batch goes on; --shard K/N runs every N-th prompt from the K-th. Under "
+        "torchrun or in a SLURM array each worker takes its own shard and GPU: torchrun --nproc-per-node N -m "
+        "uni3d batch FILE --out DIR, or sbatch --array=0-3 with uni3d batch FILE --out DIR; torchrun's rank 0 "
+        "writes the combined report, after an array run uni3d batch --merge DIR does.",
     )
-    b.add_argument("file", metavar="FILE", type=Path, help="prompt file")
-    b.add_argument("--out", type=Path, required=True, help="folder for one run folder per prompt")
-    b.add_argument("--shard", default=None, metavar="K/N", help="run shard K of N (1-based)")
+    b.add_argument("file", metavar="FILE", type=Path, nargs="?", help="prompt file")
+    b.add_argument("--out", type=Path, default=None, help="folder for one run folder per prompt")
+    b.add_argument("--shard", default=None, metavar="K/N", help="run shard K of N (1-based; default the launcher's)")
+    b.add_argument("--merge", type=Path, default=None, metavar="DIR", help="only combine DIR's shard reports")
     _add_settings(b)
     b.set_defaults(func=_batch)
 
@@ -126,7 +139,19 @@ def _assets(metrics: dict[str, Any], out: Path) -> list[tuple[str, dict[str, Any
 
 
 def _batch(args: argparse.Namespace) -> int:
-    shard = parse_shard(args.shard)
-    rows = run_batch(args.file, args.out, settings_from_args(args), shard, progress=not args.quiet, log=_log)
-    print(format_summary(rows))
+    if args.merge is not None:
+        rows = merge_reports(args.merge)
+        print(format_summary(rows))
+        return 1 if any(r.status == "failed" for r in rows) else 0
+    if args.file is None or args.out is None:
+        raise UsageError("batch needs a prompt FILE and --out DIR (or --merge DIR to combine shard reports)")
+    shard = parse_shard(args.shard) if args.shard is not None else shard_from_env() or (1, 1)
+    settings = settings_from_args(args)
+    with worker_group() as group:
+        if group is not None and settings.get("device", "auto") == "auto":
+            settings["device"] = group.device
+        rows = run_batch(args.file, args.out, settings, shard, progress=not args.quiet, log=_log)
+        print(format_summary(rows))
+        if group is not None and group.finish():  # every worker is done: rank 0 writes the combined report
+            merge_reports(args.out)
     return 1 if any(r.status == "failed" for r in rows) else 0

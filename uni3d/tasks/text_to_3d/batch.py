@@ -5,15 +5,22 @@ rest of a line after whitespace). Each prompt runs in ``OUT/<slug>-<hash>`` (:fu
 folder is skipped, an unfinished one resumes from its checkpoint, a failing prompt is recorded (its folder
 gets ``error.txt``) and the batch goes on. ``--shard K/N`` keeps prompts ``K, K + N, K + 2N, ...`` (1-based), so
 the N shards partition the file. A summary table is printed and saved as ``OUT/batch[-K-of-N].json``.
+
+Launchers: under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) or in a SLURM array
+(``SLURM_ARRAY_TASK_ID`` from ``SLURM_ARRAY_TASK_MIN``, ``SLURM_ARRAY_TASK_COUNT``) each worker takes its own shard
+(:func:`shard_from_env`) and its own GPU (``cuda:LOCAL_RANK``); :func:`merge_reports` writes the combined
+``OUT/batch.json`` from the shards' reports.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,7 @@ from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 _COMMENT = re.compile(r"(^|\s)#.*$")
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+_REPORT = re.compile(r"^batch-(\d+)-of-(\d+)\.json$")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,46 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def shard_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """The shard a launcher gives this process: ``torchrun``'s ``(RANK + 1, WORLD_SIZE)``, else a SLURM array's
+    ``(TASK_ID - TASK_MIN + 1, TASK_COUNT)``; ``None`` outside both (or for a world of one)."""
+    env = os.environ if env is None else env
+    try:
+        if "WORLD_SIZE" in env and "RANK" in env:
+            k, n = int(env["RANK"]) + 1, int(env["WORLD_SIZE"])
+        elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            k, n = int(env["SLURM_ARRAY_TASK_ID"]) - first + 1, int(env["SLURM_ARRAY_TASK_COUNT"])
+        else:
+            return None
+    except ValueError:
+        raise UsageError("the launcher's RANK/WORLD_SIZE or SLURM_ARRAY_TASK_* variables are not integers") from None
+    if not 1 <= k <= n:
+        raise UsageError(f"the launcher puts this worker at shard {k} of {n}; expected 1 <= K <= N")
+    return (k, n) if n > 1 else None
+
+
+def merge_reports(out: Path) -> list[BatchRow]:
+    """``OUT/batch.json`` from every ``batch-K-of-N.json`` in ``out`` (one N; every shard present), rows in file
+    order; a missing shard or reports of different N are one-line errors."""
+    reports = {int(m[1]): int(m[2]) for f in Path(out).glob("batch-*-of-*.json") if (m := _REPORT.match(f.name))}
+    if not reports:
+        raise UsageError(f"{out} holds no shard reports (batch-K-of-N.json) to merge")
+    counts = set(reports.values())
+    if len(counts) != 1:
+        raise UsageError(f"{out} holds shard reports of different shard counts ({sorted(counts)}); merge one run")
+    n = counts.pop()
+    missing = sorted(set(range(1, n + 1)) - set(reports))
+    if missing:
+        raise UsageError(f"{out} lacks the reports of shard(s) {', '.join(map(str, missing))} of {n}; wait or rerun")
+    rows = [
+        BatchRow(**r) for k in range(1, n + 1) for r in json.loads((Path(out) / f"batch-{k}-of-{n}.json").read_text())
+    ]
+    rows.sort(key=lambda r: r.line)
+    save_json(Path(out) / "batch.json", [asdict(r) for r in rows])
+    return rows
+
+
 def select_shard(prompts: list[PromptLine], k: int, n: int) -> list[PromptLine]:
     """Prompts ``k, k + n, ...`` (1-based): the ``n`` shards are disjoint and cover the file."""
     return prompts[k - 1 :: n]
@@ -110,6 +158,8 @@ def run_batch(
     configs = [GenerateConfig.from_dict({**settings, "prompt": p.prompt}) for p in lines]  # bad settings fail now
     prior = None
     rows: list[BatchRow] = []
+    suffix = "" if shard == (1, 1) else f"-{shard[0]}-of-{shard[1]}"
+    save_json(Path(out) / f"batch{suffix}.json", [])  # a shard with no prompts still reports
     for i, (item, cfg) in enumerate(zip(lines, configs, strict=True), 1):
         folder = run_folder(out, item.prompt)
         row = BatchRow(item.line, item.prompt, "skipped", str(folder))
@@ -133,7 +183,6 @@ def run_batch(
                 atomic_write(folder / "error.txt", traceback.format_exc())
             row.seconds = round(time.perf_counter() - start, 1)
         rows.append(row)
-        suffix = "" if shard == (1, 1) else f"-{shard[0]}-of-{shard[1]}"
         save_json(Path(out) / f"batch{suffix}.json", [asdict(r) for r in rows])
     return rows
 
