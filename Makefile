@@ -10,7 +10,7 @@ TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || ech
 DEMO_OUT ?= runs/demo
 DEMO_PROMPT ?= a red cube
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo gpu-check clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ demo: $(STAMP)
 	$(VENV)/bin/uni3d generate "$(DEMO_PROMPT)" --out $(DEMO_OUT)/text-to-3d
 	@echo "GLB:   $(DEMO_OUT)/text-to-3d/model.glb"
 	@echo "video: $$(ls $(DEMO_OUT)/text-to-3d/turntable.* | head -n 1)"
+
+# On a machine with an NVIDIA GPU: CUDA extras, parity tests, SD-size step and renderer benchmarks, results in docs/.
+gpu-check: $(STAMP)
+	$(VENV)/bin/uni3d check gpu
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
