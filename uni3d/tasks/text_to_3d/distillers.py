@@ -60,7 +60,8 @@ SDI_STEPS, SDI_GUIDANCE, SDI_ETA = 10, -7.5, 0.3
 DSD_STEPS = 10
 """DSD's path: at most this many guided DDIM steps from the seed."""
 CFD_GRID = 64
-"""Cells per side of CFD's 3D noise grid over the scene box (a latent pixel's rays hit distinct cells)."""
+"""Fewest cells per side of CFD's 3D noise grid over the scene box (the trainer takes twice the latent side when
+that is more, so that neighbouring latent pixels rarely share a cell)."""
 CFD_OPACITY = 0.1
 """CFD's opacity above which a ray sees the surface."""
 

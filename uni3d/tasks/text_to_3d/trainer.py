@@ -48,6 +48,7 @@ from uni3d.scene.shading import key_light
 from uni3d.tasks.text_to_3d.bank import TeacherBank, draw_bank
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 from uni3d.tasks.text_to_3d.distillers import (
+    CFD_GRID,
     CFD_OPACITY,
     NFSD_NEGATIVE,
     Distiller,
@@ -215,8 +216,11 @@ class TextTo3D:
         self.seeded_noise = self._seeded_noise() if own or cfg.resolved_noise() == "seeded" else None
         self.noise_grids: list[Tensor] = []
         if self.distiller is not None and self.distiller.noise == "consistent":
-            channels = int(self.prior.unet.config.in_channels)
-            self.noise_grids = [noise_grid(cfg.seed, k, channels).to(self.device) for k in range(cfg.particles)]
+            channels, latent = int(self.prior.unet.config.in_channels), int(self.prior.unet.config.sample_size)
+            side = max(CFD_GRID, 2 * latent)  # finer than a latent pixel's footprint: neighbours rarely share a cell
+            self.noise_grids = [
+                noise_grid(cfg.seed, k, channels, resolution=side).to(self.device) for k in range(cfg.particles)
+            ]
 
     def _seeded_noise(self) -> Tensor:
         """``(particles, C, h, w)``: particle ``k``'s noise image, drawn from ``(seed, k)`` alone (the same for any
