@@ -37,6 +37,7 @@ from uni3d.tasks.embedded_prior.classifier import ShapeClassifier, load_classifi
 from uni3d.tasks.reconstruct.views import rasterize_trimesh
 from uni3d.tasks.text_to_3d.batch import read_prompts
 from uni3d.tasks.text_to_3d.config import GenerateConfig
+from uni3d.tasks.text_to_3d.distillers import get_distiller
 
 Outcome = tuple[str, str]
 """``(shape, colour)`` as the classifier names them."""
@@ -200,8 +201,11 @@ def run_coverage(
 
 
 def sampling_label(cfg: GenerateConfig) -> str:
-    """How a run draws its noise and timesteps, e.g. ``fresh-uniform`` or ``seeded-descending``."""
-    return f"{cfg.resolved_noise()}-{cfg.resolved_t_schedule()}"
+    """How a run draws its noise and timesteps, e.g. ``fresh-uniform``, ``seeded-descending`` or, for a preset with
+    its own noise, that noise's name (``consistent-descending`` for cfd)."""
+    own = get_distiller(cfg.preset)
+    noise = own.noise if own is not None and own.noise != "run" else cfg.resolved_noise()
+    return f"{noise}-{cfg.resolved_t_schedule()}"
 
 
 def _slug(prompt: str) -> str:
