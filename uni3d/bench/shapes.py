@@ -80,7 +80,7 @@ def settings_label(settings: dict[str, Any]) -> str:
     name, nested fields dotted (``field.blob_radius=0.5``); ``""`` when every setting is a default. The prompt,
     preset, seed and step budget are left out: rows have their own columns for them."""
     chosen = _flat(dataclasses.asdict(GenerateConfig.from_dict({**settings, "prompt": "x"})))
-    default = _flat(dataclasses.asdict(GenerateConfig(prompt="x")))
+    default = _flat(dataclasses.asdict(GenerateConfig.from_dict({"prompt": "x"})))
     changed = [f"{k}={chosen[k]}" for k in sorted(chosen) if k not in KEYED_ELSEWHERE and chosen[k] != default[k]]
     return SEPARATOR.join(changed)
 
