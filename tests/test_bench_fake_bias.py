@@ -14,7 +14,7 @@ from uni3d.tasks.text_to_3d.config import GenerateConfig
 
 
 def _cfg(folder: Path, **changes: object) -> GenerateConfig:
-    small = {"steps": 3, "grid_resolution": 16, "render_steps": 32, "bank_size": 2, "bank_nfe": 3}
+    small = {"recipe": "embedded", "steps": 3, "grid_resolution": 16, "render_steps": 32, "bank_size": 2, "bank_nfe": 3}
     return GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(folder), **small, **changes})
 
 
