@@ -317,7 +317,13 @@ class TextTo3D:
         fresh ``N(0, I)``, or each particle's seeded noise image."""
         if self.seeded_noise is None or self.cfg.resolved_noise() == "fresh":
             return torch.randn_like(x0)
-        return self.seeded_noise[particles].repeat_interleave(len(x0) // len(particles), 0)
+        return self.particle_seeds(particles, len(x0))
+
+    def particle_seeds(self, particles: list[int], n: int) -> Tensor:
+        """``(n, C, h, w)``: each of ``particles``' seeded noise image, repeated for its ``n / len(particles)``
+        renders (in order)."""
+        assert self.seeded_noise is not None
+        return self.seeded_noise[particles].repeat_interleave(n // len(particles), 0)
 
     def teacher_denoise(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor) -> Tensor:
         """``D_q`` with classifier-free guidance; differentiated in ``x`` only with ``teacher_jacobian``."""
@@ -408,9 +414,10 @@ class TextTo3D:
         if d.noise == "inverted":
             sigma, noise = inverted_input(prior, x0, sigma, v.cond, v.uncond)
         elif d.noise == "path":
-            assert self.seeded_noise is not None and later is not None
-            seeds = self.seeded_noise[v.particles].repeat_interleave(n // len(v.particles), 0)
-            noise = path_noise(prior, seeds, later, v.cond, v.uncond, guidance=c.guidance_scale)
+            assert later is not None
+            noise = path_noise(
+                prior, self.particle_seeds(v.particles, n), later, v.cond, v.uncond, guidance=c.guidance_scale
+            )
         elif d.noise == "consistent":
             noise = self.consistent_noise(x0, v)
         else:
