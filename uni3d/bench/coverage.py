@@ -26,6 +26,7 @@ import torch
 import trimesh
 
 from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.cli.commands import BENCHMARKS
 from uni3d.config import read_config_file
 from uni3d.errors import UsageError
 from uni3d.io import atomic_write, save_json
@@ -120,7 +121,7 @@ DEFAULT_PRESETS = ("sds", "vsd", "uni-jeffreys")
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     """Register ``coverage`` on the ``uni3d bench`` subparsers."""
-    p = bench_subparsers.add_parser("coverage", help="3D outcomes of open prompts against the prior's own samples")
+    p = bench_subparsers.add_parser("coverage", help=BENCHMARKS["coverage"].help)
     p.add_argument("--prompts", type=Path, default=Path("prompts/coverage.txt"), help="prompt file")
     p.add_argument("--presets", default=",".join(DEFAULT_PRESETS), help="comma-separated presets")
     p.add_argument("--particles", type=int, default=8, help="particles per run (default 8)")

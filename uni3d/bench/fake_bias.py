@@ -24,6 +24,7 @@ import torch
 
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.bench.draws import fresh_draws, measure_run
+from uni3d.cli.commands import BENCHMARKS
 from uni3d.config import read_config_file
 from uni3d.errors import UsageError
 from uni3d.io import save_json
@@ -86,7 +87,7 @@ def _section(results: list[dict[str, Any]], info: dict[str, Any], command: str) 
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     """Register ``fake-bias`` on the ``uni3d bench`` subparsers."""
-    p = bench_subparsers.add_parser("fake-bias", help="text to 3D: fake-score residual against the score difference")
+    p = bench_subparsers.add_parser("fake-bias", help=BENCHMARKS["fake-bias"].help)
     p.add_argument("--prompt", default="a red cube")
     p.add_argument("--preset", default="uni-jeffreys")
     p.add_argument("--steps", type=int, default=200, help="training steps per run (default 200)")

@@ -25,6 +25,7 @@ import torch
 
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.bench.images import teacher_row
+from uni3d.cli.commands import BENCHMARKS
 from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.tasks.images.curves import fid_curves_png
@@ -134,9 +135,7 @@ def markdown(info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     """Register ``uni3d bench images-runs``."""
-    p = bench_subparsers.add_parser(
-        "images-runs", help="long distill runs vs the teacher at NFE 35 within a CPU budget -> docs/benchmarks.md"
-    )
+    p = bench_subparsers.add_parser("images-runs", help=BENCHMARKS["images-runs"].help)
     p.add_argument("runs", nargs="+", type=Path, help="uni3d distill run folders (the folder name labels the row)")
     p.add_argument("--cpu-budget", type=float, default=3600.0, help="CPU seconds per run (default 3600 = 30 min x 2)")
     p.add_argument("--nfe", type=int, default=35, help="the teacher's Heun NFE to compare with (default 35)")

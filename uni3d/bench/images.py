@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.cli.commands import BENCHMARKS
 from uni3d.diffusion.edm import heun_sample
 from uni3d.errors import UsageError
 from uni3d.io import save_json
@@ -51,7 +52,7 @@ _D = DistillConfig()
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     """Register ``images`` on the ``uni3d bench`` subparsers."""
-    p = bench_subparsers.add_parser("images", help="MNIST teacher (NFE 1-35) vs one-step students, same CPU budget")
+    p = bench_subparsers.add_parser("images", help=BENCHMARKS["images"].help)
     p.add_argument("--cpu-seconds", type=float, default=180.0, help="training CPU seconds per student (default 180)")
     p.add_argument("--batch-size", type=int, default=16, help="distillation batch size (default 16)")
     p.add_argument("--lr-generator", type=float, default=3e-4, help="generator learning rate (default 3e-4)")

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.cli.commands import BENCHMARKS
 from uni3d.io import save_json
 from uni3d.scene.backend import resolve_backend
 from uni3d.scene.cameras import CameraSampler
@@ -30,7 +31,7 @@ with dynamic shapes at the second; timing those would measure the compiler, not 
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     """Register ``scene`` on the ``uni3d bench`` subparsers."""
-    p = bench_subparsers.add_parser("scene", help="renderer rays/s (forward + backward): eager, compiled, cuda")
+    p = bench_subparsers.add_parser("scene", help=BENCHMARKS["scene"].help)
     p.add_argument("--sizes", default="64,128", help="image sizes, comma-separated (default 64,128)")
     p.add_argument(
         "--repeats", type=int, default=3, help=f"timed steps per case after {WARMUP} warm-up steps (default 3)"

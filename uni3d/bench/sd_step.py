@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.cli.commands import BENCHMARKS
+from uni3d.devices import resolve_device
 from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.models.sd_architectures import ARCHITECTURES
@@ -44,7 +46,7 @@ PROMPT = "a hamburger"
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     """Register ``sd-step`` on the ``uni3d bench`` subparsers."""
-    p = bench_subparsers.add_parser("sd-step", help="text-to-3D step time and memory at SD size vs its UNet calls")
+    p = bench_subparsers.add_parser("sd-step", help=BENCHMARKS["sd-step"].help)
     p.add_argument("--models", default="sd15,sd21", help=f"comma-separated, of {', '.join(MODELS)} (default sd15,sd21)")
     p.add_argument("--presets", default="sds,vsd,uni-jeffreys", help="comma-separated (default sds,vsd,uni-jeffreys)")
     p.add_argument("--device", default="auto", help="auto (cuda when available) | cuda | cpu")
@@ -220,11 +222,10 @@ def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> s
 
 def _bench_sd_step(args: argparse.Namespace) -> int:
     from uni3d.models.stable_diffusion import PriorOptions
-    from uni3d.tasks.text_to_3d.run import resolve_device
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    device = resolve_device(args.device)
+    device = str(resolve_device(args.device))
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     memory = {name: bool(getattr(args, name)) for name in MEMORY_OPTIONS}
     rows = run(models, presets, PriorOptions(dtype, device, **memory), args.steps, args.warmup)

@@ -40,6 +40,7 @@ from uni3d.bench.common import machine
 from uni3d.bench.shape_metrics import Target, parse_target, score_mesh
 from uni3d.bench.shapes_report import PRESETS, row_settings, tiles_folder, write_results
 from uni3d.bench.shapes_sheet import store_tiles
+from uni3d.cli.commands import BENCHMARKS
 from uni3d.config import read_config_file
 from uni3d.errors import UsageError
 from uni3d.tasks.text_to_3d.batch import read_prompts, run_folder
@@ -249,7 +250,7 @@ def _one_line(row: dict[str, Any]) -> str:
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     """Register ``shapes`` on the ``uni3d bench`` subparsers."""
-    p = bench_subparsers.add_parser("shapes", help="text to 3D on the embedded prior: Chamfer, colour, diversity")
+    p = bench_subparsers.add_parser("shapes", help=BENCHMARKS["shapes"].help)
     p.add_argument("--prompts", type=Path, default=Path("prompts/shapes.txt"), help="prompt file")
     p.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated (default {','.join(PRESETS)})")
     p.add_argument("--steps", type=int, default=None, help="steps per run (default: the generate default)")

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.bench.draws import fresh_draws, measure_run
+from uni3d.cli.commands import BENCHMARKS
 from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.losses import DenoiserOutputs, generator_loss, get_preset
@@ -119,9 +120,7 @@ def _section(config: dict[str, Any], rows: list[dict[str, Any]], info: dict[str,
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     """Register ``teacher-jacobian`` on the ``uni3d bench`` subparsers."""
-    p = bench_subparsers.add_parser(
-        "teacher-jacobian", help="text to 3D: the guided teacher's Jacobian in the expanded-form gradient"
-    )
+    p = bench_subparsers.add_parser("teacher-jacobian", help=BENCHMARKS["teacher-jacobian"].help)
     p.add_argument("--prompt", default="a brown cone")
     p.add_argument("--preset", default="uni-rkl", help="an expanded (uni-<f>) or SiD preset (default uni-rkl)")
     p.add_argument("--steps", type=int, default=100, help="training steps (default 100)")

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.cli.commands import BENCHMARKS
 from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.losses import PRESET_NAMES
@@ -31,7 +32,7 @@ TIME_BUDGET_S = 60.0
 
 def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     """Register ``toy`` on the ``uni3d bench`` subparsers."""
-    p = bench_subparsers.add_parser("toy", help="all presets on the 2-D ring vs the teacher's Heun sampler")
+    p = bench_subparsers.add_parser("toy", help=BENCHMARKS["toy"].help)
     p.add_argument("--steps", type=int, default=ToyConfig.steps, help=f"steps per preset (default {ToyConfig.steps})")
     p.add_argument("--seed", type=int, default=ToyConfig.seed, help=f"training seed (default {ToyConfig.seed})")
     p.add_argument("--presets", default=",".join(PRESET_NAMES), help="comma-separated presets (default: all)")

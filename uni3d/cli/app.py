@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from uni3d.cli.commands import COMMANDS
 from uni3d.errors import UsageError
 
 DEFAULT_OUT = Path("runs/app")
@@ -15,7 +16,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``app`` on the top-level ``uni3d`` subparsers."""
     p = subparsers.add_parser(
         "app",
-        help="Gradio web app: prompt -> live progress -> 3D viewer, video, downloads (127.0.0.1)",
+        help=COMMANDS["app"].help,
         description="Serve the text-to-3D web app. One job runs at a time (others wait in a queue and see their "
         "place); Cancel stops after the current step and keeps the partial result.",
     )

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from uni3d.checks.divergences import format_table, run_check
+from uni3d.cli.commands import COMMANDS
 
 
 def _check_divergences(args: argparse.Namespace) -> int:
@@ -28,7 +29,7 @@ def _check_gpu(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``check`` and its ``divergences`` subcommand."""
-    check = sub.add_parser("check", help="numerical proofs of the method (METHOD.md section 6)")
+    check = sub.add_parser("check", help=COMMANDS["check"].help)
     check_sub = check.add_subparsers(dest="what", required=True, metavar="WHAT")
     div = check_sub.add_parser("divergences", help="loss gradients vs exact gradients on 1-D Gaussians")
     div.add_argument("--json", action="store_true", help="print the rows as JSON")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from uni3d.cli.commands import COMMANDS
 from uni3d.errors import UsageError
 
 _TRAIN_DEFAULTS = {"steps": 4000, "vae_steps": 600, "batch_size": 64, "seed": 0}
@@ -31,7 +32,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register the three commands on the top-level ``uni3d`` subparsers."""
     p = subparsers.add_parser(
         "train-prior",
-        help="train the embedded prior (VAE, then UNet + text encoder) in Stable Diffusion's folder layout",
+        help=COMMANDS["train-prior"].help,
         description="Train a small latent diffusion model on a shapes dataset (uni3d make-shapes-dataset): the VAE "
         "first, then the UNet and CLIP text encoder with the DDPM loss. Checkpoints, metrics.csv and sample grids go "
         "to --out; repeating the command resumes from the checkpoint (a larger --steps extends a finished run). The "
@@ -64,7 +65,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     c = subparsers.add_parser(
         "train-shape-classifier",
-        help="train the shape/colour classifier that judges the prior's samples",
+        help=COMMANDS["train-shape-classifier"].help,
         description="Train a small CNN with shape and colour heads on a shapes dataset's images and ground-truth "
         "labels; the held-out accuracies are printed and saved with the weights.",
     )
@@ -77,7 +78,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     e = subparsers.add_parser(
         "eval-prior",
-        help="shape and colour accuracy of a prior's samples for fully specified prompts, and a sample sheet",
+        help=COMMANDS["eval-prior"].help,
         description="Sample 'a <colour> <shape>, <view> view' for every shape and colour with diffusers' "
         "StableDiffusionPipeline (DDIM, classifier-free guidance), classify the samples, and write samples.png and "
         "prior_eval.json to --out.",

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from uni3d.cli.commands import COMMANDS
 from uni3d.cli.flags import Flag, add_flags, given, names
 from uni3d.errors import UsageError
 from uni3d.losses import PRESET_NAMES
@@ -56,7 +57,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``train-teacher``, ``train-features`` and ``distill`` on the top-level ``uni3d`` subparsers."""
     t = subparsers.add_parser(
         "train-teacher",
-        help="train the EDM teacher UNet on MNIST (resumable)",
+        help=COMMANDS["train-teacher"].help,
         description="Train an EDM-preconditioned class-conditional UNet on the MNIST training split. Running the "
         "same command again continues from OUT/checkpoint.pt; OUT/teacher.pt is the EMA teacher.",
     )
@@ -68,7 +69,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     f = subparsers.add_parser(
         "train-features",
-        help="train the FID feature classifier on the MNIST held-out split",
+        help=COMMANDS["train-features"].help,
         description="Train the small CNN whose penultimate features define FID; report its accuracy on the "
         "training split (never seen by it).",
     )
@@ -78,7 +79,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     d = subparsers.add_parser(
         "distill",
-        help="distill the teacher into a one-step generator with any loss preset (resumable)",
+        help=COMMANDS["distill"].help,
         description="One-step distillation (SiD-style generator initialised from the teacher, online fake score, "
         "ratio head); sample grids, metrics.csv (FID, accuracy) and checkpoints in OUT; the same command resumes.",
     )
@@ -138,7 +139,7 @@ def _add_fid(subparsers: argparse._SubParsersAction) -> None:
     """``uni3d fid SAMPLES --detector inception-2015-12-05.pt --ref REF.npz`` (:mod:`uni3d.tasks.images.inception_fid`)."""
     f = subparsers.add_parser(
         "fid",
-        help="FID of sample images with NVlabs' Inception-v3 detector against EDM reference statistics",
+        help=COMMANDS["fid"].help,
         description="FID of SAMPLES (a folder of PNGs or an .npz of uint8 NHWC images) in the feature space of "
         f"NVlabs' TorchScript Inception-v3 ({DETECTOR_URL}) against reference statistics in EDM's fid-refs format "
         f"(mu, sigma; e.g. {REFS_URL}cifar10-32x32.npz).",
@@ -164,7 +165,7 @@ def _add_terms(subparsers: argparse._SubParsersAction) -> None:
     """``uni3d distill-terms RUN`` (:mod:`uni3d.tasks.images.terms`)."""
     t = subparsers.add_parser(
         "distill-terms",
-        help="gradient norm of each expanded-form term (SIM, ratio motion, DI, FGM) at a run's checkpoint",
+        help=COMMANDS["distill-terms"].help,
         description="Loads RUN/checkpoint.pt of a uni3d distill run with a uni-<f> preset, draws one batch as the "
         "generator step does, and prints the mean per-sample gradient norm of each weighted term w.r.t. the "
         "generator's output (they sum to the loss's gradient), with the ratio estimate's range.",

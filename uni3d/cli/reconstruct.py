@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from uni3d.cli.commands import COMMANDS
 from uni3d.scene.backend import BACKENDS
 from uni3d.tasks.reconstruct.fit import FitConfig
 from uni3d.tasks.reconstruct.meshes import EXAMPLE_MESHES
@@ -20,7 +21,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``reconstruct`` on the top-level ``uni3d`` subparsers."""
     p = subparsers.add_parser(
         "reconstruct",
-        help="fit the radiance field to views of a real mesh, export it, report Chamfer and held-out PSNR",
+        help=COMMANDS["reconstruct"].help,
         description="Render MESH from many views, fit the hash-grid field to the images (photometric loss only), "
         "export GLB/OBJ/video, and report the Chamfer distance to the source (over its bounding-box diagonal) "
         f"and PSNR on held-out views. MESH is a file trimesh reads, or one of {', '.join(EXAMPLE_MESHES)} "

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from uni3d.cli.commands import COMMANDS
 from uni3d.models.views import VIEW_SCHEMES
 from uni3d.tasks.embedded_prior.dataset import (
     CAPTION_KINDS,
@@ -22,7 +23,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``make-shapes-dataset`` on the top-level ``uni3d`` subparsers."""
     p = subparsers.add_parser(
         "make-shapes-dataset",
-        help="render primitives in named colours from random views with captions (the embedded prior's data)",
+        help=COMMANDS["make-shapes-dataset"].help,
         description="Render N views of primitives (sphere, cube, cylinder, cone, torus, pyramid) in 10 named "
         "colours with the scene's camera sampler, caption them ('a red cube, side view', some without the colour "
         "or the shape), and write images, masks, captions and ground-truth labels to one .npz file.",

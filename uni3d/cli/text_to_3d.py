@@ -1,4 +1,5 @@
-"""``uni3d generate PROMPT`` and ``uni3d batch FILE``: text to 3D assets (the pipeline is imported on use)."""
+"""``uni3d generate PROMPT``, ``uni3d batch FILE`` and ``uni3d clean DIR``: text to 3D assets (the pipeline is
+imported on use)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from uni3d.cli.commands import COMMANDS
 from uni3d.cli.flags import Flag, add_flags, given, names
 from uni3d.cli.launch import worker_group
 from uni3d.config import read_config_file
@@ -20,7 +22,9 @@ from uni3d.tasks.text_to_3d.batch import (
     run_folder,
     shard_from_env,
 )
+from uni3d.tasks.text_to_3d.cleanup import finished_checkpoints
 from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS, GenerateConfig
+from uni3d.tasks.text_to_3d.preflight import preflight
 from uni3d.tasks.text_to_3d.recipes import RECIPES
 
 _DEFAULTS = GenerateConfig(prompt="-")
@@ -64,10 +68,10 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``generate`` and ``batch`` on the top-level ``uni3d`` subparsers."""
+    """Register ``generate``, ``batch`` and ``clean`` on the top-level ``uni3d`` subparsers."""
     g = subparsers.add_parser(
         "generate",
-        help="text prompt -> 3D asset (GLB, OBJ, turntable video) by score distillation",
+        help=COMMANDS["generate"].help,
         description="Optimise a radiance field so its renders score well under a text-conditioned diffusion prior "
         "(sds, vsd, uni-<f>, fdistill-<f>), then export GLB, OBJ, a turntable video and metrics. Running the same "
         "command again resumes from the run folder's checkpoint.",
@@ -79,7 +83,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     g.set_defaults(func=_generate)
     b = subparsers.add_parser(
         "batch",
-        help="generate every prompt of a file (resumable; a failing prompt never stops the batch)",
+        help=COMMANDS["batch"].help,
         description="One prompt per line, # starts a comment. Finished prompts are skipped, unfinished ones resume, "
         "failures are recorded and the batch goes on; --shard K/N runs every N-th prompt from the K-th. Under "
         "torchrun or in a SLURM array each worker takes its own shard and GPU: torchrun --nproc-per-node N -m "
@@ -92,6 +96,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--merge", type=Path, default=None, metavar="DIR", help="only combine DIR's shard reports")
     _add_settings(b)
     b.set_defaults(func=_batch)
+    c = subparsers.add_parser(
+        "clean",
+        help=COMMANDS["clean"].help,
+        description="Delete checkpoint.pt (and checkpoint.prev.pt) of every finished run in the folders given, "
+        "searched recursively; cancelled and unfinished runs keep theirs, since they resume from them. A cleaned "
+        "run is still found as finished by generate and batch.",
+    )
+    c.add_argument("folders", metavar="DIR", type=Path, nargs="+", help="run folders, or folders holding them")
+    c.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    c.set_defaults(func=_clean)
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,6 +126,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     cfg = GenerateConfig.from_dict({**settings_from_args(args), "prompt": args.prompt.strip()})
     out = args.out or run_folder(Path("runs"), cfg.prompt)
+    preflight(cfg, out)  # before diffusers and the prior load
     metrics = generate(cfg, out, progress=not (args.quiet or args.json), log=_log)
     if args.json:
         print(json.dumps({**metrics, "out": str(out)}, indent=2))
@@ -136,6 +151,21 @@ def _assets(metrics: dict[str, Any], out: Path) -> list[tuple[str, dict[str, Any
     if "particles" not in metrics:
         return [("mesh", metrics, out)]
     return [(f"particle {p['particle']}", p, out / f"particle-{p['particle']}") for p in metrics["particles"]]
+
+
+def _clean(args: argparse.Namespace) -> int:
+    for folder in args.folders:
+        if not folder.is_dir():
+            raise UsageError(f"{folder} is not a folder")
+    files = [path for folder in args.folders for path in finished_checkpoints(folder)]
+    size = sum(path.stat().st_size for path in files)
+    for path in files:
+        print(path)
+        if not args.dry_run:
+            path.unlink()
+    verb = "would free" if args.dry_run else "freed"
+    print(f"{len(files)} checkpoint(s) of finished runs, {verb} {size / 2**20:.1f} MiB")
+    return 0
 
 
 def _batch(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from uni3d.cli.commands import COMMANDS
 from uni3d.cli.flags import Flag, add_flags, given, names
 from uni3d.config import read_config_file
 from uni3d.losses import PRESET_NAMES
@@ -29,7 +30,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``toy`` on the top-level ``uni3d`` subparsers."""
     p = subparsers.add_parser(
         "toy",
-        help="one-step distillation of a ring of 8 Gaussians (about a minute on a CPU)",
+        help=COMMANDS["toy"].help,
         description="Distill the analytic 8-Gaussian ring teacher into a one-step MLP generator; report the "
         "energy distance to the target (with its finite-sample floor), modes covered and wall time; save a "
         "scatter plot.",

@@ -17,6 +17,9 @@ from transformers import PreTrainedTokenizerBase
 from uni3d.models.tokenizer import END, build_clip_tokenizer
 from uni3d.models.views import COARSE, ViewScheme, split_view
 
+_WORD = re.compile(r"[^\W\d_]+|[^\w\s.,;:!?'\"()\[\]{}-]")
+"""A word: a run of letters (any script), or one symbol that is neither a letter, a digit, a space nor punctuation."""
+
 
 @cache
 def _caption_vocab() -> dict[str, int]:
@@ -31,9 +34,10 @@ def is_caption_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
 
 
 def unknown_words(tokenizer: PreTrainedTokenizerBase, text: str) -> list[str]:
-    """The distinct words of ``text`` (lower case, letters only) with no whole-word token in ``tokenizer``."""
+    """The distinct words of ``text`` (lower case: runs of letters of any script, and each other symbol such as an
+    emoji) with no whole-word token in ``tokenizer``."""
     vocab = tokenizer.get_vocab()
-    words = dict.fromkeys(re.findall(r"[a-z]+", text.lower()))
+    words = dict.fromkeys(_WORD.findall(text.lower()))
     return [w for w in words if w + END not in vocab]
 
 

@@ -29,13 +29,13 @@ from uni3d.diffusion.units import (
     vp_coefficients,
 )
 from uni3d.errors import UsageError
+from uni3d.models.prior_source import missing_prior, resolve_prior_source
 from uni3d.models.views import COARSE, ViewScheme, load_view_scheme
 from uni3d.scene.cameras import Cameras
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PREDICTIONS: dict[str, Prediction] = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 """diffusers' ``prediction_type`` -> the unit of :mod:`uni3d.diffusion.units`."""
-SUBFOLDERS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
 
 
 @dataclass(frozen=True)
@@ -58,31 +58,6 @@ class PriorOptions:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise UsageError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
-
-
-def _missing_prior(source: str, detail: str) -> UsageError:
-    """The one-line error for a prior that cannot be loaded, saying how to provide the weights."""
-    detail = " ".join(detail.split())[:200]
-    return UsageError(
-        f"cannot load the diffusion prior {source!r} ({detail}); provide the weights as a local folder in diffusers "
-        "layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), as a hub id already in the "
-        "Hugging Face cache (huggingface-cli download ID), or add --allow-download"
-    )
-
-
-def _resolve(source: str | Path) -> str:
-    """A local SD folder as a path string, or ``source`` unchanged if it can only be a hub id ``org/name``."""
-    text = str(source)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        missing = [name for name in SUBFOLDERS if not (path / name).is_dir()]
-        if missing:
-            raise _missing_prior(text, f"folder has no {', '.join(missing)}")
-        return str(path)
-    looks_like_hub_id = text.count("/") <= 1 and not text.startswith((".", "/", "~")) and "\\" not in text
-    if not looks_like_hub_id:
-        raise _missing_prior(text, "no such folder")
-    return text
 
 
 def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
@@ -120,7 +95,7 @@ class StableDiffusionPrior(nn.Module):
     def from_pretrained(cls, source: str | Path, options: PriorOptions | None = None) -> StableDiffusionPrior:
         """Load an SD folder or hub id (local files only unless ``options.allow_download``); one-line errors."""
         opts = options or PriorOptions()
-        where = _resolve(source)
+        where = resolve_prior_source(source)
         dtype = DTYPES[opts.dtype]
         vae_dtype = torch.float32 if opts.dtype == "fp16" else dtype
         local = {"local_files_only": not opts.allow_download}
@@ -131,7 +106,7 @@ class StableDiffusionPrior(nn.Module):
             unet = UNet2DConditionModel.from_pretrained(where, subfolder="unet", torch_dtype=dtype, **local)
             sched_cfg = DDPMScheduler.load_config(where, subfolder="scheduler", **local)
         except (OSError, ValueError) as err:
-            raise _missing_prior(str(source), f"{type(err).__name__}: {err}") from err
+            raise missing_prior(str(source), f"{type(err).__name__}: {err}") from err
         scheduler = DDPMScheduler.from_config(sched_cfg)
         return cls.from_modules(vae, text_encoder, tokenizer, unet, scheduler, opts, source, load_view_scheme(where))
 

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from uni3d.devices import resolve_device
 from uni3d.diffusion.edm import heun_sample, lognormal_sigma
 from uni3d.engine import Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
 from uni3d.errors import UsageError
@@ -50,7 +51,7 @@ class ImageDistiller:
         if cfg.batch_size % world.size:
             raise UsageError(f"batch size {cfg.batch_size} must be a multiple of the {world.size} processes")
         self.cfg, self.data, self.world = cfg, data, world
-        self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.device.type != "cpu" and world.size > 1:
             raise UsageError(f"--device {cfg.device} with several processes is not supported; use cpu under torchrun")
         self.preset = get_preset(cfg.preset)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from uni3d.config import build_config
+from uni3d.devices import check_device_name
 from uni3d.diffusion.edm import heun_steps
 from uni3d.errors import UsageError
 from uni3d.losses import get_preset
@@ -68,11 +69,10 @@ class DistillConfig:
     sample_every: int = 100
     eval_every: int = 250
     device: str = "cpu"
-    """``cpu`` or ``cuda[:N]``; the random numbers are drawn on the CPU either way (a resumed run may switch)."""
+    """``cpu``, ``cuda[:N]`` or ``auto``; the random numbers are drawn on the CPU either way (a resumed run may switch)."""
 
     def __post_init__(self) -> None:
-        if self.device != "cpu" and not self.device.startswith("cuda"):
-            raise UsageError(f"unknown device {self.device!r}; use cpu or cuda")
+        check_device_name(self.device)
         get_preset(self.preset)
         heun_steps(self.regression_nfe)
         if not 0 <= self.warmup_steps <= self.steps:

@@ -23,13 +23,13 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm import tqdm
 
+from uni3d.devices import resolve_device
 from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.models.edm.denoiser import EDMDenoiser
 from uni3d.models.edm.pickle_teacher import load_edm_teacher
 from uni3d.tasks.images.curves import fid_curves_png
 from uni3d.tasks.images.data import ImageSet, load_dataset
-from uni3d.tasks.images.devices import resolve_device
 from uni3d.tasks.images.distill import ImageDistiller, World
 from uni3d.tasks.images.distill_config import (
     NAMED_FEATURES,

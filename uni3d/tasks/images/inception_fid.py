@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uni3d.devices import resolve_device
 from uni3d.errors import UsageError
-from uni3d.tasks.images.devices import resolve_device
 from uni3d.tasks.images.fid import FeatureStats, frechet_distance
 
 DETECTOR_NAME = "inception-2015-12-05.pt"

@@ -26,12 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from uni3d.errors import UsageError
-from uni3d.io import atomic_write, save_json
+from uni3d.io import atomic_write, check_output_folder, save_json
+from uni3d.prompt_text import check_prompt, is_blank
 from uni3d.tasks.text_to_3d.config import GenerateConfig
+from uni3d.tasks.text_to_3d.preflight import preflight
 
 _COMMENT = re.compile(r"(^|\s)#.*$")
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _REPORT = re.compile(r"^batch-(\d+)-of-(\d+)\.json$")
+SUMMARY_PROMPT_WIDTH = 80
+"""Prompt characters shown per row of the batch summary."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,8 @@ def read_prompts(path: Path) -> list[PromptLine]:
         except UnicodeDecodeError:
             raise UsageError(f"{path}:{number}: the line is not UTF-8 text") from None
         text = _COMMENT.sub("", text).strip()
-        if any(ord(ch) < 32 for ch in text):
-            raise UsageError(f"{path}:{number}: the prompt holds control characters")
-        if text and text not in prompts:
+        check_prompt(text, what=f"{path}:{number}: the prompt", allow_blank=True)
+        if not is_blank(text) and text not in prompts:
             prompts[text] = PromptLine(number, text)
     if not prompts:
         raise UsageError(f"{path} holds no prompts (one per line; # starts a comment)")
@@ -148,14 +151,17 @@ def run_batch(
     log: Callable[[str], None] = lambda _: None,
 ) -> list[BatchRow]:
     """Run every prompt of the shard with ``settings`` (a :class:`GenerateConfig` mapping without ``prompt``)."""
-    from uni3d.tasks.text_to_3d.run import (  # diffusers: imported when a batch runs
+    lines = select_shard(read_prompts(path), *shard)
+    configs = [GenerateConfig.from_dict({**settings, "prompt": p.prompt}) for p in lines]  # bad settings fail now
+    check_output_folder(out)
+    if configs:
+        preflight(configs[0])  # the device and the prior's files, shared by every prompt
+    from uni3d.tasks.text_to_3d.run import (  # diffusers: imported once the input is known to be good
         finished_metrics,
         generate,
         load_prior,
     )
 
-    lines = select_shard(read_prompts(path), *shard)
-    configs = [GenerateConfig.from_dict({**settings, "prompt": p.prompt}) for p in lines]  # bad settings fail now
     prior = None
     rows: list[BatchRow] = []
     suffix = "" if shard == (1, 1) else f"-{shard[0]}-of-{shard[1]}"
@@ -187,14 +193,20 @@ def run_batch(
     return rows
 
 
+def shorten(text: str, width: int = SUMMARY_PROMPT_WIDTH) -> str:
+    """``text`` cut to ``width`` characters, the cut marked with an ellipsis and the full length."""
+    return text if len(text) <= width else f"{text[: width - 12].rstrip()}... ({len(text)} chars)"
+
+
 def format_summary(rows: list[BatchRow]) -> str:
-    """A fixed-width table: line, status, seconds, steps, rollbacks, prompt (and the error of failures)."""
+    """A fixed-width table: line, status, seconds, steps, rollbacks, prompt (shortened: :func:`shorten`; the
+    report's JSON keeps it whole) and the error of failures."""
     lines = [f"{'line':>5}  {'status':<8} {'seconds':>8} {'steps':>6} {'rollb':>5}  prompt"]
     for r in rows:
         steps = "" if r.steps is None else str(r.steps)
         rollbacks = "" if r.rollbacks is None else str(r.rollbacks)
         seconds = f"{r.seconds:.1f}" if r.status != "skipped" else ""
-        lines.append(f"{r.line:>5}  {r.status:<8} {seconds:>8} {steps:>6} {rollbacks:>5}  {r.prompt}")
+        lines.append(f"{r.line:>5}  {r.status:<8} {seconds:>8} {steps:>6} {rollbacks:>5}  {shorten(r.prompt)}")
         if r.error:
             lines.append(f"{'':>5}  error: {r.error}")
     counts = {s: sum(r.status == s for r in rows) for s in ("done", "skipped", "failed")}

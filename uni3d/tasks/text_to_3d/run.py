@@ -1,8 +1,9 @@
 """``generate``: prompt -> optimised field -> exported asset, with checkpoints, resume, previews and metrics.
 
 Run folder (every file written atomically): ``config.json`` (resolved settings), ``checkpoint.pt`` (every
-``checkpoint_every`` steps and at the end of training; the same command resumes from it), ``previews/step_*.png``
-(4 orbit views every ``preview_every`` steps), then ``model.glb``, ``model_vertex_color.glb``, ``model.obj``
+``checkpoint_every`` steps and at the end of training; the same command resumes from it; the one before it stays as
+``checkpoint.prev.pt`` until the run is done, an unreadable one is moved aside: :mod:`uni3d.checkpoints`),
+``previews/step_*.png`` (4 orbit views every ``preview_every`` steps), then ``model.glb``, ``model_vertex_color.glb``, ``model.obj``
 (+ ``.mtl`` + texture PNG), ``turntable.mp4`` (or ``.gif``), ``contact_sheet.png`` and, last, ``metrics.json``
 with ``"status": "done"`` (its presence marks a finished run). A run stopped by ``should_stop`` saves its checkpoint,
 exports the partial asset all the same and writes ``"status": "cancelled"`` with ``cancelled_at_step``: the same
@@ -11,7 +12,6 @@ command then resumes it.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -22,17 +22,20 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from uni3d.checkpoints import CHECKPOINT, load_checkpoint, previous, save_checkpoint
+from uni3d.devices import resolve_device
 from uni3d.engine import NonFiniteError
 from uni3d.errors import UsageError
 from uni3d.export.asset import export_asset
 from uni3d.export.video import contact_sheet
-from uni3d.io import atomic_write, save_json
+from uni3d.io import save_json
 from uni3d.models.prompt_check import prompt_notes
 from uni3d.models.stable_diffusion import PriorOptions, StableDiffusionPrior
 from uni3d.scene.background import SolidBackground
 from uni3d.tasks.text_to_3d.bank import TeacherBank
-from uni3d.tasks.text_to_3d.config import ADDED_LATER, EMBEDDED_PRIOR, MEMORY_OPTIONS, GenerateConfig
+from uni3d.tasks.text_to_3d.config import ADDED_LATER, MEMORY_OPTIONS, GenerateConfig
 from uni3d.tasks.text_to_3d.memory import check_particles_fit
+from uni3d.tasks.text_to_3d.preflight import preflight
 from uni3d.tasks.text_to_3d.trainer import StepStats, TextTo3D, prior_image_size
 
 RESUMABLE_CHANGES = frozenset(
@@ -56,24 +59,11 @@ StopCheck = Callable[[], bool]
 """``should_stop()`` after every completed step (and its callback): ``True`` ends training there (a clean cancel)."""
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; other names pass through."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} asked for, but CUDA is not available; use --device cpu")
-    return name
-
-
 def load_prior(cfg: GenerateConfig) -> StableDiffusionPrior:
-    """The prior of ``cfg``; a missing embedded prior is a one-line error saying how to make it."""
-    if cfg.prior == EMBEDDED_PRIOR and not Path(cfg.prior_path).is_dir():
-        raise UsageError(
-            f"the embedded prior {EMBEDDED_PRIOR} is missing: train it with `uni3d train-prior` (it writes "
-            f"{EMBEDDED_PRIOR}), or pass --prior with a Stable Diffusion folder or a cached hub id"
-        )
+    """The prior of ``cfg``; missing or damaged weights are a one-line error saying how to provide them."""
+    preflight(cfg)
     memory = {name: getattr(cfg, name) for name in MEMORY_OPTIONS}
-    opts = PriorOptions(cfg.dtype, resolve_device(cfg.device), cfg.allow_download, **memory)
+    opts = PriorOptions(cfg.dtype, str(resolve_device(cfg.device)), cfg.allow_download, **memory)
     return StableDiffusionPrior.from_pretrained(cfg.prior_path, opts)
 
 
@@ -91,9 +81,7 @@ def _check_resumable(saved: dict[str, Any], now: dict[str, Any], out: Path) -> N
 
 
 def _save_checkpoint(path: Path, trainer: TextTo3D, config: dict[str, Any], seconds: float) -> None:
-    buf = io.BytesIO()
-    torch.save({"config": config, **trainer.checkpoint(seconds)}, buf)
-    atomic_write(path, buf.getvalue())
+    save_checkpoint(path, {"config": config, **trainer.checkpoint(seconds)})
 
 
 def finished_metrics(cfg: GenerateConfig, out: Path) -> dict[str, Any] | None:
@@ -125,6 +113,7 @@ def generate(
     asset exported and ``metrics.json`` says ``"status": "cancelled"``, ``"cancelled_at_step": k``.
     """
     out = Path(out)
+    preflight(cfg, out, check_prior=prior is None)
     finished = finished_metrics(cfg, out)
     if finished is not None:
         log(f"{out} is finished already (delete its metrics.json to train on or export again)")
@@ -137,8 +126,7 @@ def generate(
     largest = max(int(resolved.render_size or 0), (resolved.render_milestone or (0, 0))[1])
     check_particles_fit(resolved, largest, str(prior.log_sigmas.device))
     config = json.loads(json.dumps(resolved.as_dict()))
-    ckpt_path = out / "checkpoint.pt"
-    state = torch.load(ckpt_path, map_location=prior.log_sigmas.device) if ckpt_path.is_file() else None
+    state = load_checkpoint(out / CHECKPOINT, map_location=prior.log_sigmas.device, required="config", log=log)
     if state is not None:
         _check_resumable(state["config"], config, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,12 +172,12 @@ def _train(
                 contact_sheet(sheet, out / "previews" / f"step_{step:06d}.png", columns=4, max_tiles=len(sheet))
             saved = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if saved:
-                _save_checkpoint(out / "checkpoint.pt", trainer, config, time.perf_counter() - start)
+                _save_checkpoint(out / CHECKPOINT, trainer, config, time.perf_counter() - start)
             if callback is not None:
                 callback(step, stats)
             if step < cfg.steps and should_stop is not None and should_stop():
                 if not saved:
-                    _save_checkpoint(out / "checkpoint.pt", trainer, config, time.perf_counter() - start)
+                    _save_checkpoint(out / CHECKPOINT, trainer, config, time.perf_counter() - start)
                 break
     return time.perf_counter() - start
 
@@ -236,6 +224,8 @@ def _finish(
         **exported,
     }
     save_json(out / "metrics.json", metrics)
+    if not cancelled:
+        previous(out / CHECKPOINT).unlink(missing_ok=True)  # the final checkpoint was written last; one is enough
     return metrics
 
 
