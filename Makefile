@@ -34,8 +34,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check uni3d tests apps
 	$(VENV)/bin/ruff format --check uni3d tests apps
 
+# Every test file runs on its own, in its own process: a file that passes only after another one, or a process that
+# crashes at exit (a native library freeing twice), fails the target even when all its tests passed.
 test: lint
-	$(PY) -m pytest
+	@failed=""; for f in tests/test_*.py; do \
+		echo "== $$f"; $(PY) -m pytest "$$f" || failed="$$failed $$f(exit $$?)"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi; echo "every test file passed on its own"
 
 # Text to 3D on the embedded prior (assets/priors/shapes), default preset and settings; a finished run folder
 # is not run again (delete it, or set DEMO_OUT, to run afresh).

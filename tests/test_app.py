@@ -12,12 +12,13 @@ import pytest
 from PIL import Image
 
 from uni3d.app.jobs import Job, JobBoard, JobState, PriorCache
+from uni3d.app.presets import preset_choices
 from uni3d.app.priors import find_priors
 from uni3d.app.runs import list_runs, obj_zip, run_result
-from uni3d.app.settings import MAX_PROMPT_CHARS, AppInputs, build_config, run_folder
+from uni3d.app.settings import MAX_PROMPT_CHARS, AppInputs, build_config, inputs_of_run, run_folder
 from uni3d.app.view import duration, enlarged, error_html, status_html, thumbnail
 from uni3d.errors import UsageError
-from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, GenerateConfig
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS, GenerateConfig
 
 
 @pytest.mark.parametrize(
@@ -85,7 +86,7 @@ def test_runs_are_listed_newest_first_with_an_obj_zip(tmp_path: Path) -> None:
     (tmp_path / "running").mkdir()  # no metrics.json yet: not listed
     runs = list_runs(tmp_path)
     assert [r.folder for r in runs] == [new, old]
-    assert runs[0].caption() == "a red cube · sds · 3 steps (cancelled)"
+    assert runs[0].caption().startswith("a red cube · sds · 3 steps (cancelled) · 20")  # then the date
     assert runs[0].obj_zip is None  # listing writes nothing
     result = run_result(new)
     assert result is not None and result.obj_zip == obj_zip(new)
@@ -93,6 +94,36 @@ def test_runs_are_listed_newest_first_with_an_obj_zip(tmp_path: Path) -> None:
         assert sorted(zf.namelist()) == ["material_0.png", "model.mtl", "model.obj"]
     assert result.downloads == [str(new / "model.glb"), str(new / "model_obj.zip")]
     assert list_runs(tmp_path / "missing") == []
+
+
+def test_every_preset_has_a_one_line_description_in_the_menu() -> None:
+    choices = preset_choices()
+    assert [value for _, value in choices] == list(TEXT_TO_3D_PRESETS)
+    assert all(label.startswith(f"{value}: ") and len(label) <= 130 for label, value in choices)
+    assert len({label.split(": ", 1)[1] for label, _ in choices}) == len(choices)  # no two alike
+
+
+def test_captions_tell_runs_of_one_prompt_apart(tmp_path: Path) -> None:
+    captions = set()
+    for name, seed, preset in (("a", 0, "sds"), ("b", 1, "sds"), ("c", 0, "vsd")):
+        run = _fake_run(tmp_path / name)
+        (run / "config.json").write_text(json.dumps({"prompt": "a red cube", "seed": seed, "preset": preset}))
+        metrics = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps({**metrics, "preset": preset}))
+        captions.add(run_result(run, make_zip=False).caption())
+    assert len(captions) == 3 and any("seed 1" in c for c in captions)
+
+
+def test_reopening_a_run_refills_the_form_that_makes_it_again(tiny_prior, tmp_path: Path) -> None:
+    folder, _ = tiny_prior
+    asked = AppInputs("a red cube", prior=str(folder), preset="vsd", steps=7, seed=5, guidance_scale=12.5,
+                      particles=2, mc_resolution=48, turntable_frames=6)  # fmt: skip
+    cfg = build_config(asked)
+    saved = json.loads(json.dumps(cfg.resolved(32).as_dict()))  # as config.json holds it: resolved for a 32 px prior
+    again = inputs_of_run(saved, {"prior_image_size": 32})
+    assert again is not None and again.preset == "vsd" and again.seed == 5 and again.render_size == 0
+    assert run_folder(tmp_path, build_config(again)) == run_folder(tmp_path, cfg)  # Generate finds the same run
+    assert inputs_of_run({"steps": 3}, {}) is None
 
 
 def test_a_run_of_several_particles_offers_every_particle(tmp_path: Path) -> None:

@@ -288,7 +288,7 @@ def _noisy_latents(prior, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, 
 def test_prompt_notes_name_unknown_words_and_a_truncated_view_suffix() -> None:
     from transformers import CLIPTokenizer
 
-    from uni3d.models.prompt_check import prompt_notes
+    from uni3d.models.prompt_check import APP_REMEDIES, prompt_notes
     from uni3d.models.tokenizer import build_clip_tokenizer
 
     tok = build_clip_tokenizer()
@@ -307,6 +307,8 @@ def test_prompt_notes_name_unknown_words_and_a_truncated_view_suffix() -> None:
     assert prompt_notes(tok, " ".join(words.split()[:-3])) == []
     (view,) = prompt_notes(tok, "a red cube, side view")
     assert "'side view'" in view and "view_dependent: false" in view
+    (foreign,) = prompt_notes(tok, "a red cube 🚀 立方体 café", remedies=APP_REMEDIES)  # words of any script, emoji
+    assert "'🚀', '立方体', 'café';" in foreign and "Prior menu" in foreign and "--prior" not in foreign
     assert prompt_notes(tok, "a red cube, side view", view_dependent=False) == []
     # the angles scheme's words are longer: ", overhead view, azimuthzero, elevationseventyfive, distance..." is 9
     assert prompt_notes(tok, " ".join(words.split()[:-9]), views=ANGLES) == []

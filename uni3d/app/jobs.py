@@ -132,6 +132,7 @@ class Job:
                 self._state = replace(self._state, notes=(*self._state.notes, line.removeprefix("note: ")))
 
     def _run(self) -> None:
+        from uni3d.models.prompt_check import APP_REMEDIES
         from uni3d.tasks.text_to_3d.run import generate  # diffusers: imported when the first job runs
 
         try:
@@ -145,6 +146,7 @@ class Job:
                 callback=self._on_step,
                 log=self._log,
                 should_stop=self._stop.is_set,
+                remedies=APP_REMEDIES,
             )
             status = metrics.get("status", "done")
             self._update(phase="cancelled" if status == "cancelled" else "done", step=metrics["steps"], metrics=metrics)

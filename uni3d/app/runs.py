@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from uni3d.io import atomic_write
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class RunResult:
     obj_zip: Path | None
     more: tuple[Path, ...] = ()
     """The other particles' GLBs and OBJ zips."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The run's ``config.json`` (empty when it cannot be read)."""
 
     @property
     def downloads(self) -> list[str]:
@@ -33,19 +38,34 @@ class RunResult:
         return [str(p) for p in (self.glb, self.obj_zip, *self.more) if p is not None]
 
     def caption(self) -> str:
-        """One line: prompt, preset, steps and status."""
-        m = self.metrics
+        """One line that tells runs of one prompt apart: prompt, preset, seed, steps (and status), particles, the
+        prior when it is not the embedded one, and when it finished."""
+        m, c = self.metrics, self.config
         steps = f"{m.get('steps')} steps" + (" (cancelled)" if m.get("status") == "cancelled" else "")
-        return f"{m.get('prompt', self.folder.name)} · {m.get('preset', '?')} · {steps}"
+        parts = [m.get("prompt", self.folder.name), m.get("preset", "?")]
+        parts += [f"seed {c['seed']}"] if "seed" in c else []
+        parts.append(steps)
+        parts += [f"{len(m['particles'])} particles"] if m.get("particles") else []
+        prior = m.get("prior")
+        parts += [Path(prior).name] if prior and prior != EMBEDDED_PRIOR else []
+        with contextlib.suppress(OSError):
+            parts.append(
+                time.strftime("%Y-%m-%d %H:%M", time.localtime((self.folder / "metrics.json").stat().st_mtime))
+            )
+        return " · ".join(str(p) for p in parts)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:
     """``metrics.json`` of ``folder`` (written last, so its presence means the export is complete), else ``None``."""
-    try:
-        metrics = json.loads((Path(folder) / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if isinstance(metrics, dict) else None
+    return _read_json(Path(folder) / "metrics.json")
 
 
 def obj_zip(folder: Path) -> Path | None:
@@ -94,6 +114,7 @@ def run_result(folder: Path, make_zip: bool = True) -> RunResult | None:
         preview=_file(folder, "preview.png", "contact_sheet.png"),
         obj_zip=zipped(assets[0]),
         more=tuple(more),
+        config=_read_json(folder / "config.json") or {},
     )
 
 

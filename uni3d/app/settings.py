@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from uni3d.errors import UsageError
-from uni3d.tasks.text_to_3d.config import ADDED_LATER, EMBEDDED_PRIOR, GenerateConfig
+from uni3d.tasks.text_to_3d.config import ADDED_LATER, EMBEDDED_PRIOR, MAX_RENDER_SIZE, GenerateConfig
 
 MAX_PROMPT_CHARS = 300
 """Longest prompt (and negative prompt) accepted: CLIP's 77-token context holds about this many characters."""
@@ -78,6 +78,8 @@ class AppInputs:
     particles: float = _D.particles
 
 
+EXPORT_INPUTS = ("mc_resolution", "texture_size", "turntable_frames", "turntable_size")
+"""The page's inputs that are export settings (``config.export``)."""
 INPUT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(AppInputs))
 """The page's inputs in the one order the page's components, the API's parameters and :class:`AppInputs` share."""
 
@@ -108,12 +110,7 @@ def build_config(inputs: AppInputs) -> GenerateConfig:
         "render_size": n["render_size"] or None,
         "preview_every": n["preview_every"],
         "particles": n["particles"],
-        "export": {
-            "mc_resolution": n["mc_resolution"],
-            "texture_size": n["texture_size"],
-            "turntable_frames": n["turntable_frames"],
-            "turntable_size": n["turntable_size"],
-        },
+        "export": {name: n[name] for name in EXPORT_INPUTS},
     }
     if inputs.prior:
         settings["prior"] = inputs.prior
@@ -122,6 +119,21 @@ def build_config(inputs: AppInputs) -> GenerateConfig:
             if settings[name] == getattr(_D, name):
                 del settings[name]
     return GenerateConfig.from_dict(settings)
+
+
+def inputs_of_run(config: dict[str, Any], metrics: dict[str, Any]) -> AppInputs | None:
+    """The form that makes the run of ``config`` and ``metrics`` (its ``config.json`` and ``metrics.json``) again:
+    the inverse of :func:`build_config` for the fields the page has (a render size that was the prior's own goes
+    back to 0, "the prior's"); ``None`` for a config without a prompt."""
+    if not isinstance(config.get("prompt"), str):
+        return None
+    export = config.get("export") or {}
+    default = AppInputs(prompt="")
+    values = {name: config.get(name, getattr(default, name)) for name in INPUT_NAMES}
+    values.update({name: export.get(name, getattr(default, name)) for name in EXPORT_INPUTS})
+    own = min(int(metrics.get("prior_image_size") or 0), MAX_RENDER_SIZE)
+    values["render_size"] = 0 if config.get("render_size") in (None, own) else config["render_size"]
+    return AppInputs(**values)
 
 
 _IGNORED = ("device", "preview_every", "checkpoint_every", "snapshot_every")

@@ -17,12 +17,21 @@ from typing import Any
 import gradio as gr
 
 from uni3d.app.jobs import Job, JobBoard, PriorCache
+from uni3d.app.presets import preset_choices
 from uni3d.app.priors import find_priors
 from uni3d.app.runs import RunResult, latest_preview, list_runs, run_result
-from uni3d.app.settings import INPUT_NAMES, MAX_PROMPT_CHARS, RANGES, AppInputs, build_config, run_folder
+from uni3d.app.settings import (
+    INPUT_NAMES,
+    MAX_PROMPT_CHARS,
+    RANGES,
+    AppInputs,
+    build_config,
+    inputs_of_run,
+    run_folder,
+)
 from uni3d.app.view import enlarged, error_html, idle_html, info_html, status_html, summary, thumbnail
 from uni3d.errors import UsageError
-from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR
 from uni3d.tasks.text_to_3d.recipes import RECIPES
 
 TICK = 1.0
@@ -35,6 +44,8 @@ CSS = """
 """
 Outputs = tuple[Any, Any, Any, Any, Any]
 """(status HTML, preview image, GLB for the viewer, turntable video, download files)."""
+_UNCHANGED = tuple(gr.skip() for _ in INPUT_NAMES)
+"""The form left as it is."""
 
 
 def _result_outputs(result: RunResult) -> Outputs:
@@ -158,13 +169,16 @@ class App:
         gr.Info(note)
         return note
 
-    def show_run(self, folders: list[str], evt: gr.SelectData) -> Outputs:
-        """Load a gallery run into the viewer, video and downloads."""
+    def show_run(self, folders: list[str], evt: gr.SelectData) -> tuple[Any, ...]:
+        """Load a gallery run into the viewer, video and downloads, and its settings into the form (so Generate
+        makes it again, or a changed copy): :data:`Outputs`, then one value per :data:`INPUT_NAMES`."""
         index = evt.index if isinstance(evt.index, int) else evt.index[0]
         result = run_result(Path(folders[index])) if 0 <= index < len(folders) else None
         if result is None:
-            return info_html("that run is gone; refresh the gallery"), None, None, None, None
-        return _result_outputs(result)
+            return info_html("that run is gone; refresh the gallery"), None, None, None, None, *_UNCHANGED
+        form = inputs_of_run(result.config, result.metrics)
+        values = _UNCHANGED if form is None else tuple(getattr(form, name) for name in INPUT_NAMES)
+        return *_result_outputs(result), *values
 
 
 def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blocks:
@@ -198,7 +212,11 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
                 )
                 with gr.Row():
                     preset = gr.Dropdown(
-                        list(TEXT_TO_3D_PRESETS), value=d.preset, label="Preset", elem_id="uni3d-preset"
+                        preset_choices(),
+                        value=d.preset,
+                        label="Preset",
+                        info="what the step optimises, and what it trains beside sds",
+                        elem_id="uni3d-preset",
                     )
                     seed = gr.Number(value=d.seed, label="Seed", precision=0, minimum=0, elem_id="uni3d-seed")
                 steps = _slider("steps", "Steps", d.steps)
@@ -280,7 +298,7 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
         api_btn.click(app.api(), inputs, outputs, api_name="generate", **device)
         cancel_btn.click(app.cancel, None, note, api_name="cancel", concurrency_limit=None, queue=False)
         refresh.click(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
-        gallery.select(app.show_run, folders, outputs, api_visibility="private", concurrency_limit=None)
+        gallery.select(app.show_run, folders, outputs + inputs, api_visibility="private", concurrency_limit=None)
         demo.load(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
     return demo
 

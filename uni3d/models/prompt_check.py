@@ -10,6 +10,7 @@ so a long prompt loses its view words first. Each note is one line for the CLI, 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import cache
 
 from transformers import PreTrainedTokenizerBase
@@ -46,30 +47,49 @@ def token_count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     return len(tokenizer(text, truncation=False, verbose=False).input_ids)
 
 
+@dataclass(frozen=True)
+class Remedies:
+    """What a note tells the user to do, in the words of the place they read it (the CLI's flags, the app's menus)."""
+
+    other_prior: str
+    keep_view: str
+
+
+CLI_REMEDIES = Remedies(
+    other_prior="pass --prior with a Stable Diffusion folder",
+    keep_view="set view_dependent: false in --config to keep it",
+)
+APP_REMEDIES = Remedies(
+    other_prior="choose a Stable Diffusion folder in the Prior menu",
+    keep_view="the command line keeps it with view_dependent: false in --config",
+)
+
+
 def prompt_notes(
     tokenizer: PreTrainedTokenizerBase,
     prompt: str,
     negative_prompt: str = "",
     view_dependent: bool = True,
     views: ViewScheme = COARSE,
+    *,
+    remedies: Remedies = CLI_REMEDIES,
 ) -> list[str]:
     """One-line notes on ``prompt`` (and ``negative_prompt``) for a prior with ``tokenizer`` prompted in ``views``;
     empty when all is well. ``view_dependent``: whether each camera's view words are appended, replacing a view the
-    prompt names."""
+    prompt names; ``remedies``: the advice, in the words of the CLI or the app."""
     notes: list[str] = []
     named = split_view(prompt)[1]
     if named is not None and view_dependent:
         notes.append(
             f"the prompt ends with a view ('{named} view'); each camera's own view replaces it (view-dependent "
-            "prompting), so the asset is seen from all sides; set view_dependent: false in --config to keep it"
+            f"prompting), so the asset is seen from all sides; {remedies.keep_view}"
         )
     if is_caption_tokenizer(tokenizer):
         unknown = unknown_words(tokenizer, prompt)
         if unknown:
             notes.append(
                 f"the embedded shapes prior never saw the word(s) {', '.join(map(repr, unknown))}; it knows a shape, "
-                "a colour and a view (e.g. 'a red cube'), so expect a coloured primitive, or pass --prior with a "
-                "Stable Diffusion folder"
+                f"a colour and a view (e.g. 'a red cube'), so expect a coloured primitive, or {remedies.other_prior}"
             )
         unknown = unknown_words(tokenizer, negative_prompt)
         if unknown:

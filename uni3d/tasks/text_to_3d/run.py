@@ -29,7 +29,7 @@ from uni3d.errors import UsageError
 from uni3d.export.asset import export_asset
 from uni3d.export.video import contact_sheet
 from uni3d.io import save_json
-from uni3d.models.prompt_check import prompt_notes
+from uni3d.models.prompt_check import CLI_REMEDIES, Remedies, prompt_notes
 from uni3d.models.stable_diffusion import PriorOptions, StableDiffusionPrior
 from uni3d.scene.background import SolidBackground
 from uni3d.tasks.text_to_3d.bank import TeacherBank
@@ -106,8 +106,11 @@ def generate(
     callback: Callback | None = None,
     log: Callable[[str], None] = lambda _: None,
     should_stop: StopCheck | None = None,
+    *,
+    remedies: Remedies = CLI_REMEDIES,
 ) -> dict[str, Any]:
     """Run (or resume, or return the finished) ``cfg`` in ``out``; returns the metrics (also ``metrics.json``).
+    ``remedies``: the prompt notes' advice in the words of the CLI or the app (:func:`prompt_notes`).
 
     ``should_stop`` returning ``True`` after step ``k`` stops training there: the checkpoint is saved, the partial
     asset exported and ``metrics.json`` says ``"status": "cancelled"``, ``"cancelled_at_step": k``.
@@ -119,7 +122,9 @@ def generate(
         log(f"{out} is finished already (delete its metrics.json to train on or export again)")
         return finished
     prior = prior if prior is not None else load_prior(cfg)
-    notes = prompt_notes(prior.tokenizer, cfg.prompt, cfg.negative_prompt, cfg.view_dependent, prior.views)
+    notes = prompt_notes(
+        prior.tokenizer, cfg.prompt, cfg.negative_prompt, cfg.view_dependent, prior.views, remedies=remedies
+    )
     for note in notes:
         log(f"note: {note}")
     resolved = cfg.resolved(prior_image_size(prior))
