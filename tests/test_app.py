@@ -191,7 +191,11 @@ def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp
     state = job.snapshot()
     assert state.phase == "training" and state.seconds_per_step is not None and state.eta_seconds is not None
     assert len(state.notes) == 1 and "'wooden'" in state.notes[0]  # the prior's note on the prompt reaches the page
-    assert board.cancel("session") and job.wait(120)
+    assert "Prior menu" in state.notes[0] and "--prior" not in state.notes[0]  # in the app's words
+    assert board.running() == [job] and board.get("run") is job  # the server's job, found by its folder's name
+    board.follow("reloaded page", job)  # the page came back (?run=run) in a new session
+    assert board.cancel("reloaded page") and job.wait(120)
+    assert board.running() == [] and not board.cancel("reloaded page")
     state = job.snapshot()
     assert state.phase == "cancelled" and state.metrics is not None, state
     k = state.metrics["cancelled_at_step"]

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import trimesh
 from gradio_client import Client
-from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
 
 pytestmark = pytest.mark.slow
@@ -72,10 +71,9 @@ def test_bad_input_is_a_message_and_the_server_keeps_serving(app_server: tuple[s
         status = client.predict(prompt=prompt, **TINY, api_name="/generate")[0]
         assert 'data-phase="error"' in status and needle in status, status
         assert "Traceback" not in status
-    with pytest.raises(AppError, match="less than minimum value 1"):  # the slider's own range check
-        client.predict(prompt="a red cube", **{**TINY, "steps": 0}, api_name="/generate")
-    with pytest.raises(AppError, match="greater than maximum"):
-        client.predict(prompt="a red cube", **{**TINY, "mc_resolution": 100000}, api_name="/generate")
+    for changes, needle in (({"steps": 0}, "steps must be from 1 to 5000"), ({"seed": -1}, "seed must be from 0")):
+        status = client.predict(prompt="a red cube", **{**TINY, **changes}, api_name="/generate")[0]
+        assert 'data-phase="error"' in status and needle in status, status  # said, never clamped
     status = client.predict(prompt="a red cube", prior=str(out / "no-such-prior"), **TINY, api_name="/generate")[0]
     assert 'data-phase="error"' in status and "no-such-prior" in status, status
     assert "/generate" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]

@@ -28,14 +28,30 @@ TINY = {"steps": 4, "preview_every": 2, "mc_resolution": 32, "texture_size": 64,
 """Slider values for a short run (the export on the embedded prior then takes seconds, not minutes)."""
 
 
-def _set_slider(page, name: str, value: int) -> None:
-    """Type ``value`` into a slider's number box and wait until the slider itself took it."""
+def _set_number(page, name: str, value: int) -> None:
+    """Type ``value`` into a number box and wait until the page holds it."""
     from playwright.sync_api import expect
 
     box = page.locator(f"#uni3d-{name} input[type=number]")
     box.fill(str(value))
     box.press("Tab")
-    expect(page.locator(f"#uni3d-{name} input[type=range]")).to_have_value(str(value))
+    expect(box).to_have_value(str(value))
+
+
+def _launch(pw):
+    return pw.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
+    )
+
+
+def _open_advanced(page) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_text("Advanced settings").click()
+    expect(page.locator("#uni3d-mc_resolution input[type=number]")).to_be_visible()
+    page.wait_for_timeout(1000)  # the accordion mounts its inputs once more while it opens
 
 
 def _viewer_shows_a_model(page, path: Path, timeout: float = 60) -> bool:
@@ -56,11 +72,7 @@ def test_browser_runs_a_prompt_and_downloads_the_glb(app_server: tuple[str, Path
 
     url, out = app_server
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
-        )
+        browser = _launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
             page.goto(url)
@@ -69,14 +81,12 @@ def test_browser_runs_a_prompt_and_downloads_the_glb(app_server: tuple[str, Path
             expect(status).to_have_attribute("data-phase", "error")
             expect(status).to_contain_text("the prompt is empty")
             page.locator("#uni3d-prompt textarea").fill("a red cube")
-            page.get_by_text("Advanced settings").click()
-            expect(page.locator("#uni3d-mc_resolution input[type=number]")).to_be_visible()
-            page.wait_for_timeout(1000)  # the accordion mounts its sliders once more while it opens
+            _open_advanced(page)
             for name, value in TINY.items():
-                _set_slider(page, name, value)
+                _set_number(page, name, value)
             page.wait_for_timeout(500)
             for name, value in TINY.items():  # still set (the run would be slow with the default export)
-                expect(page.locator(f"#uni3d-{name} input[type=range]")).to_have_value(str(value))
+                expect(page.locator(f"#uni3d-{name} input[type=number]")).to_have_value(str(value))
             page.locator("#uni3d-generate").click()
             expect(status).not_to_have_attribute("data-phase", "error")  # the message of the empty prompt is gone
 
@@ -111,3 +121,43 @@ def test_browser_runs_a_prompt_and_downloads_the_glb(app_server: tuple[str, Path
     (run,) = [p for p in out.iterdir() if (p / "metrics.json").is_file()]
     config = json.loads((run / "config.json").read_text())
     assert config["steps"] == 4 and config["export"]["mc_resolution"] == 32 and config["preview_every"] == 2
+
+
+def test_a_run_outlives_its_page_and_a_reload_follows_it_again(app_server: tuple[str, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, out = app_server
+    with sync_playwright() as pw:
+        browser = _launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            status = page.locator("#uni3d-status .uni3d-status")
+            page.locator("#uni3d-prompt textarea").fill("a blue sphere")
+            _open_advanced(page)
+            for name, value in {**TINY, "steps": 999999}.items():
+                _set_number(page, name, value)
+            page.locator("#uni3d-generate").click()  # out of range: said, not clamped
+            expect(status).to_have_attribute("data-phase", "error")
+            expect(status).to_contain_text("steps must be from 1 to 5000, got 999999")
+            _set_number(page, "steps", 3000)
+            page.locator("#uni3d-generate").click()
+            expect(status).to_have_attribute("data-phase", "training", timeout=60000)
+            expect(status).to_contain_text(re.compile(r"step [1-9]\d* / 3000"), timeout=60000)
+            link = page.locator("#uni3d-status a.uni3d-run-link")
+            run_id = link.get_attribute("href").removeprefix("?run=")
+
+            page.reload()  # the page goes away; the run does not
+            expect(page.locator("#uni3d-jobs")).to_contain_text(run_id, timeout=30000)
+            page.locator(f'#uni3d-jobs a[href="?run={run_id}"]').click()
+            status = page.locator("#uni3d-status .uni3d-status")
+            expect(status).to_have_attribute("data-phase", "training", timeout=30000)
+            first = int(re.search(r"step (\d+) / 3000", status.inner_text()).group(1))
+            expect(status).not_to_contain_text(f"step {first} / 3000", timeout=30000)  # live progress again
+            page.locator("#uni3d-cancel").click()  # the reattached page cancels the run it follows
+            expect(status).to_have_attribute("data-phase", "cancelled", timeout=120000)
+            page.screenshot(path=str(tmp_path / "reattached.png"), full_page=True)
+        finally:
+            browser.close()
+    metrics = json.loads((out / run_id / "metrics.json").read_text())
+    assert metrics["status"] == "cancelled" and metrics["cancelled_at_step"] > first

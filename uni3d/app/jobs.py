@@ -2,9 +2,9 @@
 cancel bridge for the page.
 
 The page's handler starts a :class:`Job`, polls :meth:`Job.snapshot` every fraction of a second and yields what
-changed; :meth:`Job.cancel` (the Cancel button, or the page going away) makes ``generate`` stop after the current
-step, save its checkpoint and export the partial asset (``metrics.json`` status ``cancelled``). The prior is loaded
-once and kept (:class:`PriorCache`); the page's queue runs one job per device at a time.
+changed; :meth:`Job.cancel` (the Cancel button) makes ``generate`` stop after the current step, save its checkpoint
+and export the partial asset (``metrics.json`` status ``cancelled``). A job outlives the page that started it
+(:class:`JobBoard`). The prior is loaded once and kept (:class:`PriorCache`); one job runs at a time.
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ class Job:
         self._first: tuple[int, float] | None = None  # (step, time) of this job's first completed step
         self._thread = threading.Thread(target=self._run, name=f"uni3d-job-{self.folder.name}", daemon=True)
 
+    @property
+    def id(self) -> str:
+        """The job's id: its run folder's name (one folder, one job)."""
+        return self.folder.name
+
     def start(self) -> Job:
         """Start the thread; returns ``self``."""
         self._start = time.perf_counter()
@@ -159,28 +164,49 @@ class Job:
 
 
 class JobBoard:
-    """The running job of each browser session (the Cancel button finds its own session's job here)."""
+    """Every job of the server by id (its run folder's name), and the job each browser session follows.
+
+    A job belongs to the server, not to a page: closing or reloading the page leaves it running, and any page that
+    asks for its id (``?run=ID``) follows it again; the Cancel button finds the job its own session follows."""
+
+    KEEP = 32
+    """Finished jobs kept for pages that reattach late (older ones are read from their folders)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
+        self._followed: dict[str, str] = {}
 
     def add(self, session: str, job: Job) -> None:
-        """Register ``job`` as ``session``'s running job."""
+        """Register ``job`` (started or about to be) as followed by ``session``."""
         with self._lock:
-            self._jobs[session] = job
+            self._jobs[job.id] = job
+            self._followed[session] = job.id
+            finished = [key for key, known in self._jobs.items() if known.snapshot().final]
+            for key in finished[: max(0, len(finished) - self.KEEP)]:
+                del self._jobs[key]
 
-    def remove(self, session: str, job: Job) -> None:
-        """Forget ``job`` (if it is still ``session``'s)."""
+    def follow(self, session: str, job: Job) -> None:
+        """``session`` now follows ``job`` (a page that reattached)."""
         with self._lock:
-            if self._jobs.get(session) is job:
-                del self._jobs[session]
+            self._followed[session] = job.id
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with ``job_id``, if this server ran it."""
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def running(self) -> list[Job]:
+        """Jobs not yet ended, oldest first."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return [job for job in jobs if not job.snapshot().final]
 
     def cancel(self, session: str) -> bool:
-        """Cancel ``session``'s running job; ``False`` if it has none."""
+        """Cancel the running job ``session`` follows; ``False`` if it follows none."""
         with self._lock:
-            job = self._jobs.get(session)
-        if job is None:
+            job = self._jobs.get(self._followed.get(session, ""))
+        if job is None or job.snapshot().final:
             return False
         job.cancel()
         return True

@@ -28,14 +28,18 @@ class Range:
     low: float
     high: float
 
+    def __str__(self) -> str:
+        """``"1 to 5000"`` (whole numbers written out in full)."""
+        return " to ".join(str(int(x)) if x == int(x) else f"{x:g}" for x in (self.low, self.high))
+
     def check(self, label: str, value: float | None, integer: bool = True) -> float:
         """``value`` if it lies in the range (and is a whole number when ``integer``), else a one-line error."""
         if value is None or isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            raise UsageError(f"{label} must be a number from {self.low:g} to {self.high:g}, got {value!r}")
+            raise UsageError(f"{label} must be a number from {self}, got {value!r}")
         if integer and value != int(value):
             raise UsageError(f"{label} must be a whole number, got {value!r}")
         if not self.low <= value <= self.high:
-            raise UsageError(f"{label} must be from {self.low:g} to {self.high:g}, got {value:g}")
+            raise UsageError(f"{label} must be from {self}, got {value:g}")
         return int(value) if integer else float(value)
 
 

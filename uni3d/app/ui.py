@@ -2,7 +2,9 @@
 turntable video, downloads, and the gallery of earlier runs in the output folder.
 
 The generate handler is a generator: it starts a :class:`~uni3d.app.jobs.Job`, yields the progress line every
-:data:`TICK` seconds (and the newest preview when there is one), then the results. Bad input is a message in the
+:data:`TICK` seconds (and the newest preview when there is one), then the results. The job belongs to the server:
+closing or reloading the page leaves it running, and the address ``?run=ID`` (linked on the status line and in
+the list of running jobs) follows it again from any page. Bad input is a message in the
 page (a warning toast and the status line), never a traceback. ``demo.queue(default_concurrency_limit=1)``
 (:func:`launch`) runs one job at a time; Gradio shows the others their place in the queue.
 """
@@ -10,6 +12,7 @@ page (a warning toast and the status line), never a traceback. ``demo.queue(defa
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +32,25 @@ from uni3d.app.settings import (
     inputs_of_run,
     run_folder,
 )
-from uni3d.app.view import enlarged, error_html, idle_html, info_html, status_html, summary, thumbnail
+from uni3d.app.view import (
+    enlarged,
+    error_html,
+    idle_html,
+    info_html,
+    jobs_html,
+    status_html,
+    summary,
+    thumbnail,
+    waiting_html,
+)
 from uni3d.errors import UsageError
 from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR
 from uni3d.tasks.text_to_3d.recipes import RECIPES
 
 TICK = 1.0
 """Seconds between progress updates while a job runs."""
+JOBS_EVERY = 2.0
+"""Seconds between updates of the list of running jobs."""
 CSS = """
 .uni3d-status { padding: 8px 12px; border-radius: 8px; background: var(--block-background-fill); }
 .uni3d-error { border: 1px solid #d33; color: #b00; }
@@ -44,6 +59,8 @@ CSS = """
 """
 Outputs = tuple[Any, Any, Any, Any, Any]
 """(status HTML, preview image, GLB for the viewer, turntable video, download files)."""
+_RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
+"""A run folder's name as :func:`run_folder` makes it (nothing else is looked up from an address)."""
 _UNCHANGED = tuple(gr.skip() for _ in INPUT_NAMES)
 """The form left as it is."""
 
@@ -63,9 +80,21 @@ def status_html_for(result: RunResult) -> str:
     return f'<div class="uni3d-status uni3d-{kind}" data-phase="{kind}"><b>{kind.capitalize()}</b> · {line}</div>'
 
 
-def _slider(name: str, label: str, value: float, step: float = 1, info: str | None = None) -> gr.Slider:
-    r = RANGES[name]
-    return gr.Slider(r.low, r.high, value=value, step=step, label=label, info=info, elem_id=f"uni3d-{name}")
+def _viewer_last(outputs: Iterator[Outputs]) -> Iterator[Outputs]:
+    """The page's order of the outputs: the GLB last (see :meth:`App.in_page`)."""
+    for status, preview, glb, video, files in outputs:
+        yield status, preview, video, files, glb
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or ""
+
+
+def _number(name: str, label: str, value: float, info: str | None = None) -> gr.Number:
+    """A number box naming its range; no ``minimum``/``maximum`` on purpose: Gradio would clamp a typed value
+    without a word (a slider) or refuse it with a bare error badge, where :func:`build_config` says which limit."""
+    limits = str(RANGES[name])
+    return gr.Number(value=value, label=label, info=f"{info}; {limits}" if info else limits, elem_id=f"uni3d-{name}")
 
 
 def _named_inputs(handler: Callable[[AppInputs, gr.Request], Iterator[Outputs]]) -> Callable[..., Iterator[Outputs]]:
@@ -108,7 +137,10 @@ class App:
         return items, folders
 
     def generate(self, inputs: AppInputs, request: gr.Request) -> Iterator[Outputs]:
-        """Validate, run one job with live progress, then show its result (the API's ``/generate``)."""
+        """Validate, run one job with live progress, then show its result (the API's ``/generate``). The job
+        outlives the page: a reload or another browser follows it again at ``?run=ID`` (:meth:`attach`). A request
+        for a run that is already going follows that run; one that finds another job still running (its page
+        gone) waits for it, saying so: one job runs at a time."""
         try:
             cfg = build_config(inputs)
             folder = run_folder(self.out, cfg)
@@ -116,25 +148,30 @@ class App:
             gr.Warning(str(err))
             yield error_html(str(err)), None, None, None, None
             return
-        job = Job(cfg, folder, self.cache)
-        session = getattr(request, "session_hash", None) or ""
-        self.board.add(session, job)
-        shown: Path | None = None
-        try:
+        session = _session(request)
+        job = self.board.get(folder.name)
+        if job is None or job.snapshot().final:
+            while busy := self.board.running():
+                yield waiting_html(busy[0].snapshot()), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                busy[0].wait(TICK)
+            job = Job(cfg, folder, self.cache)
+            self.board.add(session, job)
             job.start()
-            yield status_html(job.snapshot()), None, None, None, None
-            while not job.wait(TICK):
-                preview = latest_preview(folder)
-                update = enlarged(preview) if preview is not None and preview != shown else gr.skip()
-                shown = preview or shown
-                yield status_html(job.snapshot()), update, gr.skip(), gr.skip(), gr.skip()
-        finally:
-            if not job.wait(0):  # the page went away: stop cleanly, keep the partial result
-                job.cancel()
-                job.wait()
-            self.board.remove(session, job)
+        else:
+            self.board.follow(session, job)
+        yield from self._follow(job)
+
+    def _follow(self, job: Job) -> Iterator[Outputs]:
+        """Progress of ``job`` every :data:`TICK` seconds (with the newest preview), then its result."""
+        shown: Path | None = None
+        yield status_html(job.snapshot()), None, None, None, None
+        while not job.wait(TICK):
+            preview = latest_preview(job.folder)
+            update = enlarged(preview) if preview is not None and preview != shown else gr.skip()
+            shown = preview or shown
+            yield status_html(job.snapshot()), update, gr.skip(), gr.skip(), gr.skip()
         state = job.snapshot()
-        result = run_result(folder) if state.phase in ("done", "cancelled") else None
+        result = run_result(job.folder) if state.phase in ("done", "cancelled") else None
         if result is None:
             if state.phase == "failed":
                 gr.Warning(state.message)
@@ -142,6 +179,28 @@ class App:
             return
         _, preview_path, glb, video, files = _result_outputs(result)
         yield status_html(state), preview_path, glb, video, files
+
+    def attach(self, request: gr.Request) -> Iterator[Outputs]:
+        """The run named in the page's address (``?run=ID``): its live progress while it runs, else its result;
+        nothing without the parameter."""
+        run_id = (request.query_params.get("run") if request is not None else None) or ""
+        if not run_id:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        job = self.board.get(run_id)
+        if job is not None and not job.snapshot().final:
+            self.board.follow(_session(request), job)
+            yield from self._follow(job)
+            return
+        result = run_result(self.out / run_id) if _RUN_ID.fullmatch(run_id) else None
+        if result is None:
+            yield info_html(f"no run {run_id!r} in {self.out}; pick one under Earlier runs"), None, None, None, None
+            return
+        yield _result_outputs(result)
+
+    def jobs_html(self) -> str:
+        """The running jobs of this server, each with the link that follows it."""
+        return jobs_html([job.snapshot() for job in self.board.running()])
 
     def api(self) -> Callable[..., Iterator[Outputs]]:
         """:meth:`generate` as Gradio calls it: one value per :data:`INPUT_NAMES` (the API's named parameters),
@@ -155,14 +214,23 @@ class App:
         lazy loader drops it), so the page sets the viewer from a plain function after the run."""
 
         def run(inputs: AppInputs, request: gr.Request) -> Iterator[Outputs]:
-            for status, preview, glb, video, files in self.generate(inputs, request):
-                yield status, preview, video, files, glb
+            yield from _viewer_last(self.generate(inputs, request))
 
         return _named_inputs(run)
 
+    def attach_in_page(self, request: gr.Request) -> Iterator[Outputs]:
+        """:meth:`attach` with the GLB last, as :meth:`in_page`."""
+        yield from _viewer_last(self.attach(request))
+
+    def before_run(self) -> tuple[Any, Any, Any]:
+        """At the click, before the queue: clear the note and the viewer, and say on the status line when another
+        run holds the device."""
+        busy = self.board.running()
+        return "", None, waiting_html(busy[0].snapshot()) if busy else gr.skip()
+
     def cancel(self, request: gr.Request) -> str:
-        """Stop this session's job after its current step (the API's ``/cancel``); returns a note."""
-        if self.board.cancel(getattr(request, "session_hash", None) or ""):
+        """Stop the job this page follows after its current step (the API's ``/cancel``); returns a note."""
+        if self.board.cancel(_session(request)):
             note = "Cancelling: the current step finishes, then the partial result is exported and kept."
         else:
             note = "Nothing of yours is running (a queued job starts when the device is free)."
@@ -218,9 +286,9 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
                         info="what the step optimises, and what it trains beside sds",
                         elem_id="uni3d-preset",
                     )
-                    seed = gr.Number(value=d.seed, label="Seed", precision=0, minimum=0, elem_id="uni3d-seed")
-                steps = _slider("steps", "Steps", d.steps)
-                particles = _slider(
+                    seed = _number("seed", "Seed", d.seed)
+                steps = _number("steps", "Steps", d.steps)
+                particles = _number(
                     "particles",
                     "Particles",
                     d.particles,
@@ -228,17 +296,18 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
                     "several answers to one prompt",
                 )
                 with gr.Accordion("Advanced settings", open=False, elem_id="uni3d-advanced"):
-                    guidance = _slider("guidance_scale", "Guidance scale", d.guidance_scale, step=0.5)
-                    render_size = _slider("render_size", "Render size (px, 0 = the prior's)", d.render_size)
-                    preview_every = _slider("preview_every", "Preview every (steps)", d.preview_every)
-                    mc_res = _slider("mc_resolution", "Export: marching-cubes resolution", d.mc_resolution)
-                    texture = _slider("texture_size", "Export: texture size (px)", d.texture_size)
-                    frames = _slider("turntable_frames", "Export: turntable frames", d.turntable_frames)
-                    frame_size = _slider("turntable_size", "Export: turntable size (px)", d.turntable_size)
+                    guidance = _number("guidance_scale", "Guidance scale", d.guidance_scale)
+                    render_size = _number("render_size", "Render size (px, 0 = the prior's)", d.render_size)
+                    preview_every = _number("preview_every", "Preview every (steps)", d.preview_every)
+                    mc_res = _number("mc_resolution", "Export: marching-cubes resolution", d.mc_resolution)
+                    texture = _number("texture_size", "Export: texture size (px)", d.texture_size)
+                    frames = _number("turntable_frames", "Export: turntable frames", d.turntable_frames)
+                    frame_size = _number("turntable_size", "Export: turntable size (px)", d.turntable_size)
                 with gr.Row():
                     run_btn = gr.Button("Generate", variant="primary", elem_id="uni3d-generate")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="uni3d-cancel")
                 note = gr.Markdown("", elem_id="uni3d-note")
+                jobs = gr.HTML(app.jobs_html(), elem_id="uni3d-jobs")
                 status = gr.HTML(idle_html(), elem_id="uni3d-status")
                 preview = gr.Image(
                     label="Preview (4 views)", type="filepath", interactive=False, elem_id="uni3d-preview"
@@ -281,7 +350,7 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
         outputs = [status, preview, model, video, files]
         device = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time, page and API together
         glb = gr.State(None)
-        clear = run_btn.click(lambda: ("", None), None, [note, model], api_visibility="private", queue=False)
+        clear = run_btn.click(app.before_run, None, [note, model, status], api_visibility="private", queue=False)
         run = clear.then(  # chained, so the viewer is cleared before (never after) the run sets it
             app.in_page(),
             inputs,
@@ -300,6 +369,17 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
         refresh.click(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
         gallery.select(app.show_run, folders, outputs + inputs, api_visibility="private", concurrency_limit=None)
         demo.load(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
+        attached = demo.load(
+            app.attach_in_page,
+            None,
+            [status, preview, video, files, glb],
+            api_visibility="private",
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
+        attached.then(lambda path: path or gr.skip(), glb, model, api_visibility="private", queue=False)
+        timer = gr.Timer(JOBS_EVERY)
+        timer.tick(app.jobs_html, None, jobs, api_visibility="private", concurrency_limit=None, show_progress="hidden")
     return demo
 
 

@@ -106,4 +106,35 @@ def status_html(state: JobState) -> str:
     parts.append(f"elapsed {duration(state.elapsed)}")
     if state.cancel_requested and state.phase != "exporting":
         parts.append("cancelling after this step…")
-    return _box(bar + '<div class="uni3d-progress-line">' + " · ".join(parts) + "</div>" + notes, state.phase)
+    line = '<div class="uni3d-progress-line">' + " · ".join(parts) + "</div>"
+    return _box(bar + line + _link_html(state) + notes, state.phase)
+
+
+def _link_html(state: JobState) -> str:
+    """The address that follows this run again: the run keeps going when the page closes or reloads."""
+    href = "?run=" + html.escape(state.folder.name)
+    return (
+        f'<div class="uni3d-link">The run goes on if this page closes; <a href="{href}" class="uni3d-run-link">'
+        f"this link</a> follows it again.</div>"
+    )
+
+
+def waiting_html(running: JobState) -> str:
+    """A request waiting for the job that holds the device (one job runs at a time)."""
+    text = (
+        f"Waiting: another run holds the device ({running.folder.name}, {_LABELS.get(running.phase, running.phase)}, "
+        f"step {running.step} / {running.steps}); this one starts when it ends."
+    )
+    return _box(html.escape(text), "queued")
+
+
+def jobs_html(running: list[JobState]) -> str:
+    """The server's running jobs, each a link that follows it."""
+    if not running:
+        return '<div class="uni3d-jobs">No run is going on this server.</div>'
+    items = "".join(
+        f'<li><a href="?run={html.escape(s.folder.name)}">{html.escape(s.folder.name)}</a> · '
+        f"{_LABELS.get(s.phase, s.phase)} · step {s.step} / {s.steps}</li>"
+        for s in running
+    )
+    return f'<div class="uni3d-jobs">Running on this server:<ul>{items}</ul></div>'
