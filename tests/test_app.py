@@ -208,3 +208,14 @@ def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp
 
     bad = Job(GenerateConfig.from_dict({**cfg.as_dict(), "preset": "vsd"}), tmp_path / "run", cache).start()
     assert bad.wait(60) and bad.snapshot().phase == "failed" and "other settings" in bad.snapshot().message
+
+
+def test_a_click_while_a_run_goes_is_answered(tmp_path: Path) -> None:
+    from uni3d.app.ui import App
+
+    app = App(tmp_path, priors=[])
+    assert app.before_run()[0] == ""  # nothing running: the click just clears the note
+    job = Job(GenerateConfig(prompt="a red cube"), tmp_path / "a-red-cube-1234abcd", PriorCache(lambda c: None))
+    app.board.add("session", job)  # registered, not started: it holds the device all the same
+    note, _, status = app.before_run()
+    assert "still going (a-red-cube-1234abcd" in note and 'data-phase="queued"' in status

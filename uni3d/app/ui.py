@@ -223,10 +223,17 @@ class App:
         yield from _viewer_last(self.attach(request))
 
     def before_run(self) -> tuple[Any, Any, Any]:
-        """At the click, before the queue: clear the note and the viewer, and say on the status line when another
-        run holds the device."""
+        """At the click, before the queue: clear the viewer, and say (in the note and on the status line) when a
+        run still holds the device, this page's own included: the new request starts when it ends."""
         busy = self.board.running()
-        return "", None, waiting_html(busy[0].snapshot()) if busy else gr.skip()
+        if not busy:
+            return "", None, gr.skip()
+        state = busy[0].snapshot()
+        note = (
+            f"A run is still going ({state.folder.name}: {state.phase}); this request starts when it ends. "
+            "Press Cancel to stop the one this page follows."
+        )
+        return note, None, waiting_html(state)
 
     def cancel(self, request: gr.Request) -> str:
         """Stop the job this page follows after its current step (the API's ``/cancel``); returns a note."""
@@ -350,7 +357,9 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
         outputs = [status, preview, model, video, files]
         device = {"concurrency_id": "device", "concurrency_limit": 1}  # one job at a time, page and API together
         glb = gr.State(None)
-        clear = run_btn.click(app.before_run, None, [note, model, status], api_visibility="private", queue=False)
+        clear = run_btn.click(  # every click counts: a second one while a run goes is said, then queued
+            app.before_run, None, [note, model, status], api_visibility="private", queue=False, trigger_mode="multiple"
+        )
         run = clear.then(  # chained, so the viewer is cleared before (never after) the run sets it
             app.in_page(),
             inputs,
