@@ -38,13 +38,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from uni3d.diffusion.ddim import ddim_invert, ddim_path, epsilon
 from uni3d.diffusion.units import classifier_free_guidance
 from uni3d.losses import Preset, get_preset
+from uni3d.tasks.text_to_3d.seeds import particle_generator
 
 if TYPE_CHECKING:  # diffusers: the registry stays importable without it (settings, CLI help)
     from uni3d.models.stable_diffusion import StableDiffusionPrior
@@ -194,7 +194,7 @@ def path_noise(
 def noise_grid(seed: int, particle: int, channels: int, *, resolution: int = CFD_GRID) -> Tensor:
     """Particle ``particle``'s fixed 3D white noise ``(channels, R, R, R)`` over the scene box, drawn from
     ``(seed, particle)`` alone."""
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, particle, 3]).generate_state(1)[0]))
+    generator = particle_generator(seed, particle, 3)
     return torch.randn((channels, resolution, resolution, resolution), generator=generator)
 
 

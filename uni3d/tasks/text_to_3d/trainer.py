@@ -27,7 +27,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -62,6 +61,7 @@ from uni3d.tasks.text_to_3d.distillers import (
     shifted_fake,
     shifted_sigma,
 )
+from uni3d.tasks.text_to_3d.seeds import particle_generator
 
 SPARSITY_EPS = 0.01
 """``sqrt(o^2 + eps)``: the smooth L1 of threestudio's sparsity loss on the opacity ``o``."""
@@ -227,12 +227,7 @@ class TextTo3D:
         particle count, not kept in checkpoints: a resumed run draws it again)."""
         unet = self.prior.unet.config
         shape = (int(unet.in_channels), int(unet.sample_size), int(unet.sample_size))
-        noise = [
-            torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)))
-            for seed in (
-                np.random.SeedSequence([self.cfg.seed, k]).generate_state(1)[0] for k in range(len(self.renderers))
-            )
-        ]
+        noise = [torch.randn(shape, generator=particle_generator(self.cfg.seed, k)) for k in range(len(self.renderers))]
         return torch.stack(noise).to(self.device)
 
     @staticmethod
