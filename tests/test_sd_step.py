@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from uni3d.bench.sd_step import run
+from uni3d.bench.sd_step import STAGE_COLUMNS, run
 from uni3d.cli.main import main
 from uni3d.errors import UsageError
 from uni3d.models.sd_architectures import random_sd_modules
@@ -47,6 +47,20 @@ def test_sd_step_bench_writes_a_row_per_preset_and_the_docs_section(tmp_path: Pa
         assert (r["dtype"], r["latent"], r["image"]) == ("float32", 16, 32)
     text = (tmp_path / "benchmarks.md").read_text()
     assert "<!-- sd-step:begin -->" in text and "| tiny | `vsd` | float32 | - |" in text
+
+
+def test_the_profiled_step_is_broken_down_by_stage(tmp_path: Path) -> None:
+    args = "bench sd-step --models tiny --presets uni-jeffreys --device cpu --steps 1 --warmup 1 --profile --docs"
+    assert main([*args.split(), str(tmp_path)]) == 0
+    (row,) = json.loads((tmp_path / "benchmarks" / "sd_step.json").read_text())["rows"]
+    stages = row["stages_s"]
+    assert list(stages) == [*STAGE_COLUMNS, "other"]
+    # every stage of a uni-* step ran (it has a fake score and a ratio head), and the named stages cover most
+    # of the step: what is left (cameras, embeddings, loss arithmetic) is the smaller part
+    assert all(seconds > 0 for name, seconds in stages.items() if name != "other"), stages
+    assert stages["other"] < sum(stages.values()) / 2, stages
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "Where one step goes" in text and "| tiny | `uni-jeffreys` |" in text
 
 
 def test_sd_step_runs_a_bf16_prior_with_fp32_adapters_without_rollbacks() -> None:

@@ -29,6 +29,7 @@ import torch
 from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.cli.commands import BENCHMARKS
 from uni3d.devices import resolve_device
+from uni3d.engine import STAGE
 from uni3d.errors import UsageError
 from uni3d.io import save_json
 from uni3d.models.sd_architectures import ARCHITECTURES
@@ -55,6 +56,7 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     for name in MEMORY_OPTIONS:
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", help=f"prior memory: {name}")
+    p.add_argument("--profile", action="store_true", help="one more step per case under torch.profiler: per stage")
     p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
     p.set_defaults(func=_bench_sd_step)
 
@@ -115,6 +117,47 @@ def bare_call(trainer: TextTo3D) -> Callable[[], None]:
     return call
 
 
+STAGE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "render": ("render",),
+    "VAE encode": ("vae_encode",),
+    "teacher UNet": ("teacher",),
+    "fake UNet": ("fake",),
+    "generator backward": ("backward.loss_generator",),
+    "fake-score update": ("fake_score_loss", "backward.loss_fake"),
+    "ratio head": ("ratio_head", "ratio_loss", "backward.loss_ratio"),
+    "optimizers": ("optimizer.loss_generator", "optimizer.loss_fake", "optimizer.loss_ratio"),
+}
+"""The breakdown's columns: the step's named stages (:data:`uni3d.engine.STAGE`) they add up."""
+
+
+def stage_seconds(step: Callable[[], object], device: str) -> tuple[float, dict[str, float]]:
+    """One ``step()`` under ``torch.profiler``: its wall seconds and the seconds of each named stage (CPU time of
+    the stage's range; on CUDA the device time of its kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        wall = time.perf_counter() - start
+    stages: dict[str, float] = {}
+    for event in prof.events():
+        if event.name.startswith(STAGE):
+            micro = getattr(event, "device_time_total", 0) if cuda else event.cpu_time_total
+            name = event.name.removeprefix(STAGE)
+            stages[name] = stages.get(name, 0.0) + micro / 1e6
+    return wall, stages
+
+
+def breakdown(wall: float, stages: dict[str, float]) -> dict[str, float]:
+    """Seconds per :data:`STAGE_COLUMNS` column, and ``other``: the rest of the step (cameras, text embeddings,
+    noise, the loss's arithmetic, regularizers, checks)."""
+    columns = {name: sum(stages.get(stage, 0.0) for stage in parts) for name, parts in STAGE_COLUMNS.items()}
+    return {**columns, "other": max(0.0, wall - sum(columns.values()))}
+
+
 def _peak_memory_gib(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**30
@@ -122,9 +165,17 @@ def _peak_memory_gib(device: str) -> float:
 
 
 def measure(
-    prior: StableDiffusionPrior, model: str, preset: str, steps: int, warmup: int, memory: str = ""
+    prior: StableDiffusionPrior,
+    model: str,
+    preset: str,
+    steps: int,
+    warmup: int,
+    memory: str = "",
+    *,
+    profile: bool = False,
 ) -> dict[str, Any]:
-    """One row: median step and bare seconds, their ratio, peak memory and the run's shapes."""
+    """One row: median step and bare seconds, their ratio, peak memory and the run's shapes; with ``profile``, one
+    more step under the profiler gives the seconds of each stage (:func:`breakdown`)."""
     from uni3d.tasks.text_to_3d.trainer import TextTo3D, prior_image_size
 
     device = str(prior.log_sigmas.device)
@@ -135,6 +186,8 @@ def measure(
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     step = median_seconds(trainer.train_step, warmup, steps, device)
+    peak = _peak_memory_gib(device)
+    stages = breakdown(*stage_seconds(trainer.train_step, device)) if profile else None
     unet = prior.unet.config
     return {
         "model": model,
@@ -150,14 +203,23 @@ def measure(
         "step_s": step,
         "bare_s": bare,
         "overhead": step / bare,
-        "peak_gib": _peak_memory_gib(device),
+        "peak_gib": peak,
+        **({"stages_s": stages} if stages is not None else {}),
         "rollbacks": trainer.counters.rollbacks,
         "steps": steps,
         "warmup": warmup,
     }
 
 
-def run(models: list[str], presets: list[str], options: PriorOptions, steps: int, warmup: int) -> list[dict[str, Any]]:
+def run(
+    models: list[str],
+    presets: list[str],
+    options: PriorOptions,
+    steps: int,
+    warmup: int,
+    *,
+    profile: bool = False,
+) -> list[dict[str, Any]]:
     """Every (model, preset) row with the prior ``options`` (a resolved device); each model is built once. Names
     and counts are checked before any model is built (a full-size one takes a while)."""
     unknown = [m for m in models if m not in MODELS]
@@ -180,7 +242,7 @@ def run(models: list[str], presets: list[str], options: PriorOptions, steps: int
     for model in models:
         prior = build_prior(model, options)
         for preset in presets:
-            rows.append(measure(prior, model, preset, steps, warmup, memory))
+            rows.append(measure(prior, model, preset, steps, warmup, memory, profile=profile))
             print(_row(rows[-1]), flush=True)
         del prior
         if options.device.startswith("cuda"):
@@ -215,9 +277,33 @@ def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> s
         "| rollbacks |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *(_row(r) for r in rows),
+        *_breakdown_table([r for r in rows if "stages_s" in r]),
         END,
     ]
     return "\n".join(lines)
+
+
+def _breakdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Where one profiled step goes: seconds and share of the step per stage (``--profile``)."""
+    if not rows:
+        return []
+    names = [*STAGE_COLUMNS, "other"]
+    cells = []
+    for r in rows:
+        total = sum(r["stages_s"].values()) or 1.0
+        shares = " | ".join(f"{r['stages_s'][n]:.2f} ({100 * r['stages_s'][n] / total:.0f}%)" for n in names)
+        cells.append(f"| {r['model']} | `{r['preset']}` | {total:.2f} | {shares} |")
+    return [
+        "",
+        "Where one step goes (`--profile`: one more step under `torch.profiler`; seconds and share of that step per "
+        "named stage, `uni3d.engine.STAGE`; generator backward is the render's, the VAE encoder's and, for presets "
+        "that differentiate it, the fake UNet's backward; other: cameras, text embeddings, noise, loss arithmetic, "
+        "regularizers):",
+        "",
+        "| model | preset | step s | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+        *cells,
+    ]
 
 
 def _bench_sd_step(args: argparse.Namespace) -> int:
@@ -228,8 +314,9 @@ def _bench_sd_step(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     memory = {name: bool(getattr(args, name)) for name in MEMORY_OPTIONS}
-    rows = run(models, presets, PriorOptions(dtype, device, **memory), args.steps, args.warmup)
+    rows = run(models, presets, PriorOptions(dtype, device, **memory), args.steps, args.warmup, profile=args.profile)
     switches = "".join(f" --{name.replace('_', '-')}" for name, on in memory.items() if on)
+    switches += " --profile" if args.profile else ""
     command = (
         f"uni3d bench sd-step --models {','.join(models)} --presets {','.join(presets)} --device {device} "
         f"--dtype {dtype} --steps {args.steps} --warmup {args.warmup}{switches}"

@@ -7,9 +7,19 @@ update or roll every trained tensor back), the generator's EMA and the training 
 """
 
 from uni3d.engine.counters import Counters, NonFiniteError
-from uni3d.engine.loop import Denoised, DistillationLoop, DistillationTask, Draw, LoopSettings, Part, StepResult
+from uni3d.engine.loop import (
+    STAGE,
+    Denoised,
+    DistillationLoop,
+    DistillationTask,
+    Draw,
+    LoopSettings,
+    Part,
+    StepResult,
+)
 
 __all__ = [
+    "STAGE",
     "Counters",
     "Denoised",
     "DistillationLoop",

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from uni3d.diffusion.ema import ema_update
 from uni3d.engine.counters import Counters, NonFiniteError, NonFinitePolicy
@@ -38,6 +39,11 @@ from uni3d.losses import (
 )
 
 Order = Literal["fake-first", "generator-first"]
+STAGE = "uni3d."
+"""Prefix of the step's named stages for ``torch.profiler`` (``record_function``; free when nothing profiles):
+the loop's ``backward.<loss>``, ``optimizer.<loss>``, ``fake_score_loss`` and ``ratio_loss``, and the task's own
+(text to 3D: ``render``, ``vae_encode``, ``teacher``, ``fake``, ``ratio_head``). They do not nest, so their times
+add up to the part of a step they cover (``uni3d bench sd-step --profile``)."""
 
 
 @dataclass(frozen=True)
@@ -195,14 +201,16 @@ class DistillationLoop:
         if rollback and not math.isfinite(value):
             raise _NonFinite
         part.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with record_function(f"{STAGE}backward.{name}"):
+            loss.backward()
         finite = math.isfinite(value)
         if finite and part.clip is not None:
             norms = [float(torch.nn.utils.clip_grad_norm_(group, part.clip)) for group in part.groups()]
             self.last["grad_norm"] = max(norms)
             finite = all(math.isfinite(norm) for norm in norms)
         if finite:
-            part.optimizer.step()
+            with record_function(f"{STAGE}optimizer.{name}"):
+                part.optimizer.step()
             return True
         if rollback:
             raise _NonFinite
@@ -214,13 +222,16 @@ class DistillationLoop:
         if self.fake is None:
             return None
         for _ in range(self.settings.fake_steps):
-            self._apply(self.fake, self.task.fake_score_loss(draw), "loss_fake", "skipped_fake_steps")
+            with record_function(f"{STAGE}fake_score_loss"):
+                loss = self.task.fake_score_loss(draw)
+            self._apply(self.fake, loss, "loss_fake", "skipped_fake_steps")
         return self.last["loss_fake"]
 
     def _ratio_update(self, draw: Draw, denoised: Denoised | None) -> float | None:
         if self.ratio is None:
             return None
-        loss = discriminator_loss(*self.task.ratio_logits(draw, denoised))
+        with record_function(f"{STAGE}ratio_loss"):
+            loss = discriminator_loss(*self.task.ratio_logits(draw, denoised))
         self._apply(self.ratio, loss, "loss_ratio", "skipped_ratio_steps")
         return self.last["loss_ratio"]
 

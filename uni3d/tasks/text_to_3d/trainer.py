@@ -30,10 +30,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.profiler import record_function
 
 from uni3d.diffusion.timesteps import TimestepRange
 from uni3d.diffusion.units import classifier_free_guidance
-from uni3d.engine import Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
+from uni3d.engine import STAGE, Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
 from uni3d.losses import RatioEstimate, fake_score_loss
 from uni3d.models.frozen import frozen
 from uni3d.models.lora_fake_score import LoraFakeScore, camera_condition
@@ -370,11 +371,14 @@ class TextTo3D:
         cams = self.sampler.sample(n * len(particles), self.size)
         cond, uncond = self.conditions(cams)
         c2w = cams.c2w.to(self.device)
-        rendered = [self.render(cams[i * n : (i + 1) * n], k) for i, k in enumerate(particles)]
-        rgb = torch.cat([r[0] for r in rendered])
+        with record_function(f"{STAGE}render"):
+            rendered = [self.render(cams[i * n : (i + 1) * n], k) for i, k in enumerate(particles)]
+            rgb = torch.cat([r[0] for r in rendered])
         renders, origins, dirs = ([r[i] for r in rendered] for i in (1, 2, 3))
         views = Views(cams, cond, uncond, c2w, particles, renders, origins, dirs, step / self.cfg.steps)
-        return Draw(self.prior.encode(rgb), views, groups=len(particles))
+        with record_function(f"{STAGE}vae_encode"):
+            x0 = self.prior.encode(rgb)
+        return Draw(x0, views, groups=len(particles))
 
     def denoise(self, draw: Draw) -> Denoised:
         """``x_t`` at an annealed noise level, ``D_q`` (guided), ``D_p`` (frozen LoRA, live input when the preset
@@ -389,13 +393,14 @@ class TextTo3D:
         x_in = x_t if live else x_t.detach()
         d_fake, features, logits = None, None, None
         with torch.set_grad_enabled(live):
-            d_real = self.teacher_denoise(x_in, sigma, v.cond, v.uncond)
+            with record_function(f"{STAGE}teacher"):
+                d_real = self.teacher_denoise(x_in, sigma, v.cond, v.uncond)
             if self.fake is not None:
-                with frozen(self.fake):
+                with frozen(self.fake), record_function(f"{STAGE}fake"):
                     d_fake = self.fake_denoise(x_in, sigma, v.cond, v.uncond, v.c2w)
                 features = self.fake.mid_features
         if self.head is not None and features is not None:
-            with torch.no_grad():
+            with torch.no_grad(), record_function(f"{STAGE}ratio_head"):
                 logits = self.head(features, sigma)
         return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio_logits=logits, features=features)
 
