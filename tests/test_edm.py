@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from uni3d.diffusion.edm import (
+    RHO,
     SIGMA_MAX,
     SIGMA_MIN,
     heun_sample,
@@ -15,6 +16,7 @@ from uni3d.diffusion.edm import (
     karras_sigmas,
     lognormal_sigma,
     preconditioning,
+    rho_time_sigma,
 )
 from uni3d.errors import UsageError
 from uni3d.tasks.toy.metrics import energy_distance
@@ -96,3 +98,20 @@ def test_lognormal_sigma_moments() -> None:
     s = lognormal_sigma(20000, -1.2, 1.2, torch.Generator().manual_seed(0))
     assert s.log().mean().item() == pytest.approx(-1.2, abs=0.03)
     assert s.log().std().item() == pytest.approx(1.2, abs=0.03)
+
+
+def test_rho_time_sigma_is_sids_generator_range() -> None:
+    # t ~ U[0, 0.8] on the rho-7 schedule: sigma from SIGMA_MIN up to sigma(0.8) (about 24.4), uniform in t, so
+    # the median is sigma(0.4); a cut at sigma_min moves the lower end and keeps t uniform above it
+    s = rho_time_sigma(20000, 0.8, torch.Generator().manual_seed(0))
+    lo, hi = SIGMA_MIN ** (1 / RHO), SIGMA_MAX ** (1 / RHO)
+
+    def sigma(t: float) -> float:
+        return (hi + (1 - t) * (lo - hi)) ** RHO
+
+    assert SIGMA_MIN <= s.min().item() and s.max().item() <= sigma(0.8) == pytest.approx(24.4, abs=0.1)
+    assert s.median().item() == pytest.approx(sigma(0.4), rel=0.03)
+    cut = rho_time_sigma(20000, 0.8, torch.Generator().manual_seed(0), sigma_min=0.3)
+    assert cut.min().item() >= 0.3 - 1e-6 and cut.max().item() <= sigma(0.8)
+    with pytest.raises(UsageError, match="time range"):
+        rho_time_sigma(4, 0.1, sigma_min=50.0)

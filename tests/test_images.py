@@ -145,6 +145,12 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def test_sids_noise_levels_drive_a_distill_run(files: dict[str, Path], tmp_path: Path) -> None:
+    cfg = distill_config(files, preset="sid", features="none", steps=2, gen_sigma="rho", gen_sigma_min=0.0)
+    row = run_distill(cfg, tmp_path, progress=False)
+    assert row["step"] == 2 and np.isfinite(row["loss_generator"]) and row["skipped_generator_steps"] == 0
+
+
 @pytest.mark.parametrize("preset", ["uni-fkl", "uni-rkl"])
 def test_distill_runs_and_writes_outputs(files: dict[str, Path], tmp_path: Path, preset: str) -> None:
     row = run_distill(distill_config(files, preset=preset), tmp_path, progress=False)
@@ -214,6 +220,9 @@ def test_bad_input_gives_one_line_errors(
         load_dataset("cifar10")
     with pytest.raises(UsageError, match="gen_sigma_min"):
         DistillConfig(gen_sigma_min=-1.0)
+    with pytest.raises(UsageError, match="gen_sigma one of lognormal, rho"):
+        DistillConfig(gen_sigma="uniform")
+    _one_line_error(capsys, [*common, "--gen-sigma", "rho", "--gen-t-max", "1.5"], "gen_t_max <= 1")
     with pytest.raises(UsageError, match="ema"):
         DistillConfig(ema=1.5)
     small = EDMDenoiser.build(replace(TINY, resolution=16))

@@ -29,6 +29,8 @@ DISTILL_FLAGS: tuple[Flag, ...] = (
     ("lr_fake", float, "fake-score learning rate"),
     ("lr_ratio", float, "ratio-head learning rate"),
     ("sigma_init", float, "sigma of the generator's input"),
+    ("gen_sigma", str, "generator noise levels: lognormal or rho (SiD's t ~ U[0, gen_t_max] on EDM's schedule)"),
+    ("gen_t_max", float, "upper end of t for gen_sigma rho (SiD's tmax / 1000)"),
     ("gen_sigma_min", float, "generator-loss noise levels below this get weight 0"),
     ("ratio_width", int, "width of the ratio head"),
     ("ratio_clamp", float, "|log r| bound; beyond it the ratio is a constant (no motion terms)"),

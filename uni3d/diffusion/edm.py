@@ -87,6 +87,21 @@ def lognormal_sigma(
     return (p_mean + p_std * z).exp()
 
 
+def rho_time_sigma(n: int, t_max: float, generator: torch.Generator | None = None, sigma_min: float = 0.0) -> Tensor:
+    """SiD's generator noise levels, shape ``[n]``: ``t ~ U[t_lo, t_max]`` on the rho-7 schedule of
+    :func:`karras_sigmas` read as a function of ``t`` in ``[0, 1]``,
+    ``sigma(t) = (SIGMA_MAX^(1/rho) + (1 - t)(SIGMA_MIN^(1/rho) - SIGMA_MAX^(1/rho)))^rho`` (``t = 0``: SIGMA_MIN,
+    ``t = 1``: SIGMA_MAX); ``t_lo`` is where ``sigma(t) = sigma_min`` (0 when ``sigma_min <= SIGMA_MIN``)."""
+    lo, hi = SIGMA_MIN ** (1 / RHO), SIGMA_MAX ** (1 / RHO)
+    t_lo = 1 - (max(sigma_min, SIGMA_MIN) ** (1 / RHO) - hi) / (lo - hi)
+    if not 0 <= t_lo < t_max <= 1:
+        raise UsageError(
+            f"the generator's time range [{t_lo:.3f}, {t_max:g}] is empty; need sigma_min below sigma(t_max)"
+        )
+    t = t_lo + (t_max - t_lo) * torch.rand(n, generator=generator)
+    return (hi + (1 - t) * (lo - hi)) ** RHO
+
+
 @dataclass(frozen=True)
 class Preconditioning:
     """EDM Table 1 coefficients for ``D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)``, each ``[B]``."""

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from uni3d.devices import resolve_device
-from uni3d.diffusion.edm import heun_sample, lognormal_sigma
+from uni3d.diffusion.edm import heun_sample, lognormal_sigma, rho_time_sigma
 from uni3d.engine import Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
 from uni3d.errors import UsageError
 from uni3d.losses import fake_score_loss, get_preset, regression_loss
@@ -136,8 +136,12 @@ class ImageDistiller:
         return float(value)
 
     def _gen_sigma(self) -> Tensor:
-        """Noise levels of the generator loss and the ratio head: log-normal truncated at ``gen_sigma_min``."""
-        return self._sigma(self.cfg.gen_p_mean, self.cfg.gen_p_std, self.cfg.gen_sigma_min)
+        """Noise levels of the generator loss and the ratio head (``gen_sigma``), cut at ``gen_sigma_min``."""
+        cfg = self.cfg
+        if cfg.gen_sigma == "rho":
+            sigma = rho_time_sigma(cfg.batch_size, cfg.gen_t_max, self.gen, cfg.gen_sigma_min)
+            return self._share(sigma.to(self.device))
+        return self._sigma(cfg.gen_p_mean, cfg.gen_p_std, cfg.gen_sigma_min)
 
     # ---- what the shared loop asks for ---------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from uni3d.errors import UsageError
 from uni3d.losses import get_preset
 from uni3d.paths import ASSETS
 
+GEN_SIGMAS = ("lognormal", "rho")
 NAMED_TEACHERS = {"mnist": ASSETS / "mnist_teacher.pt"}
 NAMED_FEATURES = {"mnist": ASSETS / "mnist_features.pt"}
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "eval_every", "device")
@@ -47,6 +48,11 @@ class DistillConfig:
     lr_fake: float = 1e-4
     lr_ratio: float = 3e-4
     adam_beta1: float = 0.0
+    gen_sigma: str = "lognormal"
+    """The generator's noise levels: ``lognormal`` (``gen_p_mean``, ``gen_p_std``) or ``rho`` (SiD's
+    ``t ~ U[0, gen_t_max]`` on EDM's rho-7 schedule, :func:`uni3d.diffusion.edm.rho_time_sigma`); either is cut
+    below ``gen_sigma_min``."""
+    gen_t_max: float = 0.8
     gen_p_mean: float = -0.5
     gen_p_std: float = 1.0
     gen_sigma_min: float = 0.3
@@ -91,6 +97,11 @@ class DistillConfig:
             raise UsageError(
                 f"need gen_sigma_min >= 0 and positive p_std; got {self.gen_sigma_min:g}, {self.gen_p_std:g}, "
                 f"{self.fake_p_std:g}"
+            )
+        if self.gen_sigma not in GEN_SIGMAS or not 0 < self.gen_t_max <= 1:
+            raise UsageError(
+                f"need gen_sigma one of {', '.join(GEN_SIGMAS)} and 0 < gen_t_max <= 1; got {self.gen_sigma!r}, "
+                f"{self.gen_t_max:g}"
             )
         if min(self.lr_generator, self.lr_fake, self.lr_ratio, self.grad_clip) <= 0:
             raise UsageError("learning rates and grad_clip must be > 0")
