@@ -32,6 +32,7 @@ from uni3d.devices import resolve_device
 from uni3d.engine import STAGE
 from uni3d.errors import UsageError
 from uni3d.io import save_json
+from uni3d.models.prior_source import PRIOR_DTYPES
 from uni3d.models.sd_architectures import ARCHITECTURES
 from uni3d.scene.cameras import orbit_cameras
 from uni3d.tasks.text_to_3d.config import MEMORY_OPTIONS, GenerateConfig
@@ -51,7 +52,7 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--models", default="sd15,sd21", help=f"comma-separated, of {', '.join(MODELS)} (default sd15,sd21)")
     p.add_argument("--presets", default="sds,vsd,uni-jeffreys", help="comma-separated (default sds,vsd,uni-jeffreys)")
     p.add_argument("--device", default="auto", help="auto (cuda when available) | cuda | cpu")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None, help="default fp16 on cuda, else fp32")
+    p.add_argument("--dtype", choices=PRIOR_DTYPES, default=None, help="default fp16 on cuda, else fp32")
     p.add_argument("--steps", type=int, default=10, help="timed steps per case (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     for name in MEMORY_OPTIONS:

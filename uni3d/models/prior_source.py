@@ -1,5 +1,6 @@
-"""Where a diffusion prior's weights are: a local folder in diffusers layout, checked before anything heavy is
-imported, or a hub id for the Hugging Face cache. Every problem is a one-line error saying how to provide the weights."""
+"""Where a diffusion prior's weights are, and in which dtype, checked before anything heavy is imported: a local
+folder in diffusers layout, or a hub id for the Hugging Face cache. Every problem is a one-line error saying how to
+provide the weights."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ from pathlib import Path
 from uni3d.errors import UsageError
 
 SUBFOLDERS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+PRIOR_DTYPES = ("fp32", "fp16", "bf16")
+"""Names of the prior's weight dtypes (:data:`uni3d.models.stable_diffusion.DTYPES` maps them to torch's)."""
+
+
+def check_prior_dtype(name: str) -> None:
+    """One-line error unless ``name`` is one of :data:`PRIOR_DTYPES`."""
+    if name not in PRIOR_DTYPES:
+        raise UsageError(f"unknown dtype {name!r}; valid: {', '.join(PRIOR_DTYPES)}")
 
 
 def missing_prior(source: str, detail: str) -> UsageError:

@@ -29,11 +29,11 @@ from uni3d.diffusion.units import (
     vp_coefficients,
 )
 from uni3d.errors import UsageError
-from uni3d.models.prior_source import missing_prior, resolve_prior_source
+from uni3d.models.prior_source import PRIOR_DTYPES, check_prior_dtype, missing_prior, resolve_prior_source
 from uni3d.models.views import COARSE, ViewScheme, load_view_scheme
 from uni3d.scene.cameras import Cameras
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES: dict[str, torch.dtype] = dict(zip(PRIOR_DTYPES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 PREDICTIONS: dict[str, Prediction] = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 """diffusers' ``prediction_type`` -> the unit of :mod:`uni3d.diffusion.units`."""
 
@@ -56,8 +56,7 @@ class PriorOptions:
     vae_slicing: bool = False
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise UsageError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        check_prior_dtype(self.dtype)
 
 
 def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from uni3d.diffusion.timesteps import TimestepRange
 from uni3d.errors import UsageError
 from uni3d.export.asset import ExportSettings
 from uni3d.losses import PRESET_NAMES, get_preset
+from uni3d.models.prior_source import check_prior_dtype
 from uni3d.paths import REPO_ROOT
 from uni3d.prompt_text import check_prompt
 from uni3d.scene.background import BACKGROUNDS
@@ -37,8 +38,6 @@ MAX_RENDER_SIZE = 128
 """Largest default render side; a bigger prior image (SD: 512) is reached by bilinear upsampling, as threestudio."""
 LIGHTS = ("world", "camera")
 NOISE_MODES = ("fresh", "seeded")
-PRIOR_DTYPES = ("fp32", "fp16", "bf16")
-"""Names of the prior's weight dtypes (:data:`uni3d.models.stable_diffusion.DTYPES`)."""
 MEMORY_OPTIONS = ("attention_slicing", "channels_last", "vae_slicing")
 """Settings of the prior (:class:`uni3d.models.stable_diffusion.PriorOptions`) that change memory use, not results
 (beyond rounding)."""
@@ -212,8 +211,7 @@ class GenerateConfig:
         check_prompt(self.prompt)
         check_prompt(self.negative_prompt, what="the negative prompt", allow_blank=True)
         check_device_name(self.device)
-        if self.dtype not in PRIOR_DTYPES:
-            raise UsageError(f"unknown dtype {self.dtype!r}; use {', '.join(PRIOR_DTYPES)}")
+        check_prior_dtype(self.dtype)
         if loss_preset(self.preset).regression_weight > 0:
             raise UsageError(
                 f"preset {self.preset!r} regresses onto teacher ODE samples of a one-step generator's noise, which a "
