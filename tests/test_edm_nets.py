@@ -4,15 +4,14 @@ the EDM / VP / VE preconditioning formulas, a 2-step distillation with a SongUNe
 from __future__ import annotations
 
 import math
-import pickle
 import types
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from edm_snapshots import iddpm_table, write_snapshot
 
 from uni3d.diffusion.edm import iddpm_preconditioning, iddpm_sigmas, ve_preconditioning, vp_preconditioning
 from uni3d.errors import UsageError
@@ -92,59 +91,6 @@ def test_ncsnpp_and_skip_variants_and_adm() -> None:
         SongUNet(**TINY_SONG, encoder_type="fancy")
 
 
-# ---- EDM-format pickles of these networks (the persistence pattern of tests/test_images.py)
-
-
-class _Persistent:
-    """Pickles as ``torch_utils.persistence`` does: a call ``_reconstruct_persistent_obj(meta)``."""
-
-    def __init__(self, reconstruct: types.FunctionType, class_name: str, state: dict[str, object]) -> None:
-        self.reconstruct, self.class_name, self.state = reconstruct, class_name, state
-
-    def __reduce__(self) -> tuple[object, tuple[dict[str, object]]]:
-        meta = {"type": "class", "version": 6, "module_src": "raise SystemExit('never run')"}
-        return self.reconstruct, ({**meta, "class_name": self.class_name, "state": self.state},)
-
-
-def _module_dict(children: dict[str, object]) -> torch.nn.ModuleDict:
-    """A real ``ModuleDict`` (pickled as EDM's are: NEWOBJ, then its ``__dict__``) holding persistent records."""
-    container = torch.nn.ModuleDict()
-    container._modules.update(children)  # records, not modules: bypasses add_module's type check on purpose
-    container.training = False
-    return container
-
-
-def _records(module: torch.nn.Module, reconstruct: types.FunctionType, init_kwargs: dict | None = None) -> object:
-    """A module tree as EDM's pickle holds it: persistent records named by class, ModuleDicts in between."""
-    children = OrderedDict((k, None if m is None else _records(m, reconstruct)) for k, m in module._modules.items())
-    if isinstance(module, torch.nn.ModuleDict):
-        return _module_dict(children)
-    state = {"training": False, "_parameters": OrderedDict(module._parameters), "_modules": children}
-    state["_buffers"] = OrderedDict(module._buffers)
-    if init_kwargs is not None:
-        state["_init_kwargs"] = init_kwargs
-    return _Persistent(reconstruct, type(module).__name__, state)
-
-
-def write_snapshot(
-    path: Path, reconstruct: types.FunctionType, net: torch.nn.Module, precond: str = "EDMPrecond", **extra: object
-) -> Path:
-    """``network-snapshot-*.pkl`` of ``precond(model_type=type(net))`` around ``net``'s weights (``inner``:
-    store the model's own ``_init_kwargs`` too, as EDM does; otherwise they are derived from the wrapper's)."""
-    kwargs = dict(net.cfg.kwargs)
-    inner = extra.pop("inner", True)
-    outer = {"img_resolution": kwargs.pop("img_resolution"), "img_channels": kwargs.pop("in_channels")}
-    kwargs.pop("out_channels")
-    u = extra.pop("u", _iddpm_table() if precond == "iDDPMPrecond" else None)
-    kwargs.update(label_dim=kwargs["label_dim"], use_fp16=False, model_type=type(net).__name__)
-    outer.update({**kwargs, **extra})
-    model = _records(net, reconstruct, dict(net.cfg.kwargs) if inner else None)
-    state = {"_init_kwargs": outer, "_modules": OrderedDict(model=model), "_buffers": OrderedDict(u=u)}
-    ema = _Persistent(reconstruct, precond, state)
-    path.write_bytes(pickle.dumps({"ema": ema, "loss_fn": None, "augment_pipe": None, "dataset_kwargs": {}}))
-    return path
-
-
 @pytest.mark.parametrize("arch", ["SongUNet", "DhariwalUNet"])
 def test_edm_pickle_loads_with_strict_state_dict(persistence: types.FunctionType, tmp_path: Path, arch: str) -> None:
     torch.manual_seed(0)
@@ -160,18 +106,6 @@ def test_edm_pickle_loads_with_strict_state_dict(persistence: types.FunctionType
         assert teacher.net.cfg.kwargs["channel_mult"] == [1, 2]
 
 
-def _iddpm_table(c_1: float = 0.001, c_2: float = 0.008, m: int = 1000) -> torch.Tensor:
-    """iDDPMPrecond's buffer ``u`` as EDM computes it (float32 torch ops)."""
-
-    def alpha_bar(j: int) -> torch.Tensor:
-        return (0.5 * math.pi * torch.as_tensor(j) / m / (c_2 + 1)).sin() ** 2
-
-    u = torch.zeros(m + 1)
-    for j in range(m, 0, -1):
-        u[j - 1] = ((u[j] ** 2 + 1) / (alpha_bar(j - 1) / alpha_bar(j)).clip(min=c_1) - 1).sqrt()
-    return u
-
-
 def _explicit_denoiser(net: torch.nn.Module, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor, kind: str):
     """EDM's ``*Precond.forward`` written out: coefficients of EDM Table 1 / ``training/networks.py``."""
     s = sigma.reshape(-1, 1, 1, 1)
@@ -184,7 +118,7 @@ def _explicit_denoiser(net: torch.nn.Module, x: torch.Tensor, sigma: torch.Tenso
         c_skip, c_out, c_in = torch.ones_like(s), -s, 1 / (s**2 + 1).sqrt()
         c_noise = (m - 1) * ((beta_min**2 + 2 * beta_d * (1 + s**2).log()).sqrt() - beta_min) / beta_d
     elif kind == "iDDPMPrecond":
-        index = torch.cdist(s.reshape(1, -1, 1), _iddpm_table().reshape(1, -1, 1)).argmin(2)
+        index = torch.cdist(s.reshape(1, -1, 1), iddpm_table().reshape(1, -1, 1)).argmin(2)
         c_skip, c_out, c_in, c_noise = torch.ones_like(s), -s, 1 / (s**2 + 1).sqrt(), 1000 - 1 - index.float()
     else:
         c_skip, c_out, c_in, c_noise = torch.ones_like(s), s, torch.ones_like(s), (0.5 * s).log()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from edm_snapshots import Persistent
 
 from uni3d.bench.common import replace_section
 from uni3d.bench.image_runs import summarize
@@ -234,23 +235,6 @@ def test_bad_input_gives_one_line_errors(
 # ---- NVlabs EDM pickles: written here in the same format (persistence calls), read by the restricted unpickler
 
 
-class _Persistent:
-    """Pickles as ``torch_utils.persistence`` does: a call ``_reconstruct_persistent_obj(meta)``."""
-
-    def __init__(self, reconstruct: types.FunctionType, class_name: str, state: dict[str, object]) -> None:
-        self.reconstruct, self.class_name, self.state = reconstruct, class_name, state
-
-    def __reduce__(self) -> tuple[object, tuple[dict[str, object]]]:
-        meta = {
-            "type": "class",
-            "version": 6,
-            "module_src": "raise SystemExit('module_src must never be executed')",
-            "class_name": self.class_name,
-            "state": self.state,
-        }
-        return self.reconstruct, (meta,)
-
-
 class _Evil:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -261,13 +245,13 @@ class _Evil:
 
 def _edm_snapshot(reconstruct: types.FunctionType, resolution: int = 32, class_name: str = "Conv2d") -> dict:
     weight, bias = torch.nn.Parameter(torch.randn(4, 1, 3, 3)), torch.randn(4)
-    conv = _Persistent(reconstruct, class_name, {"_parameters": OrderedDict(weight=weight, bias=bias)})
-    unet = _Persistent(reconstruct, "SongUNet", {"_modules": OrderedDict(enc=torch.nn.ModuleDict(), conv=conv)})
+    conv = Persistent(reconstruct, class_name, {"_parameters": OrderedDict(weight=weight, bias=bias)})
+    unet = Persistent(reconstruct, "SongUNet", {"_modules": OrderedDict(enc=torch.nn.ModuleDict(), conv=conv)})
     kwargs = {"img_resolution": resolution, "img_channels": 1, "label_dim": 10, "model_type": "SongUNet"}
-    ema = _Persistent(
+    ema = Persistent(
         reconstruct, "EDMPrecond", {"_init_kwargs": kwargs, "sigma_data": 0.5, "_modules": {"model": unet}}
     )
-    loss = _Persistent(reconstruct, "EDMLoss", {"P_mean": -1.2, "P_std": 1.2, "sigma_data": 0.5})
+    loss = Persistent(reconstruct, "EDMLoss", {"P_mean": -1.2, "P_std": 1.2, "sigma_data": 0.5})
     return {"ema": ema, "loss_fn": loss, "augment_pipe": None, "dataset_kwargs": {"resolution": resolution}}
 
 

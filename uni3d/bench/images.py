@@ -348,7 +348,7 @@ def _bench_images(args: argparse.Namespace) -> int:
     )
     data = load_dataset("mnist", "train")
     teacher = load_teacher(args.teacher, data)
-    evaluator = make_evaluator(base, teacher.num_classes, data.images)
+    evaluator = make_evaluator(base, teacher.num_classes, data)
     if evaluator is None:
         raise UsageError("the benchmark needs a feature net (--features must not be 'none')")
     grids = args.docs / "benchmarks" / "images"

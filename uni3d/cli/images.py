@@ -1,4 +1,5 @@
-"""``uni3d train-teacher``, ``uni3d train-features`` and ``uni3d distill``: one-step image distillation on MNIST."""
+"""``uni3d train-teacher``, ``uni3d train-features`` and ``uni3d distill``: one-step image distillation (MNIST offline,
+EDM checkpoints and datasets where the user has them)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from uni3d.tasks.images.data import DATASETS
 from uni3d.tasks.images.distill_config import DistillConfig
 from uni3d.tasks.images.distill_run import run_distill
 from uni3d.tasks.images.features import FeatureTrainConfig, feature_record, save_feature_net, train_feature_net
+from uni3d.tasks.images.image_data import DATA_HELP
 from uni3d.tasks.images.inception_fid import DETECTOR_NAME, DETECTOR_URL, REFS_URL, inception_fid
+from uni3d.tasks.images.recipes import RECIPES, check_recipe_files, get_recipe
 from uni3d.tasks.images.teacher import TeacherConfig, train_teacher
 from uni3d.tasks.images.terms import run_term_report
 
@@ -34,6 +37,10 @@ DISTILL_FLAGS: tuple[Flag, ...] = (
     ("gen_sigma_min", float, "generator-loss noise levels below this get weight 0"),
     ("ratio_width", int, "width of the ratio head"),
     ("ratio_clamp", float, "|log r| bound; beyond it the ratio is a constant (no motion terms)"),
+    ("gan_weight", float, "weight of SiDA's adversarial generator term (the ratio head is its discriminator)"),
+    ("fake_p_mean", float, "mean of ln sigma for the fake score's denoising loss"),
+    ("fake_p_std", float, "std of ln sigma for the fake score's denoising loss"),
+    ("adam_beta1", float, "Adam beta1 of all three optimizers"),
     ("ema", float, "EMA decay of the generator"),
     ("eval_samples", int, "samples per evaluation"),
     ("eval_every", int, "steps between evaluations"),
@@ -86,13 +93,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "ratio head); sample grids, metrics.csv (FID, accuracy) and checkpoints in OUT; the same command resumes.",
     )
     d.add_argument(
-        "--teacher",
-        default=_D.teacher,
-        help="'mnist' (assets/), a teacher.pt file or run folder, or an NVlabs EDM .pkl (SongUNet / DhariwalUNet)",
+        "--recipe",
+        help=f"a published setting for EDM checkpoints, one of {', '.join(RECIPES)}; flags still override it "
+        "(docs/image_distiller.md)",
     )
-    d.add_argument("--preset", default=_D.preset, help=f"loss preset; one of {', '.join(PRESET_NAMES)}")
+    d.add_argument(
+        "--teacher",
+        help="'mnist' (assets/), a teacher.pt file or run folder, or an NVlabs EDM .pkl (SongUNet / DhariwalUNet) "
+        f"(default {_D.teacher})",
+    )
+    d.add_argument("--data", help=f"real images: {DATA_HELP} (default {_D.data})")
+    d.add_argument("--preset", help=f"loss preset; one of {', '.join(PRESET_NAMES)} (default {_D.preset})")
     d.add_argument("--out", type=Path, required=True, help="run folder")
-    d.add_argument("--features", default=_D.features, help="FID feature net: 'mnist', a file, or 'none'")
+    d.add_argument("--features", help=f"FID feature net: 'mnist', a file, or 'none' (default {_D.features})")
     add_flags(d, DISTILL_FLAGS, defaults=_D)
     d.add_argument(
         "--ratio-motion",
@@ -126,8 +139,12 @@ def _train_features(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    settings = given(args, (*names(DISTILL_FLAGS), "ratio_motion"))
-    cfg = DistillConfig(teacher=args.teacher, preset=args.preset, features=args.features, **settings)
+    recipe = None if args.recipe is None else get_recipe(args.recipe)
+    values = {} if recipe is None else recipe.config_values()
+    values.update(given(args, ("teacher", "data", "preset", "features", *names(DISTILL_FLAGS), "ratio_motion")))
+    cfg = DistillConfig(**values)
+    if recipe is not None:
+        check_recipe_files(recipe, cfg.teacher, cfg.data)
     row = run_distill(cfg, args.out, resume=args.resume, progress=not args.json)
     if args.json:
         print(json.dumps({**row, "out": str(args.out)}, indent=2))

@@ -45,6 +45,12 @@ class EDMDenoiser(nn.Module):
     def num_classes(self) -> int:
         return self.net.cfg.num_classes
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of the images the network is made for."""
+        cfg = self.net.cfg
+        return cfg.in_channels, cfg.resolution, cfg.resolution
+
     def with_features(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(D(x; sigma), bottleneck features)``: one pass gives the denoiser and the ratio head's input."""
         col, c_noise = _columns(x, sigma, self.sigma_data, self.precond)

@@ -91,13 +91,16 @@ def edm_denoiser(net: EDMNetwork, path: str | Path) -> EDMDenoiser:
     return EDMDenoiser(model, sigma_data, precond).requires_grad_(False).eval()
 
 
-def load_edm_teacher(path: str | Path, resolution: int, channels: int, data_name: str = "mnist") -> EDMDenoiser:
-    """The EDM network of ``path`` as a denoiser, after checking it is made for the data's image shape."""
+def load_edm_teacher(
+    path: str | Path, resolution: int | None = None, channels: int | None = None, data_name: str = "given"
+) -> EDMDenoiser:
+    """The EDM network of ``path`` as a denoiser, after checking it is made for the data's image shape (when
+    ``resolution`` and ``channels`` are given)."""
     net = read_edm_network(path)
-    if (net.channels, net.resolution) != (channels, resolution):
+    if resolution is not None and (net.channels, net.resolution) != (channels, resolution):
         raise UsageError(
             f"{path}: the network is made for {net.channels}x{net.resolution}x{net.resolution} images, the "
-            f"{data_name} data is {channels}x{resolution}x{resolution} (dataset mismatch: uni3d distill has only "
-            "offline MNIST data, no CIFAR-10 or ImageNet)"
+            f"{data_name} data is {channels}x{resolution}x{resolution} (dataset mismatch: pass the teacher's own "
+            "dataset with --data, or --data none for a data-free preset)"
         )
     return edm_denoiser(net, path)

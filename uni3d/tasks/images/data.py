@@ -29,13 +29,23 @@ NUM_CLASSES = 10
 
 @dataclass(frozen=True)
 class ImageSet:
-    """``images [N, 1, 32, 32]`` float32 in ``[-1, 1]`` and ``labels [N]`` int64."""
+    """Images held in memory, ``images [N, C, H, W]`` float32 in ``[-1, 1]``, and ``labels [N]`` int64 (``None``:
+    unlabelled); one kind of the distiller's :class:`~uni3d.tasks.images.image_data.ImageSource`."""
 
     images: Tensor
-    labels: Tensor
+    labels: Tensor | None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return c, h, w
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def batch(self, idx: Tensor) -> Tensor:
+        """Images ``idx``."""
+        return self.images[idx]
 
 
 @lru_cache(maxsize=1)

@@ -32,8 +32,8 @@ from uni3d.losses import fake_score_loss, get_preset, regression_loss
 from uni3d.models.edm.denoiser import EDMDenoiser, OneStepGenerator
 from uni3d.models.frozen import frozen
 from uni3d.models.ratio_heads import ConvRatioHead
-from uni3d.tasks.images.data import ImageSet
 from uni3d.tasks.images.distill_config import DistillConfig
+from uni3d.tasks.images.image_data import ImageSource, check_data
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class World:
 class ImageDistiller:
     """Networks, optimizers, random state and the three alternating updates of one run (or one rank of it)."""
 
-    def __init__(self, cfg: DistillConfig, teacher: EDMDenoiser, data: ImageSet, world: World = World()) -> None:
+    def __init__(self, cfg: DistillConfig, teacher: EDMDenoiser, data: ImageSource, world: World = World()) -> None:
         if cfg.batch_size % world.size:
             raise UsageError(f"batch size {cfg.batch_size} must be a multiple of the {world.size} processes")
         self.cfg, self.data, self.world = cfg, data, world
@@ -55,6 +55,8 @@ class ImageDistiller:
         if self.device.type != "cpu" and world.size > 1:
             raise UsageError(f"--device {cfg.device} with several processes is not supported; use cpu under torchrun")
         self.preset = get_preset(cfg.preset)
+        self.needs_head = self.preset.uses_ratio or cfg.gan_weight > 0
+        check_data(data, num_classes=teacher.num_classes, needs_images=self.needs_head)
         self.teacher = teacher.requires_grad_(False).eval().to(self.device)
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -66,7 +68,7 @@ class ImageDistiller:
         self._fake_call = self._wrap(self.fake)
         self._ratio_call = self._wrap(self.ratio)
         betas = (cfg.adam_beta1, 0.999)
-        learned, uses_ratio = self.preset.fake_score == "learned", self.preset.uses_ratio
+        learned = self.preset.fake_score == "learned"
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_generator, betas=betas)
         opt_f = torch.optim.Adam(self.fake.parameters(), lr=cfg.lr_fake, betas=betas)
         opt_r = torch.optim.Adam(self.ratio.parameters(), lr=cfg.lr_ratio, betas=betas)
@@ -75,7 +77,7 @@ class ImageDistiller:
             self.preset,
             Part("generator", self.generator, opt_g, optimizer_key="opt_g", clip=cfg.grad_clip),
             fake=Part("fake", self.fake, opt_f, optimizer_key="opt_f") if learned else None,
-            ratio=Part("ratio", self.ratio, opt_r, optimizer_key="opt_r") if uses_ratio else None,
+            ratio=Part("ratio", self.ratio, opt_r, optimizer_key="opt_r") if self.needs_head else None,
             settings=LoopSettings(
                 warmup_steps=cfg.warmup_steps, ratio_clamp=cfg.ratio_clamp, ratio_motion=cfg.ratio_motion
             ),
@@ -105,7 +107,7 @@ class ImageDistiller:
         return self._share(torch.randn(shape, generator=self.gen).to(self.device))
 
     def _image_noise(self) -> Tensor:
-        return self._randn((self.cfg.batch_size, *self.data.images.shape[1:]))
+        return self._randn((self.cfg.batch_size, *self.data.image_shape))
 
     def _labels(self) -> Tensor | None:
         if not self.num_classes:
@@ -120,7 +122,7 @@ class ImageDistiller:
 
     def _regression_pairs(self) -> tuple[Tensor, Tensor | None, Tensor]:
         """DMD's fixed ``(z, labels, teacher Heun sample from the same noise)`` pairs (the same on every rank)."""
-        z = torch.randn((self.cfg.regression_pairs, *self.data.images.shape[1:]), generator=self.gen)
+        z = torch.randn((self.cfg.regression_pairs, *self.data.image_shape), generator=self.gen)
         labels = None
         if self.num_classes:
             labels = torch.randint(self.num_classes, (z.shape[0],), generator=self.gen).to(self.device)
@@ -179,9 +181,10 @@ class ImageDistiller:
         n = x0.shape[0]
         sigma = self._gen_sigma()
         idx = self._indices(len(self.data))
-        real = self.data.images[idx].to(self.device) + sigma[:, None, None, None] * self._image_noise()
+        real = self.data.batch(idx).to(self.device) + sigma[:, None, None, None] * self._image_noise()
         fake = x0.detach() + sigma[:, None, None, None] * self._image_noise()
-        both_labels = None if labels is None else torch.cat([self.data.labels[idx].to(self.device), labels])
+        real_labels = None if labels is None else self.data.labels[idx].to(self.device)  # type: ignore[index]
+        both_labels = None if labels is None else torch.cat([real_labels, labels])
         with torch.no_grad():
             features = self.fake.bottleneck(torch.cat([real, fake]), sigma.repeat(2), both_labels)
         logits = self._ratio_call(features)
@@ -206,11 +209,29 @@ class ImageDistiller:
         return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio_logits=logits)
 
     def extra_loss(self, draw: Draw) -> Tensor | None:
-        """DMD's regression ``(prediction, target)`` term, weighted."""
+        """DMD's regression ``(prediction, target)`` term and the adversarial term (:meth:`adversarial_loss`),
+        each weighted; ``None`` without either."""
         regression = draw.context[1]
-        if regression is None:
-            return None
-        return self.preset.regression_weight * regression_loss(*regression).mean()
+        terms = []
+        if regression is not None:
+            terms.append(self.preset.regression_weight * regression_loss(*regression).mean())
+        if self.cfg.gan_weight > 0:
+            terms.append(self.cfg.gan_weight * self.adversarial_loss(draw))
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def adversarial_loss(self, draw: Draw) -> Tensor:
+        """SiDA's generator GAN term (Zhou et al. 2025, used by Uni-Instruct): ``softplus(-l(x_t))``, ``l`` the ratio
+        head's logit on the fake score's encoder at the generator's noised sample (frozen networks, live input),
+        divided per sample by SiD's normaliser ``mean |x0 - D_q(x_t)|``; the head trained by balanced BCE is the
+        discriminator."""
+        x0, (labels, _) = draw.x0, draw.context
+        sigma = self._gen_sigma()
+        x_t = x0 + sigma[:, None, None, None] * self._image_noise()
+        with torch.no_grad():
+            scale = (x0 - self.teacher(x_t, sigma, labels)).abs().flatten(1).mean(1).clamp_min(1e-5)
+        with frozen(self.fake), frozen(self.ratio):
+            logits = self.ratio(self.fake.bottleneck(x_t, sigma, labels))
+        return (nn.functional.softplus(-logits.reshape(-1)) / scale).mean()
 
     # ---- state ---------------------------------------------------------------------------------------------------
 

@@ -36,7 +36,12 @@ RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "eval_every", 
 class DistillConfig:
     """Everything a distillation run depends on; saved as ``config.json`` and in every checkpoint."""
 
+    recipe: str = ""
+    """The named recipe whose values these are (:mod:`uni3d.tasks.images.recipes`; empty: none)."""
     teacher: str = "mnist"
+    data: str = "mnist"
+    """Real images (:func:`uni3d.tasks.images.image_data.load_image_data`): ``mnist``, ``none``, an EDM dataset zip
+    or folder, or an ``.npz``."""
     preset: str = "uni-jeffreys"
     steps: int = 1000
     warmup_steps: int = 0
@@ -63,6 +68,9 @@ class DistillConfig:
     """Keep the expanded form's ratio-motion and DI terms (exact gradient). ``False`` holds each sample's ``r``
     constant (as clamped samples are), the 3D pipeline's default: ``h(r)`` times the uni-rkl gradient."""
     ratio_width: int = 64
+    gan_weight: float = 0.0
+    """Weight of SiDA's adversarial generator term (:meth:`~uni3d.tasks.images.distill.ImageDistiller.
+    adversarial_loss`); ``> 0`` trains the ratio head as its discriminator whatever the preset."""
     ema: float = 0.995
     grad_clip: float = 10.0
     regression_pairs: int = 256
@@ -105,6 +113,8 @@ class DistillConfig:
             )
         if min(self.lr_generator, self.lr_fake, self.lr_ratio, self.grad_clip) <= 0:
             raise UsageError("learning rates and grad_clip must be > 0")
+        if self.gan_weight < 0:
+            raise UsageError(f"need gan_weight >= 0, got {self.gan_weight:g}")
         if min(self.checkpoint_every, self.sample_every, self.eval_every) < 1:
             raise UsageError("checkpoint, sample and eval intervals must be >= 1")
 

@@ -29,7 +29,7 @@ from uni3d.io import save_json
 from uni3d.models.edm.denoiser import EDMDenoiser
 from uni3d.models.edm.pickle_teacher import load_edm_teacher
 from uni3d.tasks.images.curves import fid_curves_png
-from uni3d.tasks.images.data import ImageSet, load_dataset
+from uni3d.tasks.images.data import ImageSet
 from uni3d.tasks.images.distill import ImageDistiller, World
 from uni3d.tasks.images.distill_config import (
     NAMED_FEATURES,
@@ -38,7 +38,7 @@ from uni3d.tasks.images.distill_config import (
     DistillConfig,
     resolve_file,
 )
-from uni3d.tasks.images.features import FeatureNet, load_feature_net
+from uni3d.tasks.images.features import FEATURE_SHAPE, FeatureNet, load_feature_net
 from uni3d.tasks.images.fid import FeatureStats, SampleScores, features_and_probs, score_samples
 from uni3d.tasks.images.files import (
     check_resumable,
@@ -49,6 +49,7 @@ from uni3d.tasks.images.files import (
     save_torch,
     write_csv,
 )
+from uni3d.tasks.images.image_data import ImageSource, load_image_data
 
 TEACHER_COMMAND = "uni3d train-teacher --dataset mnist --out runs/teacher (then pass --teacher runs/teacher)"
 FEATURES_COMMAND = "uni3d train-features --out assets/mnist_features.pt"
@@ -77,21 +78,27 @@ class Evaluator:
         return score_samples(self.net, self.samples(distiller), self.reference, self.labels)
 
 
-def make_evaluator(cfg: DistillConfig, num_classes: int, reference_images: Tensor) -> Evaluator | None:
-    """The evaluator of ``cfg.features`` (``none``: no scores, only sample grids)."""
+def make_evaluator(cfg: DistillConfig, num_classes: int, data: ImageSource) -> Evaluator | None:
+    """The evaluator of ``cfg.features`` (``none``: no scores, only sample grids); its reference statistics are
+    those of all of ``data``, which must be held in memory and fit the feature net (MNIST-sized digits)."""
     if cfg.features == "none":
         return None
+    if not isinstance(data, ImageSet) or data.image_shape != FEATURE_SHAPE:
+        raise UsageError(
+            f"the FID feature net scores {'x'.join(map(str, FEATURE_SHAPE))} digits held in memory, not the data "
+            f"{cfg.data!r}: pass --features none (and score samples with uni3d fid)"
+        )
     net = load_feature_net(resolve_file(cfg.features, NAMED_FEATURES, "features.pt", "feature net", FEATURES_COMMAND))
-    reference = FeatureStats.of(features_and_probs(net, reference_images)[0])
+    reference = FeatureStats.of(features_and_probs(net, data.images)[0])
     gen = torch.Generator().manual_seed(cfg.eval_seed)
-    noise = torch.randn(cfg.eval_samples, *reference_images.shape[1:], generator=gen)
+    noise = torch.randn(cfg.eval_samples, *data.image_shape, generator=gen)
     labels = torch.arange(cfg.eval_samples) % num_classes if num_classes else None
     return Evaluator(net, reference, noise, labels)
 
 
 def _grid(distiller: ImageDistiller, out: Path) -> None:
     n, nc = 100, distiller.num_classes
-    noise = torch.randn(n, *distiller.data.images.shape[1:], generator=torch.Generator().manual_seed(1234))
+    noise = torch.randn(n, *distiller.data.image_shape, generator=torch.Generator().manual_seed(1234))
     with torch.no_grad():
         images = distiller.ema(noise.to(distiller.device), (torch.arange(n) % nc).to(distiller.device) if nc else None)
     image_grid_png(out / "samples" / f"step_{distiller.step_count:06d}.png", images)
@@ -118,28 +125,41 @@ def init_world() -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
-def check_teacher(teacher: EDMDenoiser, data: ImageSet) -> None:
+def check_teacher(teacher: EDMDenoiser, data: ImageSource) -> None:
     """One-line error when the teacher's channels or resolution differ from the data's."""
-    cfg, (c, h, w) = teacher.net.cfg, data.images.shape[1:]
-    if (cfg.in_channels, cfg.resolution, cfg.resolution) != (c, h, w):
+    if teacher.image_shape != data.image_shape:
         raise UsageError(
-            f"the teacher is made for {cfg.in_channels}x{cfg.resolution}x{cfg.resolution} images, "
-            f"the data is {c}x{h}x{w} (resolution or channel mismatch)"
+            f"the teacher is made for {'x'.join(map(str, teacher.image_shape))} images, "
+            f"the data is {'x'.join(map(str, data.image_shape))} (resolution or channel mismatch)"
         )
 
 
-def load_teacher(spec: str, data: ImageSet) -> EDMDenoiser:
+def load_teacher(spec: str, data: ImageSource | None) -> EDMDenoiser:
     """The teacher named by ``spec`` (``mnist``, a ``teacher.pt`` or run folder, or an NVlabs EDM ``.pkl``).
 
     An EDM pickle is read with the restricted unpickler, checked against the data's resolution and channels
-    and rebuilt as uni3d's SongUNet / DhariwalUNet inside its preconditioning (:mod:`uni3d.models.edm.pickle_teacher`).
+    (``data=None``: no data to check against) and rebuilt as uni3d's SongUNet / DhariwalUNet inside its
+    preconditioning (:mod:`uni3d.models.edm.pickle_teacher`).
     """
     path = resolve_file(spec, NAMED_TEACHERS, "teacher.pt", "teacher", TEACHER_COMMAND)
     if path.suffix == ".pkl":
-        return load_edm_teacher(path, resolution=data.images.shape[-1], channels=data.images.shape[1])
+        if data is None:
+            return load_edm_teacher(path)
+        c, h, _ = data.image_shape
+        return load_edm_teacher(path, resolution=h, channels=c)
     teacher = load_denoiser(path)
-    check_teacher(teacher, data)
+    if data is not None:
+        check_teacher(teacher, data)
     return teacher
+
+
+def teacher_and_data(teacher: str, data: str) -> tuple[EDMDenoiser, ImageSource]:
+    """The teacher and the data of a run, checked against each other (``data='none'``: the teacher's shape)."""
+    if data == "none":
+        model = load_teacher(teacher, None)
+        return model, load_image_data("none", teacher_shape=model.image_shape)
+    source = load_image_data(data)
+    return load_teacher(teacher, source), source
 
 
 def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -147,9 +167,8 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
     ckpt = out / "checkpoint.pt"
     if resume and not ckpt.exists():
         raise UsageError(f"--resume given but {ckpt} does not exist")
-    data = load_dataset("mnist", "train")
     resolve_device(cfg.device)
-    teacher = load_teacher(cfg.teacher, data)
+    teacher, data = teacher_and_data(cfg.teacher, cfg.data)
     world = init_world()
     distiller = ImageDistiller(cfg, teacher, data, world)
     lead = world.rank == 0
@@ -161,7 +180,7 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
         distiller.load_state(state)
         rows = list(state["rows"])
         cpu_seconds = float(state.get("cpu_seconds", 0.0))
-    evaluator = make_evaluator(cfg, distiller.num_classes, data.images) if lead else None
+    evaluator = make_evaluator(cfg, distiller.num_classes, data) if lead else None
     if lead:
         save_json(out / "config.json", cfg.as_dict())
     total, start = cfg.steps, min(distiller.step_count, cfg.steps)

@@ -23,6 +23,10 @@ from uni3d.tasks.images.files import load_torch, save_torch
 FEATURES_KIND = "uni3d-feature-net"
 
 
+FEATURE_SHAPE = (1, 32, 32)
+"""``(channels, height, width)`` of the images the feature net scores."""
+
+
 class FeatureNet(nn.Module):
     """conv-SiLU stack 32 -> 16 -> 8 pixels, global mean pool (the features), linear classifier."""
 
