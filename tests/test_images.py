@@ -18,8 +18,8 @@ import pytest
 import torch
 from edm_snapshots import Persistent
 
-from uni3d.bench.common import replace_section
 from uni3d.bench.image_runs import summarize
+from uni3d.bench.images import verdict
 from uni3d.cli.main import main
 from uni3d.diffusion.edm import preconditioning
 from uni3d.errors import UsageError
@@ -322,38 +322,51 @@ def test_ddp_gloo_two_processes_match_one(files: dict[str, Path], tmp_path: Path
             assert (value - two[name][key]).abs().max() <= 2 * cfg.steps * lr, (name, key)
 
 
-def test_bench_images_writes_its_section_only(files: dict[str, Path], tmp_path: Path) -> None:
+def test_bench_images_means_spreads_resume_and_section(files: dict[str, Path], tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "benchmarks.md").write_text("# Benchmarks\n\n<!-- toy:begin -->\ntoy table\n<!-- toy:end -->\n")
     argv = ["bench", "images", "--teacher", str(files["teacher"]), "--features", str(files["features"])]
-    argv += ["--cpu-seconds", "0.5", "--eval-samples", "20", "--nfes", "1,3", "--presets", "di,uni-fkl@1e-4"]
-    argv += ["--ratio-clamp", "1", "--warmup-steps", "2"]
-    assert main([*argv, "--docs", str(docs)]) == 0
+    argv += ["--steps", "3", "--seeds", "0,1", "--teacher-draws", "2", "--eval-samples", "20", "--nfes", "1"]
+    argv += ["--presets", "di,uni-fkl@1e-4", "--warmup-steps", "1", "--batch-size", "4", "--docs", str(docs)]
+    assert main(argv) == 0
     text = (docs / "benchmarks.md").read_text()
     assert "toy table" in text and text.count("<!-- images:begin -->") == 1
     result = json.loads((docs / "benchmarks" / "images.json").read_text())
-    assert [r["nfe"] for r in result["teacher"]] == [1, 3] and len(result["students"]) == 2
-    assert (result["config"]["ratio_clamp"], result["config"]["warmup_steps"]) == (1.0, 2)
-    assert "--ratio-clamp 1 --warmup-steps 2 --presets di,uni-fkl@1e-4 --nfes 1,3" in result["command"]
-    assert (docs / "benchmarks" / "images" / "di@0.0003.png").exists()
-    add = [*argv[:6], "--cpu-seconds", "0.5", "--eval-samples", "20", "--presets", "uni-fkl@1e-4", "--no-ratio-motion"]
-    assert main([*add, "--add", "--docs", str(docs)]) == 0
-    result = json.loads((docs / "benchmarks" / "images.json").read_text())
-    methods = [r["method"] for r in result["students"]]
-    assert methods == ["di@0.0003", "uni-fkl@0.0001", "uni-fkl@0.0001-const-r"] and len(result["teacher"]) == 2
-    assert result["students"][-1]["command"] == result["added"][0]["command"] and "command" not in result["students"][0]
-    assert "--no-ratio-motion --presets uni-fkl@1e-4 --add" in result["added"][0]["command"]
-    assert (docs / "benchmarks.md").read_text().count("<!-- images:begin -->") == 1
-    longer = [*add[:6], "--cpu-seconds", "0.7", *add[8:]]  # another budget: a row of its own, the 0.5 s one stays
-    assert main([*longer, "--add", "--docs", str(docs)]) == 0
-    methods = [r["method"] for r in json.loads((docs / "benchmarks" / "images.json").read_text())["students"]]
-    assert methods[2:] == ["uni-fkl@0.0001-const-r", "uni-fkl@0.0001-const-r-0.7cpus"]
-    assert (docs / "benchmarks" / "images" / "uni-fkl@0.0001-const-r-0.7cpus.png").exists()
-    assert main([*add[:-5], "--eval-samples", "30", "--presets", "di", "--add", "--docs", str(docs)]) == 2
-    replace_section(docs / "benchmarks.md", "<!-- images:begin -->\nnew\n<!-- images:end -->")  # as a rerun does
-    text = (docs / "benchmarks.md").read_text()
-    assert text.count("<!-- images:begin -->") == 1 and "\nnew\n" in text and "toy table" in text
+    assert len(result["rows"]) == 2 + 2 * 2 and result["rows_done"] == [6, 6]
+    summary = {r["method"]: r for r in result["summary"]}
+    assert set(summary) == {"teacher Heun", "di@0.0001", "uni-fkl@0.0001-const-r"}
+    for method, row in summary.items():
+        runs = [r["fid"] for r in result["rows"] if r["method"] == method]
+        assert row["runs"] == 2 and row["fid"] == pytest.approx(sum(runs) / 2)
+        assert row["fid_sd"] == pytest.approx(abs(runs[0] - runs[1]) / 2**0.5)
+    seeds = [r for r in result["rows"] if r["method"] == "di@0.0001"]
+    assert [r["seed"] for r in seeds] == [0, 1] and all(r["steps"] == 3 for r in seeds)
+    assert seeds[0]["fid"] != seeds[1]["fid"]  # seeds differ, so the spread measures something
+    draws = [r for r in result["rows"] if r["method"] == "teacher Heun"]
+    assert [r["draw"] for r in draws] == [0, 1] and draws[0]["fid"] != draws[1]["fid"]
+    assert "Target not evaluated (needs the teacher at NFE 35" in text
+    assert (docs / "benchmarks" / "images" / "di@0.0001.png").exists()
+    assert (docs / "benchmarks" / "images" / "teacher_nfe1.png").exists()
+    first = (docs / "benchmarks" / "images.json").read_text()
+    assert main(argv) == 0  # the same command: every run already measured, nothing retrained
+    assert json.loads((docs / "benchmarks" / "images.json").read_text())["rows"] == json.loads(first)["rows"]
+    assert main([*argv[:-2], "--seeds", "0,x", "--docs", str(docs)]) == 2
+
+
+def test_verdict_needs_the_ratio_apart_spreads_and_peers() -> None:
+    teacher = {"method": "teacher Heun", "nfe": 35, "fid": 20.0, "fid_sd": 1.0}
+    uni = {"method": "uni-jeffreys@0.0001-const-r", "nfe": 1, "fid": 15.0, "fid_sd": 1.0}
+    peers = [
+        {"method": "di@0.0001", "nfe": 1, "fid": 18.0, "fid_sd": 1.0},
+        {"method": "sid@0.0001", "nfe": 1, "fid": 17.0, "fid_sd": 2.0},
+    ]
+    assert "**met**" in verdict([teacher, uni, *peers])
+    assert "**missed**" in verdict([teacher, {**uni, "fid": 16.5}, *peers])  # 16.5 > 0.8 x 20
+    assert "**missed**" in verdict([teacher, {**uni, "fid_sd": 4.5}, *peers])  # spreads overlap
+    assert "**missed**" in verdict([teacher, uni, {**peers[0], "fid": 14.0}])  # di is better
+    assert "**missed**" in verdict([teacher, uni])  # no peers: not shown to beat them
+    assert "not evaluated" in verdict([uni, *peers])
 
 
 def test_image_runs_summary_uses_the_last_evaluation_within_the_budget() -> None:

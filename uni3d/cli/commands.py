@@ -69,7 +69,9 @@ COMMANDS: dict[str, Command] = {
 BENCHMARKS: dict[str, Command] = {
     "toy": Command("uni3d.bench.toy", "all presets on the 2-D ring vs the teacher's Heun sampler"),
     "scene": Command("uni3d.bench.scene", "renderer rays/s (forward + backward): eager, compiled, cuda"),
-    "images": Command("uni3d.bench.images", "MNIST teacher (NFE 1-35) vs one-step students, same CPU budget"),
+    "images": Command(
+        "uni3d.bench.images", "MNIST teacher at several NFE vs one-step students, same steps, mean ± sd over seeds"
+    ),
     "images-runs": Command(
         "uni3d.bench.image_runs", "long distill runs vs the teacher at NFE 35 within a CPU budget -> docs/benchmarks.md"
     ),

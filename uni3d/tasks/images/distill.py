@@ -38,10 +38,12 @@ from uni3d.tasks.images.image_data import ImageSource, check_data
 
 @dataclass(frozen=True)
 class World:
-    """This process's rank and the number of processes (``1``: no ``torch.distributed``)."""
+    """This process's rank, the number of processes (``1``: no ``torch.distributed``) and its rank on its node
+    (``torchrun``'s ``LOCAL_RANK``: which GPU it takes)."""
 
     rank: int = 0
     size: int = 1
+    local_rank: int = 0
 
 
 class ImageDistiller:
@@ -52,8 +54,8 @@ class ImageDistiller:
             raise UsageError(f"batch size {cfg.batch_size} must be a multiple of the {world.size} processes")
         self.cfg, self.data, self.world = cfg, data, world
         self.device = resolve_device(cfg.device)
-        if self.device.type != "cpu" and world.size > 1:
-            raise UsageError(f"--device {cfg.device} with several processes is not supported; use cpu under torchrun")
+        if self.device.type == "cuda" and world.size > 1:  # one GPU per process, by its rank on the node
+            self.device = torch.device("cuda", world.local_rank % torch.cuda.device_count())
         self.preset = get_preset(cfg.preset)
         self.needs_head = self.preset.uses_ratio or cfg.gan_weight > 0
         check_data(data, num_classes=teacher.num_classes, needs_images=self.needs_head)
@@ -88,7 +90,9 @@ class ImageDistiller:
         self.pairs = self._regression_pairs() if self.preset.regression_weight > 0 else None
 
     def _wrap(self, module: nn.Module) -> nn.Module:
-        return DistributedDataParallel(module) if self.world.size > 1 else module
+        if self.world.size == 1:
+            return module
+        return DistributedDataParallel(module, device_ids=None if self.device.type == "cpu" else [self.device.index])
 
     @property
     def num_classes(self) -> int:

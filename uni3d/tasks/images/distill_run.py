@@ -115,14 +115,19 @@ def save_run(
     write_csv(out / "metrics.csv", rows)
 
 
-def init_world() -> World:
-    """The ``torchrun`` world from ``RANK`` / ``WORLD_SIZE`` (gloo on CPU); a single process without them."""
+def init_world(device: str = "cpu") -> World:
+    """The ``torchrun`` world from ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``: NCCL when the run asks for CUDA (one
+    GPU per process), gloo on the CPU; a single process without them."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = resolve_device(device).type == "cuda"
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return World(dist.get_rank(), dist.get_world_size())
+        if cuda:
+            torch.cuda.set_device(local % torch.cuda.device_count())
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return World(dist.get_rank(), dist.get_world_size(), local)
 
 
 def check_teacher(teacher: EDMDenoiser, data: ImageSource) -> None:
@@ -169,7 +174,7 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
         raise UsageError(f"--resume given but {ckpt} does not exist")
     resolve_device(cfg.device)
     teacher, data = teacher_and_data(cfg.teacher, cfg.data)
-    world = init_world()
+    world = init_world(cfg.device)
     distiller = ImageDistiller(cfg, teacher, data, world)
     lead = world.rank == 0
     rows: list[dict[str, Any]] = []
