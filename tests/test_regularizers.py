@@ -6,7 +6,7 @@ import torch
 
 from uni3d.scene.field import FieldConfig, RadianceField
 from uni3d.scene.hashgrid import HashGridConfig
-from uni3d.tasks.text_to_3d.trainer import normal_smoothness, surface_points
+from uni3d.tasks.text_to_3d.regularizers import normal_smoothness, surface_points
 
 
 def _field(seed: int) -> RadianceField:

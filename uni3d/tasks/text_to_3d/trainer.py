@@ -41,7 +41,6 @@ from uni3d.models.lora_fake_score import LoraFakeScore, camera_condition
 from uni3d.models.ratio_heads import PooledRatioHead
 from uni3d.models.stable_diffusion import StableDiffusionPrior
 from uni3d.scene.cameras import Cameras, CameraSampler, orbit_cameras
-from uni3d.scene.field import RadianceField
 from uni3d.scene.optim import field_optimizer, unmask_levels
 from uni3d.scene.renderer import RenderOutput, VolumeRenderer, build_renderer
 from uni3d.scene.shading import key_light
@@ -62,10 +61,8 @@ from uni3d.tasks.text_to_3d.distillers import (
     shifted_fake,
     shifted_sigma,
 )
+from uni3d.tasks.text_to_3d.regularizers import normal_smoothness, regularizers, surface_points
 from uni3d.tasks.text_to_3d.seeds import particle_generator
-
-SPARSITY_EPS = 0.01
-"""``sqrt(o^2 + eps)``: the smooth L1 of threestudio's sparsity loss on the opacity ``o``."""
 
 
 @dataclass(frozen=True)
@@ -105,38 +102,6 @@ def lr_factor(step: int, steps: int, warmup: int, final: float) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to ``final`` at ``steps``."""
     warm = min(1.0, (step + 1) / max(1, warmup))
     return warm * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0))))
-
-
-def regularizers(cfg: GenerateConfig, opacity: Tensor, normal: Tensor | None, dirs: Tensor) -> Tensor:
-    """``l_s mean sqrt(o^2 + eps)`` (sparsity) + ``l_o mean H(o)`` (binary entropy: opaque or empty) +
-    ``l_n mean max(0, n.d)^2`` (orientation, DreamFusion eq. in appendix A.2, on the composited normal
-    ``n = sum w_i n_i``: by Jensen a lower bound of the per-sample form ``sum w_i max(0, n_i.d)^2``)."""
-    reg = cfg.lambda_sparsity * (opacity.square() + SPARSITY_EPS).sqrt().mean()
-    if cfg.lambda_opaque > 0:
-        o = opacity.clamp(1e-4, 1 - 1e-4)
-        reg = reg - cfg.lambda_opaque * (o * o.log() + (1 - o) * (1 - o).log()).mean()
-    if normal is not None and cfg.lambda_orient > 0:
-        reg = reg + cfg.lambda_orient * F.relu((normal * dirs).sum(-1)).square().mean()
-    return reg
-
-
-def surface_points(origins: Tensor, dirs: Tensor, opacity: Tensor, depth: Tensor) -> Tensor:
-    """``(M, 3)`` points where the rays of opacity above 1/2 meet the surface, ``o + (depth / opacity) d``
-    (the expected distance of the opaque part); detached."""
-    hit = opacity.squeeze(-1) > 0.5
-    distance = depth[hit] / opacity[hit]
-    return (origins[hit] + distance * dirs[hit]).detach()
-
-
-def normal_smoothness(field: RadianceField, points: Tensor, eps: float) -> Tensor:
-    """``mean |n(x) - n(x + eps u)|_1``, ``u ~ N(0, I)``, over surface points ``x`` (threestudio's 3D normal
-    smoothness): penalises the density normals turning within ``eps``, i.e. bumps smaller than ``eps``."""
-    if len(points) == 0:
-        return points.new_zeros(())
-    jittered = points + eps * torch.randn_like(points)
-    *_, normals = field.forward_with_normals(torch.cat([points, jittered]))
-    n, n_jittered = normals.chunk(2)
-    return (n - n_jittered).abs().sum(-1).mean()
 
 
 class TextTo3D:
