@@ -117,11 +117,15 @@ def test_teacher_loss_decreases() -> None:
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
 
 
-def test_teacher_resume_is_bit_for_bit(tmp_path: Path) -> None:
-    cfg = tiny_teacher_config()
+def test_teacher_resume_is_bit_for_bit_and_scores_leave_training_alone(files: dict[str, Path], tmp_path: Path) -> None:
+    cfg = tiny_teacher_config(eval_every=0)
     train_teacher(cfg, tmp_path / "straight", progress=False)
-    train_teacher(replace(cfg, steps=2), tmp_path / "resumed", progress=False)
-    train_teacher(cfg, tmp_path / "resumed", resume=True, progress=False)
+    scored = replace(cfg, steps=2, eval_every=2, eval_samples=20, eval_nfe=1, features=str(files["features"]))
+    train_teacher(scored, tmp_path / "resumed", progress=False)
+    train_teacher(replace(scored, steps=4), tmp_path / "resumed", resume=True, progress=False)
+    rows = list(csv.DictReader((tmp_path / "resumed" / "metrics.csv").open()))
+    assert [r["step"] for r in rows if r["fid"]] == ["2", "4"] and float(rows[-1]["accuracy_nfe1"]) >= 0
+    assert (tmp_path / "resumed" / "curves.png").exists() and not (tmp_path / "straight" / "curves.png").exists()
     a, b = load_torch(tmp_path / "straight" / "teacher.pt"), load_torch(tmp_path / "resumed" / "teacher.pt")
     assert a["step"] == b["step"] == 4
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

@@ -156,7 +156,9 @@ def _bench_image_runs(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     data = load_dataset("mnist", "train")
     teacher = load_teacher(first.teacher, data)
-    evaluator = make_evaluator(first, teacher.num_classes, data)
+    evaluator = make_evaluator(
+        first.features, teacher.num_classes, data, samples=first.eval_samples, seed=first.eval_seed
+    )
     if evaluator is None:
         raise UsageError("the runs were made with --features none: there is no FID to compare")
     grids = args.docs / "benchmarks" / "images_runs"

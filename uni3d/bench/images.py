@@ -375,7 +375,7 @@ def _bench_images(args: argparse.Namespace) -> int:
     )
     data = load_dataset("mnist", "train")
     teacher = load_teacher(args.teacher, data)
-    evaluator = make_evaluator(base, teacher.num_classes, data)
+    evaluator = make_evaluator(args.features, teacher.num_classes, data, samples=args.eval_samples)
     if evaluator is None:
         raise UsageError("the benchmark needs a feature net (--features must not be 'none')")
     grids = args.docs / "benchmarks" / "images"

@@ -58,6 +58,10 @@ TEACHER_FLAGS: tuple[Flag, ...] = (
     ("seed", int, "seed"),
     ("sample_every", int, "steps between sample grids"),
     ("checkpoint_every", int, "steps between checkpoints"),
+    ("eval_every", int, "steps between FID scores of the EMA teacher (0: never)"),
+    ("eval_nfe", int, "Heun NFE of the scored samples"),
+    ("eval_samples", int, "samples per score"),
+    ("features", str, "FID feature net: 'mnist', a file, or 'none'"),
 )
 FEATURE_FLAGS: tuple[Flag, ...] = (("steps", int, "steps"), ("batch_size", int, "batch size"), ("seed", int, "seed"))
 

@@ -78,21 +78,24 @@ class Evaluator:
         return score_samples(self.net, self.samples(distiller), self.reference, self.labels)
 
 
-def make_evaluator(cfg: DistillConfig, num_classes: int, data: ImageSource) -> Evaluator | None:
-    """The evaluator of ``cfg.features`` (``none``: no scores, only sample grids); its reference statistics are
-    those of all of ``data``, which must be held in memory and fit the feature net (MNIST-sized digits)."""
-    if cfg.features == "none":
+def make_evaluator(
+    features: str, num_classes: int, data: ImageSource, *, samples: int, seed: int = DistillConfig.eval_seed
+) -> Evaluator | None:
+    """The evaluator of the feature net ``features`` (``none``: no scores, only sample grids) on ``samples`` fixed
+    noise images; its reference statistics are those of all of ``data``, which must be held in memory and fit the
+    feature net (MNIST-sized digits)."""
+    if features == "none":
         return None
     if not isinstance(data, ImageSet) or data.image_shape != FEATURE_SHAPE:
         raise UsageError(
-            f"the FID feature net scores {'x'.join(map(str, FEATURE_SHAPE))} digits held in memory, not the data "
-            f"{cfg.data!r}: pass --features none (and score samples with uni3d fid)"
+            f"the FID feature net scores {'x'.join(map(str, FEATURE_SHAPE))} digits held in memory, not this data: "
+            "pass --features none (and score samples with uni3d fid)"
         )
-    net = load_feature_net(resolve_file(cfg.features, NAMED_FEATURES, "features.pt", "feature net", FEATURES_COMMAND))
+    net = load_feature_net(resolve_file(features, NAMED_FEATURES, "features.pt", "feature net", FEATURES_COMMAND))
     reference = FeatureStats.of(features_and_probs(net, data.images)[0])
-    gen = torch.Generator().manual_seed(cfg.eval_seed)
-    noise = torch.randn(cfg.eval_samples, *data.image_shape, generator=gen)
-    labels = torch.arange(cfg.eval_samples) % num_classes if num_classes else None
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(samples, *data.image_shape, generator=gen)
+    labels = torch.arange(samples) % num_classes if num_classes else None
     return Evaluator(net, reference, noise, labels)
 
 
@@ -185,7 +188,11 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
         distiller.load_state(state)
         rows = list(state["rows"])
         cpu_seconds = float(state.get("cpu_seconds", 0.0))
-    evaluator = make_evaluator(cfg, distiller.num_classes, data) if lead else None
+    evaluator = (
+        make_evaluator(cfg.features, distiller.num_classes, data, samples=cfg.eval_samples, seed=cfg.eval_seed)
+        if lead
+        else None
+    )
     if lead:
         save_json(out / "config.json", cfg.as_dict())
     total, start = cfg.steps, min(distiller.step_count, cfg.steps)

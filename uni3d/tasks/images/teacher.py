@@ -1,10 +1,12 @@
 """``uni3d train-teacher``: an EDM-preconditioned UNet trained with EDM's denoising loss (EDM eq. 2, Table 1).
 
 Per step: a batch of training digits, ``ln sigma ~ N(-1.2, 1.2^2)``, the loss ``lambda(sigma) ||D(x + sigma n;
-sigma) - x||^2`` (:func:`uni3d.losses.fake_score_loss` with EDM weighting), Adam, EMA of the weights. The run
-folder holds ``config.json``, ``checkpoint.pt`` (everything needed to continue: the same command resumes
-bit-for-bit), ``teacher.pt`` (the EMA denoiser, the file the distiller reads), ``metrics.csv`` and
-``samples/step_NNNNNN.png`` (EMA teacher, Heun sampler, one row per class when class-conditional).
+sigma) - x||^2`` (:func:`uni3d.losses.fake_score_loss` with EDM weighting), Adam, EMA of the weights. Every
+``eval_every`` steps the EMA teacher is scored (FID, accuracy and entropy of Heun samples at ``eval_nfe``). The
+run folder holds ``config.json``, ``checkpoint.pt`` (everything needed to continue: the same command resumes
+bit-for-bit), ``teacher.pt`` (the EMA denoiser, the file the distiller reads), ``metrics.csv``, ``curves.png``
+(FID against steps) and ``samples/step_NNNNNN.png`` (EMA teacher, Heun sampler, one row per class when
+class-conditional).
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from uni3d.io import save_json
 from uni3d.losses import fake_score_loss
 from uni3d.models.edm.denoiser import EDMDenoiser
 from uni3d.models.edm.unet import UNetConfig
+from uni3d.tasks.images.curves import fid_curves_png
 from uni3d.tasks.images.data import NUM_CLASSES, load_dataset
+from uni3d.tasks.images.distill_run import Evaluator, make_evaluator
+from uni3d.tasks.images.fid import score_samples
 from uni3d.tasks.images.files import check_resumable, denoiser_record, image_grid_png, load_torch, save_torch, write_csv
 
-RESUMABLE_CHANGES = ("steps", "sample_every", "checkpoint_every")
+RESUMABLE_CHANGES = ("steps", "sample_every", "checkpoint_every", "eval_every", "eval_nfe", "eval_samples", "features")
 """Settings a resumed run may change; any other difference from the saved config is an error."""
 
 
@@ -49,6 +54,12 @@ class TeacherConfig:
     checkpoint_every: int = 250
     sample_every: int = 1000
     sample_nfe: int = 17
+    eval_every: int = 2000
+    """Steps between scores of the EMA teacher (0: never): FID, accuracy and entropy of ``eval_samples`` Heun
+    samples at ``eval_nfe`` in ``metrics.csv`` and ``curves.png``; they use fixed noise, never the training stream."""
+    eval_nfe: int = 35
+    eval_samples: int = 1000
+    features: str = "mnist"
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=(16, 32, 64), num_classes=NUM_CLASSES))
 
     def __post_init__(self) -> None:
@@ -57,9 +68,10 @@ class TeacherConfig:
                 f"need steps >= 0, batch size >= 1, lr > 0, 0 <= ema < 1; got {self.steps}, {self.batch_size}, "
                 f"{self.lr:g}, {self.ema:g}"
             )
-        if self.checkpoint_every < 1 or self.sample_every < 1:
-            raise UsageError("checkpoint and sample intervals must be >= 1")
+        if self.checkpoint_every < 1 or self.sample_every < 1 or self.eval_every < 0 or self.eval_samples < 2:
+            raise UsageError("checkpoint and sample intervals must be >= 1, eval_every >= 0, eval_samples >= 2")
         heun_steps(self.sample_nfe)
+        heun_steps(self.eval_nfe)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -147,6 +159,17 @@ class TeacherRun:
         self.rows = list(state["rows"])
 
 
+@torch.no_grad()
+def teacher_scores(model: EDMDenoiser, evaluator: Evaluator, nfe: int, chunk: int = 250) -> dict[str, Any]:
+    """FID (``fid``), accuracy and entropies of the teacher's Heun samples of the evaluator's noise at ``nfe``."""
+    images = []
+    for i in range(0, evaluator.noise.shape[0], chunk):
+        labels = None if evaluator.labels is None else evaluator.labels[i : i + chunk]
+        images.append(heun_sample(lambda x, s, y=labels: model(x, s, y), evaluator.noise[i : i + chunk], nfe))
+    scores = score_samples(evaluator.net, torch.cat(images), evaluator.reference, evaluator.labels)
+    return {f"{k}_nfe{nfe}" if k != "fid" else "fid": v for k, v in scores.as_dict().items()}
+
+
 def save_run(run: TeacherRun, out: Path) -> None:
     """Checkpoint, EMA teacher file, metrics CSV (all atomic)."""
     save_torch(out / "checkpoint.pt", run.state())
@@ -169,14 +192,22 @@ def train_teacher(cfg: TeacherConfig, out: Path, resume: bool = False, progress:
         check_resumable(saved, cfg.as_dict(), out, RESUMABLE_CHANGES)
         run.load_state(state)
     save_json(out / "config.json", cfg.as_dict())
+    evaluator = None
+    if cfg.eval_every and cfg.features != "none":
+        data = load_dataset(cfg.dataset, "train")
+        evaluator = make_evaluator(cfg.features, cfg.unet.num_classes, data, samples=cfg.eval_samples)
     bar = tqdm(total=cfg.steps, initial=min(run.step_count, cfg.steps), desc="teacher", disable=not progress)
     while run.step_count < cfg.steps:
         run.step()
         bar.update(1)
         if run._losses:
             bar.set_postfix(loss=f"{run._losses[-1]:.4f}", refresh=False)
-        if run.step_count % cfg.checkpoint_every == 0 or run.step_count == cfg.steps:
+        evaluate = evaluator is not None and run.step_count % cfg.eval_every == 0
+        if run.step_count % cfg.checkpoint_every == 0 or run.step_count == cfg.steps or evaluate:
             run.log_row()
+            if evaluate:
+                run.rows[-1].update(teacher_scores(run.ema, evaluator, cfg.eval_nfe))
+                fid_curves_png(out / "curves.png", [(f"EMA teacher, NFE {cfg.eval_nfe}", run.rows)], x="step")
             save_run(run, out)
         if run.step_count % cfg.sample_every == 0 or run.step_count == cfg.steps:
             image_grid_png(out / "samples" / f"step_{run.step_count:06d}.png", sample_grid(run.ema, cfg.sample_nfe))
