@@ -254,6 +254,15 @@ def markdown(info: dict[str, Any], summary: list[dict[str, Any]]) -> str:
         f"{'moving' if s['ratio_motion'] else 'held constant per sample'}; step time relative to one teacher "
         f"forward+backward at the same batch ({unit * 1000:.0f} ms CPU). Raw rows: `docs/benchmarks/images.json`; "
         "grids (seed 0): `docs/benchmarks/images/`.",
+        *(
+            [
+                "",
+                f"The runs were measured on {len(info['row_cpus'])} machines ({'; '.join(info['row_cpus'])}; the "
+                "command resumed there): steps are fixed, so the scores compare; the CPU seconds do not.",
+            ]
+            if len(info.get("row_cpus", [])) > 1
+            else []
+        ),
         "",
         verdict(summary) if done == total else f"Partial results: {done} of {total} runs measured so far.",
         "",
@@ -426,10 +435,11 @@ def _bench_images(args: argparse.Namespace) -> int:
     def record(row: dict[str, Any] | None) -> None:
         """Keep a finished run and rewrite the outputs, so an interrupted benchmark keeps what it measured."""
         if row is not None:
-            rows.append(row)
+            rows.append({**row, "cpu": info["machine"]["cpu"]})
             print(f"{row['method']} NFE {row['nfe']}: FID {row['fid']:.2f} ({len(rows)}/{len(tasks)})", file=sys.stderr)
         summary = summarize(rows)
         info["rows_done"] = (len(rows), len(tasks))
+        info["row_cpus"] = sorted({r.get("cpu", "unknown") for r in rows})
         save_json(json_path, {**info, "rows": rows, "summary": summary})
         replace_section(args.docs / "benchmarks.md", markdown(info, summary))
 
