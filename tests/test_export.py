@@ -187,8 +187,8 @@ def test_every_glb_passes_the_khronos_validator(blob: tuple[object, trimesh.Trim
 
 
 def test_turntable_video_and_contact_sheet(blob: tuple[object, trimesh.Trimesh], tmp_path: Path) -> None:
-    renderer, _ = blob
-    frames = turntable_frames(renderer, n_frames=4, size=16)
+    renderer, mesh = blob
+    frames = turntable_frames(vertex_colored(mesh, renderer.field), n_frames=4, size=16)
     assert frames.shape == (4, 16, 16, 3) and frames.dtype.name == "uint8"
     video = write_video(frames, tmp_path / "turntable.mp4", fps=4)
     assert video.suffix in (".mp4", ".gif") and video.stat().st_size > 0
@@ -197,7 +197,21 @@ def test_turntable_video_and_contact_sheet(blob: tuple[object, trimesh.Trimesh],
 
     assert iio.imread(sheet).shape == (32, 32, 3)
     with pytest.raises(UsageError):
-        turntable_frames(renderer, n_frames=0)
+        turntable_frames(mesh, n_frames=0)
+
+
+def test_turntable_shows_the_mesh_colours_turning_on_white() -> None:
+    """A box red on its +x half and blue on its -x half: seen from +x it is red, half a turn later blue."""
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0)).subdivide().subdivide()
+    red = np.asarray(box.vertices)[:, 0] > 0
+    colours = np.where(red[:, None], [220, 30, 30, 255], [30, 30, 220, 255]).astype(np.uint8)
+    box.visual = trimesh.visual.ColorVisuals(box, vertex_colors=colours)
+    frames = turntable_frames(box, n_frames=4, size=64, distance=3.0).astype(int)
+    assert (frames[:, 0, 0] == 255).all()  # the corner is the white background
+    object_pixels = [(f < 250).any(-1) for f in frames]
+    redder = [((f[..., 0] > f[..., 2]) & m).sum() / m.sum() for f, m in zip(frames, object_pixels, strict=True)]
+    assert all(m.sum() > 300 for m in object_pixels)
+    assert redder[1] > 0.9 and redder[3] < 0.1  # frames 1 and 3 look from +x and -x (y up)
 
 
 def test_extract_mesh_fills_the_unseen_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,13 +29,13 @@ from uni3d.bench.common import machine, replace_section, section_markers
 from uni3d.cli.commands import BENCHMARKS
 from uni3d.config import read_config_file
 from uni3d.errors import UsageError
+from uni3d.export.raster import rasterize_trimesh
 from uni3d.io import atomic_write, save_json
 from uni3d.models.views import load_view_scheme
 from uni3d.models.vocabulary import COLOUR_NAMES, SHAPE_NAMES
 from uni3d.paths import ASSETS
 from uni3d.scene.cameras import Cameras, CameraSampler
 from uni3d.tasks.embedded_prior.classifier import ShapeClassifier, load_classifier
-from uni3d.tasks.reconstruct.views import rasterize_trimesh
 from uni3d.tasks.text_to_3d.batch import read_prompts
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 from uni3d.tasks.text_to_3d.distillers import get_distiller

@@ -98,8 +98,8 @@ def mesh_render(out: Path, size: int):  # noqa: ANN201 - PIL type kept out of th
     degrees on white, or ``None`` when the run folder has no mesh."""
     from PIL import Image
 
+    from uni3d.export.raster import rasterize_trimesh
     from uni3d.scene.cameras import orbit_cameras
-    from uni3d.tasks.reconstruct.views import rasterize_trimesh
 
     try:
         mesh = trimesh.load(out / "model_vertex_color.glb", force="mesh")

@@ -23,8 +23,8 @@ class ExportSettings:
     mc_resolution: int = 96
     max_faces: int = 10000
     texture_size: int = 512
-    turntable_frames: int = 24
-    turntable_size: int = 96
+    turntable_frames: int = 72
+    turntable_size: int = 256
 
 
 @dataclass
@@ -40,8 +40,9 @@ def export_asset(
     renderer: VolumeRenderer, out: Path, settings: ExportSettings, *, distance: float, fill_unseen: bool = True
 ) -> ExportedAsset:
     """Mesh, bake and write a field into ``out`` (each file atomically): ``model.glb`` (textured),
-    ``model_vertex_color.glb``, ``model.obj`` + ``.mtl`` + texture PNG, ``turntable.mp4`` (or ``.gif``) and
-    ``contact_sheet.png``; the turntable orbits at ``distance``. ``fill_unseen``: see
+    ``model_vertex_color.glb``, ``model.obj`` + ``.mtl`` + texture PNG, ``turntable.mp4`` (or ``.gif``, 24 frames a
+    second: the vertex-coloured mesh, :func:`~uni3d.export.video.turntable_frames`) and ``contact_sheet.png``; the
+    turntable orbits at ``distance``. ``fill_unseen``: see
     :func:`uni3d.export.mesh.extract_mesh`."""
     s = settings
     mesh, level = extract_mesh(
@@ -49,9 +50,10 @@ def export_asset(
     )
     textured = bake_texture(mesh, renderer.field, s.texture_size)
     write_glb(textured, out / "model.glb")
-    write_glb(vertex_colored(mesh, renderer.field), out / "model_vertex_color.glb")
+    colored = vertex_colored(mesh, renderer.field)
+    write_glb(colored, out / "model_vertex_color.glb")
     write_obj(textured, out / "model.obj")
-    frames = turntable_frames(renderer, s.turntable_frames, s.turntable_size, distance=distance)
+    frames = turntable_frames(colored, s.turntable_frames, s.turntable_size, distance=distance)
     video = write_video(frames, out / "turntable.mp4")
     contact_sheet(frames, out / "contact_sheet.png")
     return ExportedAsset(mesh, level, video)

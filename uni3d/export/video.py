@@ -9,29 +9,34 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
+import trimesh
 
 from uni3d.errors import UsageError
+from uni3d.export.raster import rasterize_trimesh
 from uni3d.io import atomic_write
 from uni3d.scene.cameras import orbit_cameras
-from uni3d.scene.renderer import VolumeRenderer
 
 log = logging.getLogger(__name__)
 
 
 def turntable_frames(
-    renderer: VolumeRenderer, n_frames: int = 48, size: int = 128, elevation_deg: float = 15.0, distance: float = 3.0
+    mesh: trimesh.Trimesh,
+    n_frames: int = 72,
+    size: int = 256,
+    *,
+    elevation_deg: float = 15.0,
+    distance: float = 3.0,
+    background: float = 1.0,
 ) -> np.ndarray:
-    """``(n_frames, size, size, 3)`` uint8 renders on a full azimuth orbit (eval mode, the renderer's shading)."""
+    """``(n_frames, size, size, 3)`` uint8 views of ``mesh`` on a full azimuth orbit: its vertex colours under a
+    fixed key light (:func:`~uni3d.export.raster.rasterize_trimesh`, 2x supersampled), composited on a grey level
+    ``background``. The exported asset itself, not the field it came from, and cheap enough on a CPU for a
+    256-pixel, 3-second default."""
     if not 1 <= n_frames <= 1000 or not 16 <= size <= 1024:
         raise UsageError(f"turntable needs 1-1000 frames of 16-1024 pixels, got {n_frames} x {size}")
-    was_training = renderer.training
-    renderer.eval()
-    try:
-        cams = orbit_cameras(n_frames, elevation_deg=elevation_deg, distance=distance, size=size)
-        rgb = renderer.render_images(cams)["rgb"]
-    finally:
-        renderer.train(was_training)
-    return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    cams = orbit_cameras(n_frames, elevation_deg=elevation_deg, distance=distance, size=size)
+    rgb, alpha = rasterize_trimesh(cams, mesh)
+    return ((rgb + (1 - alpha) * background).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
 def write_video(frames: np.ndarray, path: str | Path, fps: int = 24) -> Path:

@@ -1,4 +1,5 @@
-"""Ground-truth views of a triangle mesh: a z-buffer rasterizer in PyTorch with the scene's camera convention.
+"""Views of a triangle mesh: a z-buffer rasterizer in PyTorch with the scene's camera convention (the
+reconstruction task's ground truth, the exported asset's turntable and benchmark tiles).
 
 Each triangle is projected and the pixel centres it covers found with edge functions
 (:func:`covered_pixels`; exact under perspective, which maps lines to lines), and the depth of a covered pixel is the exact distance
@@ -11,7 +12,9 @@ and averages ``s x s`` blocks (anti-aliased RGB and fractional alpha).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import trimesh
 
 from uni3d.export.raster2d import covered_pixels
 from uni3d.scene.cameras import Cameras
@@ -89,3 +92,20 @@ def rasterize(
         rgbs.append(pooled[..., :3])
         alphas.append(pooled[..., 3:])
     return torch.stack(rgbs), torch.stack(alphas)
+
+
+DEFAULT_ALBEDO = (0.8, 0.55, 0.3)
+"""Albedo of a mesh without vertex colours."""
+
+
+def rasterize_trimesh(cams: Cameras, mesh: trimesh.Trimesh, supersample: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rasterize` of a trimesh: its vertex normals, and its vertex colours as the albedo
+    (:data:`DEFAULT_ALBEDO` when it has none); premultiplied ``rgb`` and ``alpha``."""
+    verts = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
+    faces = torch.tensor(np.asarray(mesh.faces), dtype=torch.long)
+    normals = torch.tensor(np.asarray(mesh.vertex_normals), dtype=torch.float32)
+    if mesh.visual.kind == "vertex":
+        albedo = torch.tensor(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0, dtype=torch.float32)
+    else:
+        albedo = torch.tensor(DEFAULT_ALBEDO).expand(len(verts), 3)
+    return rasterize(cams, verts, faces, normals, albedo, supersample)
