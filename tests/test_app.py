@@ -201,6 +201,8 @@ def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp
     k = state.metrics["cancelled_at_step"]
     assert 2 <= k < 400 and state.step == k and (tmp_path / "run" / "model.glb").is_file()
     assert (tmp_path / "run" / "previews" / "step_000001.png").is_file()
+    assert list((tmp_path / "run" / "previews").glob("live_step_*.png"))  # the live mesh's views, 256 px
+    assert len(list((tmp_path / "run" / "previews").glob("live_step_*.glb"))) == 1  # only the newest mesh is kept
 
     again = Job(GenerateConfig.from_dict({**cfg.as_dict(), "steps": k + 1}), tmp_path / "run", cache).start()
     assert again.wait(120) and again.snapshot().phase == "done" and again.snapshot().resumed_from == k
@@ -219,3 +221,30 @@ def test_a_click_while_a_run_goes_is_answered(tmp_path: Path) -> None:
     app.board.add("session", job)  # registered, not started: it holds the device all the same
     note, _, status = app.before_run()
     assert "still going (a-red-cube-1234abcd" in note and 'data-phase="queued"' in status
+
+
+def test_the_viewer_gets_the_newest_live_mesh_of_the_run_it_follows(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from uni3d.app.runs import latest_preview
+    from uni3d.app.ui import App
+
+    app = App(tmp_path, priors=[])
+    folder = tmp_path / "a-red-cube-1234abcd"
+    (folder / "previews").mkdir(parents=True)
+    request = SimpleNamespace(session_hash="page")
+    assert app.live_mesh(None, request)[1] is None  # the page follows no run
+    job = Job(GenerateConfig(prompt="a red cube"), folder, PriorCache(lambda c: None))
+    app.board.add("page", job)
+    assert app.live_mesh(None, request)[1] is None  # no live mesh yet
+    for name in ("step_000010.png", "live_step_000010.png", "live_step_000010.glb", "step_000020.png"):
+        (folder / "previews" / name).write_bytes(b"")
+    value, shown = app.live_mesh(None, request)
+    assert value == shown and shown.endswith("live_step_000010.glb")
+    value, again = app.live_mesh(shown, request)
+    assert again == shown and not isinstance(value, str)  # the same mesh is not sent twice
+    (folder / "previews" / "live_step_000020.glb").write_bytes(b"")
+    assert app.live_mesh(shown, request)[0].endswith("live_step_000020.glb")
+    assert latest_preview(folder).name == "step_000020.png"  # the newest step's preview, field or live
+    (folder / "previews" / "live_step_000020.png").write_bytes(b"")
+    assert latest_preview(folder).name == "live_step_000020.png"  # at one step the live views win

@@ -191,6 +191,11 @@ class JobBoard:
         with self._lock:
             self._followed[session] = job.id
 
+    def followed(self, session: str) -> Job | None:
+        """The job ``session`` follows, if any."""
+        with self._lock:
+            return self._jobs.get(self._followed.get(session, ""))
+
     def get(self, job_id: str) -> Job | None:
         """The job with ``job_id``, if this server ran it."""
         with self._lock:
@@ -204,8 +209,7 @@ class JobBoard:
 
     def cancel(self, session: str) -> bool:
         """Cancel the running job ``session`` follows; ``False`` if it follows none."""
-        with self._lock:
-            job = self._jobs.get(self._followed.get(session, ""))
+        job = self.followed(session)
         if job is None or job.snapshot().final:
             return False
         job.cancel()

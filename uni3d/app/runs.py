@@ -119,9 +119,19 @@ def run_result(folder: Path, make_zip: bool = True) -> RunResult | None:
 
 
 def latest_preview(folder: Path) -> Path | None:
-    """The newest ``previews/step_*.png`` of a running job (names sort by step), else ``None``."""
-    shots = sorted((Path(folder) / "previews").glob("step_*.png"))
+    """The newest preview of a running job: its live-mesh views (``previews/live_step_*.png``, at the viewer's size)
+    when they are of the newest preview step, else the field's ``previews/step_*.png``; ``None`` before the first."""
+    shots = sorted(
+        (Path(folder) / "previews").glob("*step_*.png"),
+        key=lambda p: (p.stem.rsplit("_", 1)[-1], p.name.startswith("live_")),
+    )
     return shots[-1] if shots else None
+
+
+def latest_live_mesh(folder: Path) -> Path | None:
+    """The newest live mesh (``previews/live_step_*.glb``) of a running job, else ``None``."""
+    meshes = sorted((Path(folder) / "previews").glob("live_step_*.glb"))
+    return meshes[-1] if meshes else None
 
 
 def list_runs(out: Path, limit: int = 48) -> list[RunResult]:

@@ -22,7 +22,7 @@ import gradio as gr
 from uni3d.app.jobs import Job, JobBoard, PriorCache
 from uni3d.app.presets import preset_choices
 from uni3d.app.priors import find_priors
-from uni3d.app.runs import RunResult, latest_preview, list_runs, run_result
+from uni3d.app.runs import RunResult, latest_live_mesh, latest_preview, list_runs, run_result
 from uni3d.app.settings import (
     INPUT_NAMES,
     MAX_PROMPT_CHARS,
@@ -197,6 +197,16 @@ class App:
             yield info_html(f"no run {run_id!r} in {self.out}; pick one under Earlier runs"), None, None, None, None
             return
         yield _result_outputs(result)
+
+    def live_mesh(self, shown: str | None, request: gr.Request) -> tuple[Any, str | None]:
+        """For the viewer: the newest live mesh of the running job this page follows
+        (:mod:`uni3d.tasks.text_to_3d.live`) when it is not the one ``shown`` already; a skip otherwise (the
+        finished asset is set by the run's own event)."""
+        job = self.board.followed(_session(request))
+        path = None if job is None or job.snapshot().final else latest_live_mesh(job.folder)
+        if path is None or str(path) == shown:
+            return gr.skip(), shown
+        return str(path), str(path)
 
     def jobs_html(self) -> str:
         """The running jobs of this server, each with the link that follows it."""
@@ -389,6 +399,16 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
         attached.then(lambda path: path or gr.skip(), glb, model, api_visibility="private", queue=False)
         timer = gr.Timer(JOBS_EVERY)
         timer.tick(app.jobs_html, None, jobs, api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        live = gr.State(None)  # the live mesh this page's viewer shows
+        timer.tick(
+            app.live_mesh,
+            live,
+            [model, live],
+            api_visibility="private",
+            concurrency_limit=None,
+            show_progress="hidden",
+            queue=False,
+        )
     return demo
 
 

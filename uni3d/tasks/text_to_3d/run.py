@@ -3,7 +3,8 @@
 Run folder (every file written atomically): ``config.json`` (resolved settings), ``checkpoint.pt`` (every
 ``checkpoint_every`` steps and at the end of training; the same command resumes from it; the one before it stays as
 ``checkpoint.prev.pt`` until the run is done, an unreadable one is moved aside: :mod:`uni3d.checkpoints`),
-``previews/step_*.png`` (4 orbit views every ``preview_every`` steps), then ``model.glb``, ``model_vertex_color.glb``, ``model.obj``
+``previews/step_*.png`` (4 orbit views every ``preview_every`` steps, with the live mesh's 256-px views and GLB:
+:mod:`uni3d.tasks.text_to_3d.live`), then ``model.glb``, ``model_vertex_color.glb``, ``model.obj``
 (+ ``.mtl`` + texture PNG), ``turntable.mp4`` (or ``.gif``), ``contact_sheet.png`` and, last, ``metrics.json``
 with ``"status": "done"`` (its presence marks a finished run). A run stopped by ``should_stop`` saves its checkpoint,
 exports the partial asset all the same and writes ``"status": "cancelled"`` with ``cancelled_at_step``: the same
@@ -34,6 +35,7 @@ from uni3d.models.stable_diffusion import PriorOptions, StableDiffusionPrior
 from uni3d.scene.background import SolidBackground
 from uni3d.tasks.text_to_3d.bank import TeacherBank
 from uni3d.tasks.text_to_3d.config import ADDED_LATER, MEMORY_OPTIONS, GenerateConfig
+from uni3d.tasks.text_to_3d.live import LIVE_SHARE, live_preview
 from uni3d.tasks.text_to_3d.memory import check_particles_fit
 from uni3d.tasks.text_to_3d.preflight import preflight
 from uni3d.tasks.text_to_3d.trainer import StepStats, TextTo3D, prior_image_size
@@ -162,6 +164,7 @@ def _train(
     cfg = trainer.cfg
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc=cfg.preset, disable=not progress, leave=False)
     start = time.perf_counter() - seconds
+    live_seconds = 0.0
     with bar:
         while trainer.step < cfg.steps:
             stats = trainer.train_step()
@@ -175,6 +178,10 @@ def _train(
             if step % cfg.preview_every == 0:
                 sheet = trainer.previews().numpy()  # every particle's 4 views, one row each
                 contact_sheet(sheet, out / "previews" / f"step_{step:06d}.png", columns=4, max_tiles=len(sheet))
+                if live_seconds <= LIVE_SHARE * (time.perf_counter() - start):
+                    t_live = time.perf_counter()
+                    live_preview(trainer, out / "previews", step)
+                    live_seconds += time.perf_counter() - t_live
             saved = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if saved:
                 _save_checkpoint(out / CHECKPOINT, trainer, config, time.perf_counter() - start)
