@@ -33,7 +33,7 @@ from uni3d.tasks.images.distill_run import load_teacher, run_distill
 from uni3d.tasks.images.features import FeatureNet, save_feature_net
 from uni3d.tasks.images.fid import FeatureStats, features_and_probs, frechet_distance, score_samples
 from uni3d.tasks.images.files import check_resumable, denoiser_record, load_denoiser, load_torch, save_torch
-from uni3d.tasks.images.teacher import TeacherConfig, TeacherRun, train_teacher
+from uni3d.tasks.images.teacher import TeacherConfig, TeacherRun, lr_factor, train_teacher
 
 TINY = UNetConfig(channels=(8, 16), emb_dim=16, num_classes=10)
 REPO = Path(__file__).resolve().parents[1]
@@ -130,6 +130,18 @@ def test_teacher_resume_is_bit_for_bit_and_scores_leave_training_alone(files: di
     assert a["step"] == b["step"] == 4
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert isinstance(load_denoiser(tmp_path / "straight" / "teacher.pt"), EDMDenoiser)
+
+
+def test_teacher_lr_warms_up_then_decays_to_zero_and_the_decay_can_be_added_on_resume(tmp_path: Path) -> None:
+    cfg = tiny_teacher_config(warmup_steps=4, decay_start=10, decay_steps=5)
+    assert [lr_factor(cfg, s) for s in (1, 4, 10, 12, 15, 20)] == pytest.approx([0.25, 1, 1, 0.6, 0, 0])
+    assert lr_factor(replace(cfg, decay_steps=0), 20) == 1
+    with pytest.raises(UsageError, match="decay"):
+        tiny_teacher_config(decay_steps=-1)
+    constant = tiny_teacher_config(eval_every=0, steps=2)
+    train_teacher(constant, tmp_path, progress=False)
+    run = train_teacher(replace(constant, steps=4, decay_start=2, decay_steps=2), tmp_path, resume=True, progress=False)
+    assert run.step_count == 4 and run.opt.param_groups[0]["lr"] == pytest.approx(0.0)
 
 
 def test_fid_is_zero_against_itself_and_positive_after_a_shift() -> None:

@@ -55,6 +55,8 @@ TEACHER_FLAGS: tuple[Flag, ...] = (
     ("steps", int, "total training steps"),
     ("batch_size", int, "batch size"),
     ("lr", float, "Adam learning rate"),
+    ("decay_start", int, "step after which the lr decays linearly to zero (with --decay-steps)"),
+    ("decay_steps", int, "steps of the final linear lr decay (0: constant lr)"),
     ("seed", int, "seed"),
     ("sample_every", int, "steps between sample grids"),
     ("checkpoint_every", int, "steps between checkpoints"),

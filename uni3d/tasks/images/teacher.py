@@ -35,7 +35,17 @@ from uni3d.tasks.images.distill_run import Evaluator, make_evaluator
 from uni3d.tasks.images.fid import score_samples
 from uni3d.tasks.images.files import check_resumable, denoiser_record, image_grid_png, load_torch, save_torch, write_csv
 
-RESUMABLE_CHANGES = ("steps", "sample_every", "checkpoint_every", "eval_every", "eval_nfe", "eval_samples", "features")
+RESUMABLE_CHANGES = (
+    "steps",
+    "decay_start",
+    "decay_steps",
+    "sample_every",
+    "checkpoint_every",
+    "eval_every",
+    "eval_nfe",
+    "eval_samples",
+    "features",
+)
 """Settings a resumed run may change; any other difference from the saved config is an error."""
 
 
@@ -48,6 +58,10 @@ class TeacherConfig:
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 200
+    decay_start: int = 0
+    decay_steps: int = 0
+    """With ``decay_steps > 0``: after step ``decay_start`` the lr falls linearly to zero over ``decay_steps``
+    steps (a final anneal of a constant-lr run). Resumable: it changes nothing before ``decay_start``."""
     ema: float = 0.999
     seed: int = 0
     sigma_data: float = 0.5
@@ -68,6 +82,8 @@ class TeacherConfig:
                 f"need steps >= 0, batch size >= 1, lr > 0, 0 <= ema < 1; got {self.steps}, {self.batch_size}, "
                 f"{self.lr:g}, {self.ema:g}"
             )
+        if self.decay_start < 0 or self.decay_steps < 0:
+            raise UsageError(f"decay start and steps must be >= 0; got {self.decay_start}, {self.decay_steps}")
         if self.checkpoint_every < 1 or self.sample_every < 1 or self.eval_every < 0 or self.eval_samples < 2:
             raise UsageError("checkpoint and sample intervals must be >= 1, eval_every >= 0, eval_samples >= 2")
         heun_steps(self.sample_nfe)
@@ -81,6 +97,14 @@ class TeacherConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TeacherConfig:
         return build_config(cls, data, "teacher")
+
+
+def lr_factor(cfg: TeacherConfig, step: int) -> float:
+    """The lr multiplier at ``step``: linear warm-up, then 1, then the optional linear decay to zero."""
+    factor = min(1.0, step / max(cfg.warmup_steps, 1))
+    if cfg.decay_steps > 0 and step > cfg.decay_start:
+        factor *= max(0.0, 1.0 - (step - cfg.decay_start) / cfg.decay_steps)
+    return factor
 
 
 def sample_grid(model: EDMDenoiser, nfe: int, n: int = 100, seed: int = 1234) -> Tensor:
@@ -124,7 +148,7 @@ class TeacherRun:
             self.nonfinite_steps += 1
             return
         for group in self.opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, self.step_count / max(cfg.warmup_steps, 1))
+            group["lr"] = cfg.lr * lr_factor(cfg, self.step_count)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
