@@ -172,12 +172,22 @@ def test_status_line_shows_step_eta_and_outcome(tmp_path: Path) -> None:
     assert thumbnail(tmp_path / "sheet.png").size == (192, 192)
 
 
-def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp_path: Path) -> None:
-    folder, prior = tiny_prior
+def _small_config(folder: Path) -> GenerateConfig:
     export = {"iso_level": 5.0, "mc_resolution": 32, "max_faces": 2000, "texture_size": 64, "turntable_frames": 4,
               "turntable_size": 16}  # fmt: skip
     small = {"grid_resolution": 16, "render_steps": 32, "preview_every": 1, "export": export}
-    cfg = GenerateConfig.from_dict({"prompt": "a red wooden cube", "prior": str(folder), "steps": 400, **small})
+    return GenerateConfig.from_dict({"prompt": "a red wooden cube", "prior": str(folder), "steps": 400, **small})
+
+
+def _wait_for_step(job: Job, step: int) -> None:
+    deadline = time.monotonic() + 120
+    while job.snapshot().step < step and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp_path: Path) -> None:
+    folder, prior = tiny_prior
+    cfg = _small_config(folder)
     loads: list[str] = []
     cache = PriorCache(lambda c: loads.append(c.prior) or prior)
     board = JobBoard()
@@ -185,9 +195,7 @@ def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp
     board.add("session", job)
     assert not board.cancel("someone else")
     job.start()
-    deadline = time.monotonic() + 120
-    while job.snapshot().step < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_for_step(job, 2)
     state = job.snapshot()
     assert state.phase == "training" and state.seconds_per_step is not None and state.eta_seconds is not None
     assert len(state.notes) == 1 and "'wooden'" in state.notes[0]  # the prior's note on the prompt reaches the page
@@ -210,6 +218,29 @@ def test_job_reports_progress_and_cancel_keeps_the_partial_asset(tiny_prior, tmp
 
     bad = Job(GenerateConfig.from_dict({**cfg.as_dict(), "preset": "vsd"}), tmp_path / "run", cache).start()
     assert bad.wait(60) and bad.snapshot().phase == "failed" and "other settings" in bad.snapshot().message
+
+
+def test_cancel_without_export_keeps_only_the_checkpoint_and_resumes(tiny_prior, tmp_path: Path) -> None:
+    folder, prior = tiny_prior
+    cfg = _small_config(folder)
+    board, cache = JobBoard(), PriorCache(lambda c: prior)
+    job = Job(cfg, tmp_path / "run", cache)
+    board.add("session", job)
+    job.start()
+    _wait_for_step(job, 1)
+    assert board.cancel("session", export=False)
+    assert "no export" in status_html(job.snapshot()) or job.snapshot().final
+    assert job.wait(120)
+    state = job.snapshot()
+    assert state.phase == "cancelled" and state.metrics is not None and state.metrics["exported"] is False, state
+    assert "not exported" in status_html(state) and "resumes" in status_html(state)
+    run = tmp_path / "run"
+    assert (run / "checkpoint.pt").is_file() and not (run / "metrics.json").exists()
+    assert not (run / "model.glb").exists() and run_result(run) is None  # an unfinished run, not in the gallery
+    k = state.metrics["cancelled_at_step"]
+    again = Job(GenerateConfig.from_dict({**cfg.as_dict(), "steps": k + 1}), run, cache).start()
+    assert again.wait(120) and again.snapshot().phase == "done" and again.snapshot().resumed_from == k
+    assert (run / "model.glb").is_file()
 
 
 def test_a_click_while_a_run_goes_is_answered(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ class JobState:
     eta_seconds: float | None = None
     elapsed: float = 0.0
     cancel_requested: bool = False
+    export_partial: bool = True
     message: str = ""
     notes: tuple[str, ...] = ()
     metrics: dict[str, Any] | None = None
@@ -79,6 +80,7 @@ class Job:
     def __init__(self, cfg: GenerateConfig, folder: Path, priors: PriorCache) -> None:
         self.cfg, self.folder, self._priors = cfg, Path(folder), priors
         self._stop = threading.Event()
+        self._export_partial = True
         self._lock = threading.Lock()
         self._state = JobState(phase="loading", folder=self.folder, steps=cfg.steps)
         self._start = time.perf_counter()
@@ -96,10 +98,12 @@ class Job:
         self._thread.start()
         return self
 
-    def cancel(self) -> None:
-        """Ask the job to stop after the current step (it then saves, exports the partial asset and ends)."""
+    def cancel(self, export: bool = True) -> None:
+        """Ask the job to stop after the current step (it then saves its checkpoint, exports the partial asset when
+        ``export`` and ends)."""
+        self._export_partial = export
         self._stop.set()
-        self._update(cancel_requested=True)
+        self._update(cancel_requested=True, export_partial=export)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the thread to end; ``True`` if it has."""
@@ -126,7 +130,7 @@ class Job:
         if step > first_step:  # the rate of this job's own steps (not prior loading or an earlier session's)
             rate = (now - first_time) / (step - first_step)
             changes.update(seconds_per_step=rate, eta_seconds=rate * (self.cfg.steps - step))
-        if step >= self.cfg.steps or self._stop.is_set():
+        if step >= self.cfg.steps or (self._stop.is_set() and self._export_partial):
             changes.update(phase="exporting", eta_seconds=None)
         self._update(**changes)
 
@@ -152,6 +156,7 @@ class Job:
                 log=self._log,
                 should_stop=self._stop.is_set,
                 remedies=APP_REMEDIES,
+                export_cancelled=lambda: self._export_partial,
             )
             status = metrics.get("status", "done")
             self._update(phase="cancelled" if status == "cancelled" else "done", step=metrics["steps"], metrics=metrics)
@@ -207,10 +212,11 @@ class JobBoard:
             jobs = list(self._jobs.values())
         return [job for job in jobs if not job.snapshot().final]
 
-    def cancel(self, session: str) -> bool:
-        """Cancel the running job ``session`` follows; ``False`` if it follows none."""
+    def cancel(self, session: str, export: bool = True) -> bool:
+        """Cancel the running job ``session`` follows (``export``: keep its partial asset); ``False`` if it follows
+        none."""
         job = self.followed(session)
         if job is None or job.snapshot().final:
             return False
-        job.cancel()
+        job.cancel(export)
         return True

@@ -245,10 +245,15 @@ class App:
         )
         return note, None, waiting_html(state)
 
-    def cancel(self, request: gr.Request) -> str:
-        """Stop the job this page follows after its current step (the API's ``/cancel``); returns a note."""
-        if self.board.cancel(_session(request)):
-            note = "Cancelling: the current step finishes, then the partial result is exported and kept."
+    def cancel(self, keep: bool, request: gr.Request) -> str:
+        """Stop the job this page follows after its current step (the API's ``/cancel``; ``keep``: export the
+        partial result, else only its checkpoint stays); returns a note."""
+        if self.board.cancel(_session(request), export=bool(keep)):
+            note = (
+                "Cancelling: the current step finishes, then the partial result is exported and kept."
+                if keep
+                else "Cancelling: the current step finishes and its checkpoint is saved; nothing is exported."
+            )
         else:
             note = "Nothing of yours is running (a queued job starts when the device is free)."
         gr.Info(note)
@@ -323,6 +328,13 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
                 with gr.Row():
                     run_btn = gr.Button("Generate", variant="primary", elem_id="uni3d-generate")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="uni3d-cancel")
+                keep_partial = gr.Checkbox(
+                    True,
+                    label="Keep the partial result on Cancel",
+                    info="export the mesh, video and downloads of a cancelled run; off: only its checkpoint stays "
+                    "(Generate again resumes it)",
+                    elem_id="uni3d-keep-partial",
+                )
                 note = gr.Markdown("", elem_id="uni3d-note")
                 jobs = gr.HTML(app.jobs_html(), elem_id="uni3d-jobs")
                 status = gr.HTML(idle_html(), elem_id="uni3d-status")
@@ -384,7 +396,7 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
         run.then(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
         api_btn = gr.Button(visible=False)  # the API's /generate: the same handler with the viewer as an output
         api_btn.click(app.api(), inputs, outputs, api_name="generate", **device)
-        cancel_btn.click(app.cancel, None, note, api_name="cancel", concurrency_limit=None, queue=False)
+        cancel_btn.click(app.cancel, keep_partial, note, api_name="cancel", concurrency_limit=None, queue=False)
         refresh.click(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)
         gallery.select(app.show_run, folders, outputs + inputs, api_visibility="private", concurrency_limit=None)
         demo.load(app.gallery, None, [gallery, folders], api_visibility="private", concurrency_limit=None)

@@ -92,7 +92,11 @@ def status_html(state: JobState) -> str:
         return error_html(state.message or "the run failed")
     notes = _notes_html(state.notes or (state.metrics or {}).get("prompt_notes", []))
     if state.phase in ("done", "cancelled"):
-        note = " (the partial result is kept; run again with the same settings to resume)"
+        note = (
+            " (not exported, as asked; its checkpoint is kept: Generate with the same settings resumes it)"
+            if (state.metrics or {}).get("exported") is False
+            else " (the partial result is kept; run again with the same settings to resume)"
+        )
         line = f"<b>{label}</b> · {html.escape(summary(state.metrics or {}))}"
         return _box(line + (note if state.phase == "cancelled" else "") + notes, state.phase)
     bar = f'<progress max="{state.steps}" value="{state.step}" style="width:100%"></progress>'
@@ -105,7 +109,9 @@ def status_html(state: JobState) -> str:
         parts.append(f"ETA {duration(state.eta_seconds)}")
     parts.append(f"elapsed {duration(state.elapsed)}")
     if state.cancel_requested and state.phase != "exporting":
-        parts.append("cancelling after this step…")
+        parts.append(
+            "cancelling after this step…" if state.export_partial else "cancelling after this step, no export…"
+        )
     line = '<div class="uni3d-progress-line">' + " · ".join(parts) + "</div>"
     return _box(bar + line + _link_html(state) + notes, state.phase)
 

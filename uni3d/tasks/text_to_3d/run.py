@@ -7,8 +7,9 @@ Run folder (every file written atomically): ``config.json`` (resolved settings),
 :mod:`uni3d.tasks.text_to_3d.live`), then ``model.glb``, ``model_vertex_color.glb``, ``model.obj``
 (+ ``.mtl`` + texture PNG), ``turntable.mp4`` (or ``.gif``), ``contact_sheet.png`` and, last, ``metrics.json``
 with ``"status": "done"`` (its presence marks a finished run). A run stopped by ``should_stop`` saves its checkpoint,
-exports the partial asset all the same and writes ``"status": "cancelled"`` with ``cancelled_at_step``: the same
-command then resumes it.
+exports the partial asset all the same (unless ``export_cancelled()`` says no: then nothing is written beyond the
+checkpoint and the folder stays an unfinished run) and writes ``"status": "cancelled"`` with ``cancelled_at_step``:
+the same command then resumes it.
 """
 
 from __future__ import annotations
@@ -110,12 +111,15 @@ def generate(
     should_stop: StopCheck | None = None,
     *,
     remedies: Remedies = CLI_REMEDIES,
+    export_cancelled: Callable[[], bool] = lambda: True,
 ) -> dict[str, Any]:
     """Run (or resume, or return the finished) ``cfg`` in ``out``; returns the metrics (also ``metrics.json``).
     ``remedies``: the prompt notes' advice in the words of the CLI or the app (:func:`prompt_notes`).
 
     ``should_stop`` returning ``True`` after step ``k`` stops training there: the checkpoint is saved, the partial
-    asset exported and ``metrics.json`` says ``"status": "cancelled"``, ``"cancelled_at_step": k``.
+    asset exported and ``metrics.json`` says ``"status": "cancelled"``, ``"cancelled_at_step": k``. When
+    ``export_cancelled()`` (asked then, so a page's choice at its Cancel click counts) is ``False``, the export and
+    ``metrics.json`` are skipped and the returned metrics say ``"exported": False``.
     """
     out = Path(out)
     preflight(cfg, out, check_prior=prior is None)
@@ -147,7 +151,18 @@ def generate(
     if state is not None:
         log(f"resuming {out} from step {trainer.step}")
     seconds = _train(trainer, out, config, seconds, progress, callback, should_stop)
-    return _finish(trainer, out, resumed_from, seconds, notes, cancelled=trainer.step < resolved.steps)
+    cancelled = trainer.step < resolved.steps
+    if cancelled and not export_cancelled():
+        return {
+            "status": "cancelled",
+            "cancelled_at_step": trainer.step,
+            "exported": False,
+            "prompt": cfg.prompt,
+            "preset": cfg.preset,
+            "steps": trainer.step,
+            "prompt_notes": notes,
+        }
+    return _finish(trainer, out, resumed_from, seconds, notes, cancelled=cancelled)
 
 
 def _train(
