@@ -405,28 +405,20 @@ def _bench_images(args: argparse.Namespace) -> int:
         "teacher_step_cpu_seconds": teacher_step_seconds(teacher, args.batch_size),
         "data_rows": [{"method": "data: held-out digits", **held_scores, "n": held.images.shape[0]}],
     }
+    # round i: the teacher's draw i at every NFE, then every student's i-th seed; an interrupted table then holds
+    # every preset on its first seeds rather than some presets on all of them
     tasks: list[tuple[Any, ...]] = []
-    for nfe in sorted(settings["nfes"], reverse=True):
-        for draw in range(args.teacher_draws):
-            tasks.append(
-                (
-                    {"method": "teacher Heun", "nfe": nfe, "draw": draw},
-                    teacher_row,
-                    teacher,
-                    evaluator,
-                    nfe,
-                    grids,
-                    draw,
-                )
-            )
-    for spec in settings["presets"]:
-        name, lr = _student_spec(spec, args.lr_generator)
-        for seed in settings["seeds"]:
-            cfg = replace(base, preset=name, lr_generator=lr, seed=seed)
+    for i in range(max(args.teacher_draws, len(settings["seeds"]))):
+        if i < args.teacher_draws:
+            for nfe in sorted(settings["nfes"], reverse=True):
+                row = {"method": "teacher Heun", "nfe": nfe, "draw": i}
+                tasks.append((row, teacher_row, teacher, evaluator, nfe, grids, i))
+        for spec in settings["presets"] if i < len(settings["seeds"]) else ():
+            name, lr = _student_spec(spec, args.lr_generator)
+            cfg = replace(base, preset=name, lr_generator=lr, seed=settings["seeds"][i])
             label = student_label(cfg)
-            tasks.append(
-                ({"method": label, "nfe": 1, "seed": seed}, student_row, cfg, args.teacher, evaluator, grids, label)
-            )
+            row = {"method": label, "nfe": 1, "seed": cfg.seed}
+            tasks.append((row, student_row, cfg, args.teacher, evaluator, grids, label))
     done_keys = {_key(r) for r in kept}
     todo = [t for t in tasks if _key(t[0]) not in done_keys]
     rows = [r for r in kept if _key(r) in {_key(t[0]) for t in tasks}]
