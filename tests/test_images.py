@@ -216,6 +216,20 @@ def test_distill_resume_is_bit_for_bit(files: dict[str, Path], tmp_path: Path) -
         run_distill(replace(cfg, lr_generator=1e-3), tmp_path / "resumed", progress=False)
 
 
+def test_distill_refuses_to_resume_with_a_replaced_teacher_file(files: dict[str, Path], tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher.pt"
+    record = load_torch(files["teacher"])
+    save_torch(teacher, record)
+    cfg = distill_config(files, teacher=str(teacher), features="none", steps=2)
+    run_distill(cfg, tmp_path / "run", progress=False)
+    run_distill(replace(cfg, steps=3), tmp_path / "run", progress=False)  # the same file: resumes
+    first = next(iter(record["state_dict"]))
+    record["state_dict"][first] = record["state_dict"][first] + 1e-3  # a newer teacher under the same name
+    save_torch(teacher, record)
+    with pytest.raises(UsageError, match="another teacher"):
+        run_distill(replace(cfg, steps=4), tmp_path / "run", progress=False)
+
+
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

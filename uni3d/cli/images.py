@@ -105,7 +105,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     d.add_argument(
         "--teacher",
-        help="'mnist' (assets/), a teacher.pt file or run folder, or an NVlabs EDM .pkl (SongUNet / DhariwalUNet) "
+        help="'mnist' (assets/; 'mnist-v1': the earlier one), a teacher.pt file or run folder, or an NVlabs EDM .pkl "
+        "(SongUNet / DhariwalUNet) "
         f"(default {_D.teacher})",
     )
     d.add_argument("--data", help=f"real images: {DATA_HELP} (default {_D.data})")

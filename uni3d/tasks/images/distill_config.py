@@ -26,7 +26,7 @@ from uni3d.losses import get_preset
 from uni3d.paths import ASSETS
 
 GEN_SIGMAS = ("lognormal", "rho")
-NAMED_TEACHERS = {"mnist": ASSETS / "mnist_teacher.pt"}
+NAMED_TEACHERS = {"mnist": ASSETS / "mnist_teacher.pt", "mnist-v1": ASSETS / "mnist_teacher_v1.pt"}
 NAMED_FEATURES = {"mnist": ASSETS / "mnist_features.pt"}
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "sample_every", "eval_every", "device")
 """Settings a resumed run may change; any other difference from the saved config is an error."""

@@ -47,6 +47,7 @@ from uni3d.tasks.images.files import (
     load_denoiser,
     load_torch,
     save_torch,
+    weights_digest,
     write_csv,
 )
 from uni3d.tasks.images.image_data import ImageSource, load_image_data
@@ -108,10 +109,17 @@ def _grid(distiller: ImageDistiller, out: Path) -> None:
 
 
 def save_run(
-    distiller: ImageDistiller, cfg: DistillConfig, rows: list[dict[str, Any]], out: Path, cpu_seconds: float
+    distiller: ImageDistiller,
+    cfg: DistillConfig,
+    rows: list[dict[str, Any]],
+    out: Path,
+    cpu_seconds: float,
+    *,
+    teacher_digest: str,
 ) -> None:
-    """Checkpoint, EMA generator file and metrics CSV (all atomic)."""
+    """Checkpoint (with the teacher's :func:`weights_digest`), EMA generator file and metrics CSV (all atomic)."""
     state = {**distiller.state(), "config": cfg.as_dict(), "rows": rows, "cpu_seconds": cpu_seconds}
+    state["teacher_digest"] = teacher_digest
     save_torch(out / "checkpoint.pt", state)
     record = {**denoiser_record(distiller.ema.denoiser), "sigma_init": cfg.sigma_init, "step": distiller.step_count}
     save_torch(out / "generator.pt", record)
@@ -182,9 +190,15 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
     lead = world.rank == 0
     rows: list[dict[str, Any]] = []
     cpu_seconds = 0.0
+    teacher_digest = weights_digest(teacher)
     if ckpt.exists():
         state = load_torch(ckpt)
         check_resumable(state["config"], cfg.as_dict(), out, RESUMABLE_CHANGES, DistillConfig().as_dict())
+        if state.get("teacher_digest", teacher_digest) != teacher_digest:  # checkpoints before the digest: trusted
+            raise UsageError(
+                f"{out} was distilled from another teacher than --teacher {cfg.teacher} gives now (its weights "
+                "differ); pass that run's teacher file (the earlier embedded one is 'mnist-v1'), or use another --out"
+            )
         distiller.load_state(state)
         rows = list(state["rows"])
         cpu_seconds = float(state.get("cpu_seconds", 0.0))
@@ -217,7 +231,7 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
             if evaluate:
                 row.update(evaluator.scores(distiller).as_dict())
             rows.append(row)
-            save_run(distiller, cfg, rows, out, cpu_seconds)
+            save_run(distiller, cfg, rows, out, cpu_seconds, teacher_digest=teacher_digest)
             if evaluate:
                 fid_curves_png(out / "curves.png", [(cfg.preset, rows)])
         if step % cfg.sample_every == 0 or step == total:

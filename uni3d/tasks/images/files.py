@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import warnings
@@ -127,3 +128,13 @@ def check_resumable(
             f"{out} was run with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in diff)}); "
             "use the same settings to resume, or another --out"
         )
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameter and buffer bytes, by name: it tells whether a resumed run got the same
+    teacher (a named teacher such as ``mnist`` can be replaced by a newer file)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
