@@ -118,6 +118,8 @@ def test_bad_data_is_a_one_line_error(tmp_path: Path) -> None:
     check_data(unlabelled_set, num_classes=10, needs_images=False)  # data-free presets never read them
     with pytest.raises(UsageError, match="labels up to 12"):
         check_data(ImageSet(torch.zeros(2, 3, 8, 8), torch.tensor([0, 12])), num_classes=10, needs_images=True)
+    with pytest.raises(UsageError, match="negative label"):
+        check_data(ImageSet(torch.zeros(2, 3, 8, 8), torch.tensor([0, -1])), num_classes=10, needs_images=True)
 
 
 TINY_CIFAR = dict(

@@ -142,6 +142,10 @@ def test_teacher_lr_warms_up_then_decays_to_zero_and_the_decay_can_be_added_on_r
     train_teacher(constant, tmp_path, progress=False)
     run = train_teacher(replace(constant, steps=4, decay_start=2, decay_steps=2), tmp_path, resume=True, progress=False)
     assert run.step_count == 4 and run.opt.param_groups[0]["lr"] == pytest.approx(0.0)
+    with pytest.raises(UsageError, match="past the lr decay's end"):
+        replace(constant, steps=5, decay_start=2, decay_steps=2)
+    with pytest.raises(UsageError, match="cannot change"):  # steps 3 and 4 were trained with the decay
+        train_teacher(replace(constant, steps=4, decay_start=3, decay_steps=1), tmp_path, progress=False)
 
 
 def test_fid_is_zero_against_itself_and_positive_after_a_shift() -> None:
@@ -228,6 +232,20 @@ def test_distill_refuses_to_resume_with_a_replaced_teacher_file(files: dict[str,
     save_torch(teacher, record)
     with pytest.raises(UsageError, match="another teacher"):
         run_distill(replace(cfg, steps=4), tmp_path / "run", progress=False)
+
+
+def test_a_run_from_before_the_digest_that_named_mnist_resumes_only_with_the_first_teacher(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = distill_config(files, teacher="mnist", features="none", steps=1, batch_size=2)
+    run_distill(cfg, tmp_path / "run", progress=False)
+    state = load_torch(tmp_path / "run" / "checkpoint.pt")
+    del state["teacher_digest"]  # as written before checkpoints held it, when 'mnist' was today's 'mnist-v1'
+    save_torch(tmp_path / "run" / "checkpoint.pt", state)
+    with pytest.raises(UsageError, match="another teacher"):
+        run_distill(replace(cfg, steps=2), tmp_path / "run", progress=False)
+    row = run_distill(replace(cfg, steps=2, teacher="mnist-v1"), tmp_path / "run", progress=False)
+    assert row["step"] == 2
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:

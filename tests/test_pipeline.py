@@ -52,6 +52,7 @@ def test_generate_writes_a_finite_asset(tiny_prior, tmp_path: Path, preset: str)
     _glb_mesh(out / "model_vertex_color.glb")
     for name in ("model.obj", "preview.png", "previews/step_000002.png", "contact_sheet.png", metrics["files"][3]):
         assert (out / name).is_file(), name
+    assert not list((out / "previews").glob("live_*"))  # live meshes are the app's (generate(live_previews=True))
     saved = GenerateConfig.from_dict(json.loads((out / "config.json").read_text()))
     assert saved.t_min == (0.2 if preset == "uni-jeffreys" else 0.02) and saved.render_size == 16
     assert metrics["ratio_evaluations"] == (3 if preset == "uni-jeffreys" else 0)

@@ -157,6 +157,7 @@ class Job:
                 should_stop=self._stop.is_set,
                 remedies=APP_REMEDIES,
                 export_cancelled=lambda: self._export_partial,
+                live_previews=True,
             )
             status = metrics.get("status", "done")
             self._update(phase="cancelled" if status == "cancelled" else "done", step=metrics["steps"], metrics=metrics)

@@ -248,7 +248,10 @@ class App:
     def cancel(self, keep: bool, request: gr.Request) -> str:
         """Stop the job this page follows after its current step (the API's ``/cancel``; ``keep``: export the
         partial result, else only its checkpoint stays); returns a note."""
-        if self.board.cancel(_session(request), export=bool(keep)):
+        followed = self.board.followed(_session(request))
+        if followed is not None and followed.snapshot().phase == "exporting":
+            note = "The run is already exporting its result; it ends when the export does."
+        elif self.board.cancel(_session(request), export=bool(keep)):
             note = (
                 "Cancelling: the current step finishes, then the partial result is exported and kept."
                 if keep

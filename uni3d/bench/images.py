@@ -47,7 +47,7 @@ from uni3d.tasks.images.distill import ImageDistiller
 from uni3d.tasks.images.distill_config import DistillConfig
 from uni3d.tasks.images.distill_run import Evaluator, load_teacher, make_evaluator
 from uni3d.tasks.images.fid import FeatureStats, features_and_probs, frechet_distance, score_samples
-from uni3d.tasks.images.files import image_grid_png
+from uni3d.tasks.images.files import image_grid_png, weights_digest
 
 BEGIN, END = section_markers("images")
 TEACHER_NFES: tuple[int, ...] = (1, 11, 35)
@@ -384,6 +384,7 @@ def _bench_images(args: argparse.Namespace) -> int:
     )
     data = load_dataset("mnist", "train")
     teacher = load_teacher(args.teacher, data)
+    settings["teacher_digest"] = weights_digest(teacher)  # a replaced teacher file starts a new table
     evaluator = make_evaluator(args.features, teacher.num_classes, data, samples=args.eval_samples)
     if evaluator is None:
         raise UsageError("the benchmark needs a feature net (--features must not be 'none')")

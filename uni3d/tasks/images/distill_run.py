@@ -178,6 +178,14 @@ def teacher_and_data(teacher: str, data: str) -> tuple[EDMDenoiser, ImageSource]
     return load_teacher(teacher, source), source
 
 
+def _legacy_teacher_digest(config: dict[str, Any]) -> str | None:
+    """The teacher digest of a checkpoint written before checkpoints held one: ``mnist`` then named the first
+    embedded teacher (``mnist-v1`` now); any other teacher is unknown (``None``: compared by name only)."""
+    if config.get("teacher", "mnist") != "mnist":
+        return None
+    return weights_digest(load_denoiser(NAMED_TEACHERS["mnist-v1"]))
+
+
 def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Distill (or continue distilling) in ``out`` up to ``cfg.steps``; return the last metrics row."""
     ckpt = out / "checkpoint.pt"
@@ -193,8 +201,11 @@ def run_distill(cfg: DistillConfig, out: Path, resume: bool = False, progress: b
     teacher_digest = weights_digest(teacher)
     if ckpt.exists():
         state = load_torch(ckpt)
-        check_resumable(state["config"], cfg.as_dict(), out, RESUMABLE_CHANGES, DistillConfig().as_dict())
-        if state.get("teacher_digest", teacher_digest) != teacher_digest:  # checkpoints before the digest: trusted
+        saved_digest = state.get("teacher_digest") or _legacy_teacher_digest(state["config"])
+        # a known teacher is compared by its weights, so its name may change (mnist -> mnist-v1); else by name
+        allowed = (*RESUMABLE_CHANGES, "teacher") if saved_digest is not None else RESUMABLE_CHANGES
+        check_resumable(state["config"], cfg.as_dict(), out, allowed, DistillConfig().as_dict())
+        if saved_digest is not None and saved_digest != teacher_digest:
             raise UsageError(
                 f"{out} was distilled from another teacher than --teacher {cfg.teacher} gives now (its weights "
                 "differ); pass that run's teacher file (the earlier embedded one is 'mnist-v1'), or use another --out"

@@ -157,6 +157,15 @@ class EDMImageFiles:
         """Picklable for worker processes: the open zip handle is reopened there."""
         return {**self.__dict__, "_zip": None}
 
+    def close(self) -> None:
+        """Close the zip handle (a later batch reopens it)."""
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    def __del__(self) -> None:
+        self.close()
+
 
 def _load_npz(path: Path) -> ImageSet:
     try:
@@ -205,5 +214,7 @@ def check_data(data: ImageSource, *, num_classes: int, needs_images: bool) -> No
             "the teacher is class-conditional and this preset compares labelled real images with the generator's: "
             "the data has no labels (EDM's dataset.json, or 'labels' in the .npz)"
         )
+    if labels is not None and len(labels) and int(labels.min()) < 0:
+        raise UsageError(f"the data has a negative label ({int(labels.min())}); labels are class indices from 0")
     if num_classes and labels is not None and len(labels) and int(labels.max()) >= num_classes:
         raise UsageError(f"the data has labels up to {int(labels.max())}, the teacher knows {num_classes} classes")

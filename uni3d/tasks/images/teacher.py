@@ -84,6 +84,11 @@ class TeacherConfig:
             )
         if self.decay_start < 0 or self.decay_steps < 0:
             raise UsageError(f"decay start and steps must be >= 0; got {self.decay_start}, {self.decay_steps}")
+        if self.decay_steps and self.steps > self.decay_start + self.decay_steps:
+            raise UsageError(
+                f"--steps {self.steps} runs past the lr decay's end (step {self.decay_start + self.decay_steps}), "
+                "where the lr is zero; give fewer steps or a later --decay-start"
+            )
         if self.checkpoint_every < 1 or self.sample_every < 1 or self.eval_every < 0 or self.eval_samples < 2:
             raise UsageError("checkpoint and sample intervals must be >= 1, eval_every >= 0, eval_samples >= 2")
         heun_steps(self.sample_nfe)
@@ -201,6 +206,20 @@ def save_run(run: TeacherRun, out: Path) -> None:
     write_csv(out / "metrics.csv", run.rows)
 
 
+def _check_decay_change(saved: TeacherConfig, cfg: TeacherConfig, step: int, out: Path) -> None:
+    """A resumed run may add or move the lr decay only where it has not begun (steps after ``decay_start`` decay):
+    the lr of every step already trained must stay what it was."""
+    if (saved.decay_start, saved.decay_steps) == (cfg.decay_start, cfg.decay_steps):
+        return
+    starts = [c.decay_start for c in (saved, cfg) if c.decay_steps]
+    if not starts or step <= min(starts):
+        return
+    raise UsageError(
+        f"{out} is at step {step}, past the start of its lr decay (or the new one's): the decay settings cannot "
+        "change there; use the run's own --decay-start and --decay-steps, or another --out"
+    )
+
+
 def train_teacher(cfg: TeacherConfig, out: Path, resume: bool = False, progress: bool = True) -> TeacherRun:
     """Train (or continue) the teacher in ``out`` up to ``cfg.steps`` steps.
 
@@ -214,6 +233,7 @@ def train_teacher(cfg: TeacherConfig, out: Path, resume: bool = False, progress:
         state = load_torch(ckpt)
         saved = TeacherConfig.from_dict(state["config"]).as_dict()  # fills settings added since (defaults)
         check_resumable(saved, cfg.as_dict(), out, RESUMABLE_CHANGES)
+        _check_decay_change(TeacherConfig.from_dict(saved), cfg, int(state["step"]), out)
         run.load_state(state)
     save_json(out / "config.json", cfg.as_dict())
     evaluator = None

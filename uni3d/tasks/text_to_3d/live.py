@@ -1,6 +1,8 @@
-"""What a running generation shows while it trains: a cheap mesh of the current field and views of it at a
-viewer's size, at preview steps (``preview_every``) as long as they cost at most :data:`LIVE_SHARE` of the
-training time so far (so the app's frequent previews get one now and then; costs in docs/app.md).
+"""What a running generation shows while it trains (the app asks for it: ``generate(live_previews=True)``): a cheap
+mesh of the current field and views of it at a viewer's size, at preview steps (``preview_every``) as long as they
+cost at most :data:`LIVE_SHARE` of this session's training time (so the app's frequent previews get one now and
+then; costs in docs/app.md). Their time is left out of the run's training seconds, and a failure turns them off
+with one note instead of ending the run.
 
 The field's own previews are renders at the training side (tiny with the embedded prior), too small to judge and
 too dear to volume-render at a viewer's size on a CPU. So a preview step also takes a low-resolution marching-cubes
@@ -13,6 +15,9 @@ surface) and particle 0's mesh as ``previews/live_step_N.glb`` (the older ones d
 
 from __future__ import annotations
 
+import copy
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +46,8 @@ def live_preview(trainer: TextTo3D, folder: Path, step: int) -> Path | None:
     cfg = trainer.cfg
     rows, glb = [], None
     for k, renderer in enumerate(trainer.renderers):
+        if renderer.backend == "torch" and next(renderer.buffers()).device.type != "cpu":
+            renderer = copy.deepcopy(renderer).cpu()  # the mesh code builds its grids on the CPU, as the export
         try:
             mesh, _ = extract_mesh(
                 renderer, LIVE_RESOLUTION, threshold=cfg.export.iso_level, max_faces=LIVE_FACES, fill_unseen=False
@@ -52,11 +59,35 @@ def live_preview(trainer: TextTo3D, folder: Path, step: int) -> Path | None:
         rows.append(turntable_frames(colored, LIVE_VIEWS, LIVE_SIZE, distance=distance))
         if k == 0:
             glb = write_glb(colored, folder / f"live_step_{step:06d}.glb")
-    if glb is not None:
-        for old in folder.glob("live_step_*.glb"):
-            if old != glb:
-                old.unlink(missing_ok=True)
+    if glb is not None:  # keep the newest two: a page may be handing the previous one to its viewer right now
+        for old in sorted(folder.glob("live_step_*.glb"))[:-2]:
+            old.unlink(missing_ok=True)
     if not rows:
         return None
     frames = np.concatenate(rows)
     return contact_sheet(frames, folder / f"live_step_{step:06d}.png", columns=LIVE_VIEWS, max_tiles=len(frames))
+
+
+class LivePreviews:
+    """:func:`live_preview` at the preview steps while its time stays within :data:`LIVE_SHARE` of the training
+    time of this session (live time not counted as training); the first failure turns it off with one note."""
+
+    def __init__(self, folder: Path, log: Callable[[str], None]) -> None:
+        self.folder, self.log = folder, log
+        self.spent = 0.0
+        self.enabled = True
+        self._start = time.perf_counter()
+
+    def maybe(self, trainer: TextTo3D, step: int) -> None:
+        """Take the live preview of ``step`` if the budget allows."""
+        training = time.perf_counter() - self._start - self.spent
+        if not self.enabled or self.spent > LIVE_SHARE * training:
+            return
+        t0 = time.perf_counter()
+        try:
+            live_preview(trainer, self.folder, step)
+        except Exception as err:  # a preview must never end a run
+            self.enabled = False
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            self.log(f"live previews turned off after an error: {type(err).__name__}: {first}")
+        self.spent += time.perf_counter() - t0

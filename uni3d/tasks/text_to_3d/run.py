@@ -3,8 +3,8 @@
 Run folder (every file written atomically): ``config.json`` (resolved settings), ``checkpoint.pt`` (every
 ``checkpoint_every`` steps and at the end of training; the same command resumes from it; the one before it stays as
 ``checkpoint.prev.pt`` until the run is done, an unreadable one is moved aside: :mod:`uni3d.checkpoints`),
-``previews/step_*.png`` (4 orbit views every ``preview_every`` steps, with the live mesh's 256-px views and GLB:
-:mod:`uni3d.tasks.text_to_3d.live`), then ``model.glb``, ``model_vertex_color.glb``, ``model.obj``
+``previews/step_*.png`` (4 orbit views every ``preview_every`` steps; with ``live_previews`` also the live mesh's
+256-px views and GLB: :mod:`uni3d.tasks.text_to_3d.live`), then ``model.glb``, ``model_vertex_color.glb``, ``model.obj``
 (+ ``.mtl`` + texture PNG), ``turntable.mp4`` (or ``.gif``), ``contact_sheet.png`` and, last, ``metrics.json``
 with ``"status": "done"`` (its presence marks a finished run). A run stopped by ``should_stop`` saves its checkpoint,
 exports the partial asset all the same (unless ``export_cancelled()`` says no: then nothing is written beyond the
@@ -36,7 +36,7 @@ from uni3d.models.stable_diffusion import PriorOptions, StableDiffusionPrior
 from uni3d.scene.background import SolidBackground
 from uni3d.tasks.text_to_3d.bank import TeacherBank
 from uni3d.tasks.text_to_3d.config import ADDED_LATER, MEMORY_OPTIONS, GenerateConfig
-from uni3d.tasks.text_to_3d.live import LIVE_SHARE, live_preview
+from uni3d.tasks.text_to_3d.live import LivePreviews
 from uni3d.tasks.text_to_3d.memory import check_particles_fit
 from uni3d.tasks.text_to_3d.preflight import preflight
 from uni3d.tasks.text_to_3d.trainer import StepStats, TextTo3D, prior_image_size
@@ -112,6 +112,7 @@ def generate(
     *,
     remedies: Remedies = CLI_REMEDIES,
     export_cancelled: Callable[[], bool] = lambda: True,
+    live_previews: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume, or return the finished) ``cfg`` in ``out``; returns the metrics (also ``metrics.json``).
     ``remedies``: the prompt notes' advice in the words of the CLI or the app (:func:`prompt_notes`).
@@ -119,7 +120,8 @@ def generate(
     ``should_stop`` returning ``True`` after step ``k`` stops training there: the checkpoint is saved, the partial
     asset exported and ``metrics.json`` says ``"status": "cancelled"``, ``"cancelled_at_step": k``. When
     ``export_cancelled()`` (asked then, so a page's choice at its Cancel click counts) is ``False``, the export and
-    ``metrics.json`` are skipped and the returned metrics say ``"exported": False``.
+    ``metrics.json`` are skipped and the returned metrics say ``"exported": False``. ``live_previews``: the live
+    mesh at preview steps (:mod:`uni3d.tasks.text_to_3d.live`; the app's runs).
     """
     out = Path(out)
     preflight(cfg, out, check_prior=prior is None)
@@ -150,9 +152,11 @@ def generate(
     resumed_from = trainer.step
     if state is not None:
         log(f"resuming {out} from step {trainer.step}")
-    seconds = _train(trainer, out, config, seconds, progress, callback, should_stop)
+    live = LivePreviews(out / "previews", log) if live_previews else None
+    seconds = _train(trainer, out, config, seconds, progress, callback, should_stop, live=live)
     cancelled = trainer.step < resolved.steps
     if cancelled and not export_cancelled():
+        (out / "metrics.json").unlink(missing_ok=True)  # an earlier cancel's result would show a stale step
         return {
             "status": "cancelled",
             "cancelled_at_step": trainer.step,
@@ -173,13 +177,19 @@ def _train(
     progress: bool,
     callback: Callback | None,
     should_stop: StopCheck | None = None,
+    *,
+    live: LivePreviews | None = None,
 ) -> float:
     """The loop: steps with rollback, checkpoints, previews; a final checkpoint when training ends or is stopped.
-    Returns the training seconds (this call's plus those before the checkpoint it resumed from)."""
+    Returns the training seconds (this call's plus those before the checkpoint it resumed from; live previews'
+    time left out)."""
     cfg = trainer.cfg
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc=cfg.preset, disable=not progress, leave=False)
     start = time.perf_counter() - seconds
-    live_seconds = 0.0
+
+    def elapsed() -> float:
+        return time.perf_counter() - start - (live.spent if live is not None else 0.0)
+
     with bar:
         while trainer.step < cfg.steps:
             stats = trainer.train_step()
@@ -193,20 +203,18 @@ def _train(
             if step % cfg.preview_every == 0:
                 sheet = trainer.previews().numpy()  # every particle's 4 views, one row each
                 contact_sheet(sheet, out / "previews" / f"step_{step:06d}.png", columns=4, max_tiles=len(sheet))
-                if live_seconds <= LIVE_SHARE * (time.perf_counter() - start):
-                    t_live = time.perf_counter()
-                    live_preview(trainer, out / "previews", step)
-                    live_seconds += time.perf_counter() - t_live
+                if live is not None:
+                    live.maybe(trainer, step)
             saved = step % cfg.checkpoint_every == 0 or step == cfg.steps
             if saved:
-                _save_checkpoint(out / CHECKPOINT, trainer, config, time.perf_counter() - start)
+                _save_checkpoint(out / CHECKPOINT, trainer, config, elapsed())
             if callback is not None:
                 callback(step, stats)
             if step < cfg.steps and should_stop is not None and should_stop():
                 if not saved:
-                    _save_checkpoint(out / CHECKPOINT, trainer, config, time.perf_counter() - start)
+                    _save_checkpoint(out / CHECKPOINT, trainer, config, elapsed())
                 break
-    return time.perf_counter() - start
+    return elapsed()
 
 
 def _finish(
