@@ -462,6 +462,9 @@ def test_dtype_and_memory_options(tiny_folder: Path, prior) -> None:
         opts = PriorOptions(attention_slicing=True, channels_last=True, vae_slicing=True)
         sliced = StableDiffusionPrior.from_pretrained(tiny_folder, opts)
         torch.testing.assert_close(sliced.denoise(x, sigma, sliced.embed(["a pink cone"] * 2)), ref)
+        assert sliced.vae.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        rgb = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(sliced.encode(rgb), prior.encode(rgb), atol=1e-5, rtol=1e-5)
         low = StableDiffusionPrior.from_pretrained(tiny_folder, PriorOptions(dtype="bf16"))
         assert low.unet.dtype == torch.bfloat16
         d = low.denoise(x, sigma, low.embed(["a pink cone"] * 2))

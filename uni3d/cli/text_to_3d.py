@@ -53,7 +53,7 @@ _FLAGS: tuple[Flag, ...] = (
 _SWITCHES: tuple[tuple[str, str], ...] = (
     ("allow_download", "let diffusers fetch a hub id"),
     ("attention_slicing", "prior memory: UNet attention in slices"),
-    ("channels_last", "prior memory: UNet in channels-last format"),
+    ("channels_last", "prior memory: UNet and VAE in channels-last format"),
     ("vae_slicing", "prior memory: VAE one image at a time"),
 )
 """On/off settings with a flag: ``(field, help)``."""
