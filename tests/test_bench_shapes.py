@@ -40,6 +40,7 @@ def test_parse_target() -> None:
     assert parse_target("a cube").colour is None and not parse_target("a cube").specified
     assert parse_target("a red object").shape is None
     assert parse_target("a gray torus").colour == "grey"
+    assert (parse_target("a box that is red").shape, parse_target("a red-coloured ring").shape) == ("cube", "torus")
 
 
 def test_true_primitives_have_the_dataset_sizes() -> None:

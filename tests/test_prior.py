@@ -294,13 +294,15 @@ def test_prompt_notes_name_unknown_words_and_a_truncated_view_suffix() -> None:
     tok = build_clip_tokenizer()
     assert prompt_notes(tok, "An orange CONE", "") == []
     (note,) = prompt_notes(tok, "a dragon made of glass cubes")
-    assert "'dragon', 'made', 'of', 'glass', 'cubes';" in note and "--prior" in note
+    assert "'dragon', 'made', 'glass', 'cubes';" in note and "--prior" in note  # 'of' is a relation word now
     (negative,) = prompt_notes(tok, "a red cube", "blurry red")
     assert "negative prompt word(s) 'blurry'," in negative
     other = build_clip_tokenizer(["a", "dragon", "made", "of", "glass"])  # not the caption tokenizer: no word notes
     assert prompt_notes(other, "a dragon made of glass") == []
     shipped = CLIPTokenizer.from_pretrained(SHIPPED_PRIOR, subfolder="tokenizer")  # an earlier caption vocabulary
     assert "'dragon'" in prompt_notes(shipped, "a dragon")[0]
+    assert "'on', 'top', 'of';" in prompt_notes(shipped, "a red cube on top of a blue sphere")[0]  # no relations
+    assert prompt_notes(tok, "a red box on top of a blue ball with a nose") == []
     words = ("a red cube " * 25).strip()  # 75 tokens + BOS/EOS fit in 77; ", overhead view" adds 3
     (cut,) = prompt_notes(tok, words)
     assert "is 80 tokens, over the prior's 77" in cut

@@ -129,7 +129,7 @@ def test_fine_tuning_learns_a_new_view_scheme(tmp_path: Path) -> None:
     from uni3d.models.tokenizer import PROMPT_WORDS, build_clip_tokenizer
     from uni3d.models.views import ANGLES, VIEWS_FILE
 
-    old = build_clip_tokenizer([w for w in PROMPT_WORDS if w not in ANGLES.vocabulary()])
+    old = build_clip_tokenizer(PROMPT_WORDS[: PROMPT_WORDS.index(ANGLES.vocabulary()[0])])  # the first prior's words
     pipe = tiny_pipeline(sample_size=8)
     pipe.text_encoder.resize_token_embeddings(len(old))
     pipe.register_modules(tokenizer=old)
@@ -252,3 +252,15 @@ def test_shipped_prior_loads_and_denoises() -> None:
     cond, uncond = prior.view_conditions("a red cube", orbit_cameras(1, elevation_deg=10.0))
     d = prior.denoise(latents + torch.randn_like(latents), torch.ones(1), cond, uncond, 3.0)
     assert torch.isfinite(d).all()
+
+
+def test_prior_width_scales_the_text_encoder_and_the_unet() -> None:
+    from uni3d.models.tiny_sd import tiny_pipeline
+
+    pipe = tiny_pipeline(sample_size=8, width=48)
+    assert pipe.text_encoder.config.hidden_size == pipe.unet.config.cross_attention_dim == 48
+    assert tuple(pipe.unet.config.block_out_channels) == (48, 96)
+    default = tiny_pipeline(sample_size=8)
+    assert default.text_encoder.config.intermediate_size == 37 and default.unet.config.norm_num_groups == 32
+    with pytest.raises(UsageError, match="multiple of 16"):
+        PriorTrainConfig(width=20)

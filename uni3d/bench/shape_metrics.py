@@ -30,8 +30,8 @@ import trimesh
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from uni3d.models.vocabulary import COLOUR_NAMES, SHAPE_NAMES
-from uni3d.tasks.embedded_prior.primitives import BOUND_RADIUS, COLOURS, SHAPES
+from uni3d.models.vocabulary import COLOUR_NAMES, SHAPE_NAMES, SYNONYMS
+from uni3d.tasks.embedded_prior.primitives import BOX_HALF, COLOURS, SHAPES
 
 GT_RESOLUTION = 128
 """Marching-cubes resolution of the true primitives (voxel 1.5/128 = 0.012 world units)."""
@@ -55,10 +55,15 @@ class Target:
         return self.shape is not None and self.colour is not None
 
 
+SHAPE_OF_WORD: dict[str, str] = {word: shape for shape, words in SYNONYMS.items() for word in words}
+"""A shape's name or synonym ("box", "ball", "ring") -> the shape."""
+
+
 def parse_target(prompt: str) -> Target:
-    """The first shape name and the first colour name among the prompt's words ("gray" counts as grey)."""
+    """The first shape word (a name or a synonym) and the first colour name among the prompt's words ("gray"
+    counts as grey)."""
     words = re.findall(r"[a-z]+", prompt.lower().replace("gray", "grey"))
-    shape = next((w for w in words if w in SHAPE_NAMES), None)
+    shape = next((SHAPE_OF_WORD[w] for w in words if w in SHAPE_OF_WORD), None)
     colour = next((w for w in words if w in COLOUR_NAMES), None)
     return Target(prompt, shape, colour)
 
@@ -66,7 +71,7 @@ def parse_target(prompt: str) -> Target:
 @functools.cache
 def primitive_mesh(shape: str, resolution: int = GT_RESOLUTION) -> trimesh.Trimesh:
     """The true surface of ``shape`` (the zero set of the dataset's signed distance) in scene coordinates."""
-    half = BOUND_RADIUS + 0.05
+    half = BOX_HALF + 0.05
     axis = torch.linspace(-half, half, resolution)
     pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     sdf = SHAPES[shape](pts).view(resolution, resolution, resolution).numpy()

@@ -91,8 +91,18 @@ def training_label(label: str) -> str:
     return SEPARATOR.join(item for item in label.split(SEPARATOR) if item and not item.startswith("export."))
 
 
-def run_one(prior: Any, target: Target, preset: str, seed: int, settings: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Generate one asset (resuming its folder if any) and score it; failures are rows with ``status: failed``."""
+def run_one(
+    prior: Any,
+    target: Any,
+    preset: str,
+    seed: int,
+    settings: dict[str, Any],
+    out: Path,
+    *,
+    score: Callable[[trimesh.Trimesh, Any], dict[str, Any]] = score_mesh,
+) -> dict[str, Any]:
+    """Generate one asset for ``target.prompt`` (resuming its folder if any) and ``score`` its exported mesh against
+    ``target``; failures are rows with ``status: failed``."""
     from uni3d.tasks.text_to_3d.run import generate  # diffusers: imported only when a benchmark runs
 
     cfg = GenerateConfig.from_dict({**settings, "prompt": target.prompt, "preset": preset, "seed": seed})
@@ -116,7 +126,7 @@ def run_one(prior: Any, target: Target, preset: str, seed: int, settings: dict[s
         load_average_1min=machine()["load_average_1min"],
     )
     mesh = trimesh.load(out / "model_vertex_color.glb", force="mesh")
-    row.update(score_mesh(mesh, target))
+    row.update(score(mesh, target))
     return row
 
 

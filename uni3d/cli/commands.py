@@ -76,6 +76,7 @@ BENCHMARKS: dict[str, Command] = {
         "uni3d.bench.image_runs", "long distill runs vs the teacher at NFE 35 within a CPU budget -> docs/benchmarks.md"
     ),
     "shapes": Command("uni3d.bench.shapes", "text to 3D on the embedded prior: Chamfer, colour, diversity"),
+    "composites": Command("uni3d.bench.composites", "two-part prompts in 3D against the true union; the Janus rate"),
     "coverage": Command("uni3d.bench.coverage", "3D outcomes of open prompts against the prior's own samples"),
     "fake-bias": Command("uni3d.bench.fake_bias", "text to 3D: fake-score residual against the score difference"),
     "teacher-jacobian": Command(

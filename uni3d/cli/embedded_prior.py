@@ -61,18 +61,27 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="fine-tune this saved pipeline (e.g. assets/priors/shapes) for --steps more diffusion steps; no VAE phase",
     )
+    p.add_argument(
+        "--width",
+        type=int,
+        default=32,
+        help="text encoder and UNet width, a multiple of 16 (the UNet's levels get WIDTH and 2 x WIDTH channels); "
+        "ignored with --init-from (default 32)",
+    )
     p.set_defaults(func=_train_prior)
 
     c = subparsers.add_parser(
         "train-shape-classifier",
         help=COMMANDS["train-shape-classifier"].help,
         description="Train a small CNN with shape and colour heads on a shapes dataset's images and ground-truth "
-        "labels; the held-out accuracies are printed and saved with the weights.",
+        "labels (and layout and second-part heads when the dataset has composites); the held-out accuracies are "
+        "printed and saved with the weights.",
     )
     c.add_argument("--dataset", type=Path, required=True, help="shapes dataset (.npz)")
     c.add_argument("--out", type=Path, required=True, help="output file (.pt)")
     c.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
     c.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    c.add_argument("--width", type=int, default=16, help="channels of the first stage, a multiple of 8 (default 16)")
     c.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     c.set_defaults(func=_train_classifier)
 
@@ -81,7 +90,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help=COMMANDS["eval-prior"].help,
         description="Sample 'a <colour> <shape>, <view> view' for every shape and colour with diffusers' "
         "StableDiffusionPipeline (DDIM, classifier-free guidance), classify the samples, and write samples.png and "
-        "prior_eval.json to --out.",
+        "prior_eval.json to --out; with a classifier that has part heads, also the held-out composites and "
+        "phrasings (composite_samples.png, composite_eval.json).",
     )
     e.add_argument("--prior", type=Path, required=True, help="Stable Diffusion folder (e.g. assets/priors/shapes)")
     e.add_argument("--classifier", type=Path, required=True, help="classifier file of train-shape-classifier")
@@ -107,6 +117,7 @@ def _train_prior(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         snr_floor=args.snr_floor,
         init_from=None if args.init_from is None else str(args.init_from),
+        width=args.width,
     )
     result = train_prior(cfg, args.dataset, args.out, args.export)
     vae = f"VAE of {args.init_from}" if args.init_from is not None else f"VAE loss {result.vae_loss:.5f}"
@@ -122,20 +133,23 @@ def _train_classifier(args: argparse.Namespace) -> int:
     from uni3d.tasks.embedded_prior.dataset import load_shapes_dataset
 
     _threads(args.threads)
-    cfg = ClassifierConfig(steps=args.steps, seed=args.seed)
     data = load_shapes_dataset(args.dataset)
+    cfg = ClassifierConfig(steps=args.steps, seed=args.seed, width=args.width, parts=bool(data.layout.any()))
     start = time.perf_counter()
     model, report = train_classifier(data, cfg)
     save_classifier(model, report, args.out)
-    print(
-        f"wrote {args.out}: held-out shape accuracy {report.shape_accuracy:.3f}, colour accuracy "
-        f"{report.colour_accuracy:.3f} on {report.n_val} images ({time.perf_counter() - start:.0f} s)"
+    heads = ", ".join(
+        f"{k.removesuffix('_accuracy')} {v:.3f}" for k, v in asdict(report).items() if k != "n_val" and v is not None
     )
+    seconds = time.perf_counter() - start
+    print(f"wrote {args.out}: held-out accuracy {heads} on {report.n_val} images ({seconds:.0f} s)")
     return 0
 
 
 def _eval_prior(args: argparse.Namespace) -> int:
+    from uni3d.tasks.embedded_prior.classifier import load_classifier
     from uni3d.tasks.embedded_prior.evaluate import EvalConfig, evaluate_prior
+    from uni3d.tasks.embedded_prior.evaluate_composites import evaluate_composites
 
     _threads(args.threads)
     cfg = EvalConfig(
@@ -144,4 +158,8 @@ def _eval_prior(args: argparse.Namespace) -> int:
     report = evaluate_prior(args.prior, args.classifier, args.out, cfg)
     print(json.dumps({k: v for k, v in asdict(report).items() if k != "config"}, indent=2))
     print(f"wrote {args.out / 'samples.png'} and {args.out / 'prior_eval.json'}")
+    if load_classifier(args.classifier)[0].parts:
+        composites = evaluate_composites(args.prior, args.classifier, args.out, cfg)
+        print(json.dumps({k: v for k, v in asdict(composites).items() if k != "config"}, indent=2))
+        print(f"wrote {args.out / 'composite_samples.png'} and {args.out / 'composite_eval.json'}")
     return 0

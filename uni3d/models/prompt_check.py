@@ -87,9 +87,16 @@ def prompt_notes(
     if is_caption_tokenizer(tokenizer):
         unknown = unknown_words(tokenizer, prompt)
         if unknown:
+            composites = "beside" + END in tokenizer.get_vocab()
+            knows = (
+                "shapes, colours, a nose, handle or knob, and two things on top of or beside each other (e.g. 'a red "
+                "cube on top of a blue sphere'), so expect coloured primitives"
+                if composites
+                else "a shape, a colour and a view (e.g. 'a red cube'), so expect a coloured primitive"
+            )
             notes.append(
-                f"the embedded shapes prior never saw the word(s) {', '.join(map(repr, unknown))}; it knows a shape, "
-                f"a colour and a view (e.g. 'a red cube'), so expect a coloured primitive, or {remedies.other_prior}"
+                f"the embedded shapes prior never saw the word(s) {', '.join(map(repr, unknown))}; it knows {knows}, "
+                f"or {remedies.other_prior}"
             )
         unknown = unknown_words(tokenizer, negative_prompt)
         if unknown:

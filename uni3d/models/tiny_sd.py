@@ -9,6 +9,7 @@ Same layout and classes as SD 1.x (``model_index.json``, ``vae/``, ``text_encode
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -37,18 +38,26 @@ def build_tiny_pipeline(
     return save_pipeline(tiny_pipeline(prediction_type, seed, sample_size), folder)
 
 
-def tiny_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_size: int = 32) -> StableDiffusionPipeline:
-    """The in-memory pipeline of :func:`build_tiny_pipeline` (the embedded prior's initialisation)."""
+def tiny_pipeline(
+    prediction_type: str = "epsilon", seed: int = 0, sample_size: int = 32, *, width: int = 32
+) -> StableDiffusionPipeline:
+    """The in-memory pipeline of :func:`build_tiny_pipeline` (the embedded prior's initialisation).
+
+    ``width`` is the text encoder's width, the UNet's cross-attention width and its first level's channels (the
+    second level's are twice that); the VAE does not change with it.
+    """
     if prediction_type not in PREDICTION_TYPES:
         raise UsageError(f"unknown prediction type {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}")
+    if width < 16 or width % 16:
+        raise UsageError(f"the prior's width must be a multiple of 16 (16, 32, 48, ...), got {width}")
     tokenizer = build_clip_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
                 vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=37,
+                hidden_size=width,
+                intermediate_size=width * 37 // 32,
                 num_hidden_layers=5,
                 num_attention_heads=4,
                 max_position_embeddings=MAX_LENGTH,
@@ -72,10 +81,11 @@ def tiny_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_size: 
             out_channels=4,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            block_out_channels=(32, 64),
+            block_out_channels=(width, 2 * width),
             layers_per_block=2,
-            cross_attention_dim=32,
+            cross_attention_dim=width,
             attention_head_dim=8,
+            norm_num_groups=math.gcd(width, 32),
         )
     scheduler = sd_scheduler(prediction_type)
     return StableDiffusionPipeline(

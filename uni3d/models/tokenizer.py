@@ -16,7 +16,7 @@ from tokenizers import pre_tokenizers
 from transformers import CLIPTokenizer
 
 from uni3d.models.views import ANGLES, VIEW_NAMES
-from uni3d.models.vocabulary import COLOUR_NAMES, SHAPE_NAMES
+from uni3d.models.vocabulary import COLOUR_NAMES, COMPOSITE_WORDS, SHAPE_NAMES
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 MAX_LENGTH = 77
@@ -24,9 +24,11 @@ MAX_LENGTH = 77
 END = "</w>"
 PROMPT_WORDS: tuple[str, ...] = (
     *(*SHAPE_NAMES, *COLOUR_NAMES, *VIEW_NAMES, "a", "an", "object", "view"),
-    *ANGLES.vocabulary(),  # last: a vocabulary without them is a prefix of this one (same ids): a prior can learn them
+    *ANGLES.vocabulary(),  # after the first words: a vocabulary without them is a prefix of this one (same ids)
+    *COMPOSITE_WORDS,  # last, for the same reason: the composite prior's words
 )
-"""The shapes dataset's caption vocabulary (both view schemes of :mod:`uni3d.models.views`)."""
+"""The shapes dataset's caption vocabulary (both view schemes of :mod:`uni3d.models.views`, varied and composite
+captions)."""
 
 
 def _pieces(word: str) -> list[str]:

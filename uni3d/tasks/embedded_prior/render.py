@@ -1,4 +1,4 @@
-"""Analytic views of one primitive: sphere tracing its signed distance along the scene's camera rays.
+"""Analytic views of primitives, alone or as a union of placed parts: sphere tracing along the camera rays.
 
 Rays come from :meth:`uni3d.scene.Cameras.rays` (the optimizer's convention). Each ray starts where it enters
 the ball of radius :data:`~uni3d.tasks.embedded_prior.primitives.BOUND_RADIUS` and steps ``t <- t + d(o + t d)`` (sphere
@@ -56,16 +56,33 @@ def render_primitive(
 
     Returns ``rgb (B, H, W, 3)`` in ``[0, 1]`` and ``alpha (B, H, W)``.
     """
+    return render_parts([sdf], albedo.unsqueeze(1), cameras, supersample)
+
+
+def render_parts(
+    sdfs: list[SdfFn], albedo: torch.Tensor, cameras: Cameras, supersample: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Views of the union of parts ``sdfs``, part ``i`` of view ``b`` in colour ``albedo[b, i]`` (``(B, P, 3)``).
+
+    The union is traced as the minimum of the parts' bounds; a hit takes the colour of the part nearest to it.
+    Returns ``rgb (B, H, W, 3)`` in ``[0, 1]`` and ``alpha (B, H, W)``.
+    """
     s = supersample
+
+    def union(p: torch.Tensor) -> torch.Tensor:
+        return torch.stack([f(p) for f in sdfs]).amin(0)
+
     hi = cameras.resized(cameras.height * s, cameras.width * s)
     origins, dirs = (x.reshape(-1, 3) for x in hi.rays())
-    hit, points = sphere_trace(sdf, origins, dirs)
+    hit, points = sphere_trace(union, origins, dirs)
     rgb = torch.ones_like(origins)
     b, h, w = len(cameras), cameras.height, cameras.width
     if hit.any():
-        normals = _sdf_normals(sdf, points[hit])
+        normals = _sdf_normals(union, points[hit])
         light = key_light(origins.dtype)
-        per_ray = albedo.to(origins.dtype).repeat_interleave(h * w * s * s, 0)[hit]
+        part = torch.stack([f(points[hit]) for f in sdfs]).argmin(0)
+        view = torch.arange(b).repeat_interleave(h * w * s * s)[hit]
+        per_ray = albedo.to(origins.dtype)[view, part]
         rgb[hit] = shade(per_ray, normals, light, "lambertian", AMBIENT)
     rgb = rgb.view(b, h, s, w, s, 3).mean((2, 4))
     alpha = hit.to(origins.dtype).view(b, h, s, w, s).mean((2, 4))

@@ -99,6 +99,7 @@ class PriorTrainConfig:
     sample_steps: int = 25
     guidance_scale: float = 3.0
     init_from: str | None = None
+    width: int = 32
 
     def __post_init__(self) -> None:
         for name in ("steps", "vae_steps"):
@@ -109,6 +110,8 @@ class PriorTrainConfig:
         for name in ("batch_size", "vae_batch_size", "checkpoint_every", "log_every", "sample_every", "sample_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.width < 16 or self.width % 16:
+            raise UsageError(f"--width must be a multiple of 16 (16, 32, 48, ...), got {self.width}")
         if not 0 <= self.cond_drop < 1:
             raise UsageError(f"cond_drop must be in [0, 1), got {self.cond_drop}")
         if not 0 <= self.ema_decay < 1:
@@ -169,7 +172,7 @@ def _token_table(pipe: StableDiffusionPipeline, captions: list[str]) -> tuple[Te
 
 def _new_state(cfg: PriorTrainConfig, image_size: int) -> _State:
     if cfg.init_from is None:
-        pipe = tiny_pipeline(cfg.prediction_type, cfg.seed, image_size // 2)
+        pipe = tiny_pipeline(cfg.prediction_type, cfg.seed, image_size // 2, width=cfg.width)
     else:
         pipe = _load_init(cfg.init_from, image_size)
     pipe.text_encoder.train()
