@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import trimesh
@@ -34,6 +36,15 @@ from uni3d.tasks.embedded_prior.primitives import COLOURS
         ("a red cube", None, None, None),
         ("a red cube, a blue cone and a green torus", None, None, None),
         ("a torus with a nose", None, None, None),  # no such body in the dataset
+        ("a blue sphere with a red cone on top", "stack", ("cone", "sphere"), ("red", "blue")),
+        ("a red cube and a blue ball on it", "stack", ("sphere", "cube"), ("blue", "red")),
+        ("a cube that is red on top of a ball that is blue", "stack", ("cube", "sphere"), ("red", "blue")),
+        ("a red cube beside a blue cone, seen from above", "beside", ("cube", "cone"), ("red", "blue")),
+        ("a red cube on the left of a blue sphere", "beside", ("cube", "sphere"), ("red", "blue")),
+        ("a red-coloured cube on top of a blue ball, side view", "stack", ("cube", "sphere"), ("red", "blue")),
+        ("a red cube with a blue sphere nose", None, None, None),  # a nose is a cone
+        ("two red cubes", None, None, None),
+        ("a cube on top of a sphere with a nose", None, None, None),  # three things
     ],
 )
 def test_parse_composite(prompt, layout, shapes, colours) -> None:
@@ -49,7 +60,7 @@ def test_every_dataset_wording_parses_back() -> None:
     rng = np.random.default_rng(0)
     for composite, colours in held_out_combinations():
         for _ in range(len(TEMPLATES[composite.layout]) * 3):
-            prompt = caption_subject(composite.layout, composite.shapes, colours, "full", rng=rng)
+            prompt = caption_subject(composite, colours, rng=rng)
             target = parse_composite(prompt)
             assert target is not None, prompt
             if composite.layout == "beside":
@@ -92,8 +103,28 @@ def test_a_turned_front_object_is_found_and_its_front_measured() -> None:
     target = CompositeTarget("x", composite, ("grey", "yellow"))
     row = score_composite(_painted(composite, ("grey", "yellow"), yaw_deg=90.0), target)
     assert row["right"] and row["marker_regions"] == 1 and not row["janus"]
-    assert abs(abs(row["front_azimuth_deg"]) - 90.0) < 10
+    assert abs(row["front_azimuth_deg"] - 90.0) < 10  # turned +90 about y: +z goes to +x
     assert abs(score_composite(_painted(composite, ("grey", "yellow")), target)["front_azimuth_deg"]) < 10
+
+
+def test_a_painted_blob_or_the_wrong_shapes_are_not_right() -> None:
+    """Colours in the right places are not enough: the named shapes must be the nearest pair."""
+    target = CompositeTarget("x", Composite("stack", ("cube", "sphere")), ("red", "blue"))
+    blob = trimesh.creation.icosphere(subdivisions=4, radius=0.3)
+    blob.apply_scale([1.0, 1.6, 1.0])
+    rgb = np.where(blob.vertices[:, 1:2] > 0, COLOURS["red"], COLOURS["blue"])
+    blob.visual.vertex_colors = np.concatenate([rgb * 255, np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
+    assert not score_composite(blob, target)["right"]
+    for shapes in (("sphere", "sphere"), ("cube", "cube"), ("cylinder", "sphere")):
+        row = score_composite(_painted(Composite("stack", shapes), ("red", "blue")), target)
+        assert not row["right_shapes"] and not row["right"] and tuple(row["shapes_found"]) == shapes
+
+
+def test_a_beside_pair_is_right_on_either_side() -> None:
+    target = CompositeTarget("x", Composite("beside", ("cone", "torus")), ("green", "yellow"))
+    other_side = _painted(Composite("beside", ("cone", "torus"), -1), ("green", "yellow"))
+    row = score_composite(other_side, target)
+    assert row["right"] and row["right_shapes"]
 
 
 def test_two_noses_are_a_janus_outcome() -> None:
@@ -105,6 +136,9 @@ def test_two_noses_are_a_janus_outcome() -> None:
     janus = trimesh.util.concatenate([front, back])
     count, _ = marker_regions(janus, target)
     assert count == 2 and score_composite(janus, target)["janus"]
+    side = front.copy()  # a second nose only 45 degrees round is one front, not two faces
+    side.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 4, [0, 1, 0]))
+    assert marker_regions(trimesh.util.concatenate([front, side]), target)[0] == 1
 
 
 def test_plan_runs_accuracy_then_janus_without_doing_a_run_twice() -> None:
@@ -166,13 +200,25 @@ def test_two_step_bench_writes_json_docs_and_resumes(tiny_prior, tmp_path, monke
     ]
     assert all(isinstance(r["right"], bool) and r["chamfer"] >= 0 for r in rows)
     saved = json.loads((docs / "benchmarks" / "composites.json").read_text())
-    assert saved["summary"]["accuracy"]["sds"]["runs"] == 2
-    assert set(saved["summary"]["janus"]) == {"sds|on", "sds|off"}
+    (name,) = saved["summary"]["accuracy"]  # preset | steps | settings label (the tiny prior's settings)
+    assert (
+        name.startswith("sds|2|") and "grid_resolution=16" in name and saved["summary"]["accuracy"][name]["runs"] == 2
+    )
+    assert set(saved["summary"]["janus"]) == {f"{name}|on", f"{name}|off"}
     text = (docs / "benchmarks.md").read_text()
     assert "<!-- composites:begin -->" in text and "`uni3d bench composites --steps 2`" in text and "Janus" in text
     again = run_bench(targets, ["sds"], settings, **kwargs)
     assert len(again) == 3 and lines[-1].startswith("0 runs to do")
+    more = run_bench(
+        targets, ["sds"], {**settings, "steps": 3}, **{**kwargs, "janus_seeds": 0}
+    )  # other steps: new runs
+    assert len(more) == 5 and Path(more[-1]["out"]).parent.name == "steps-3"
+    summary = json.loads((docs / "benchmarks" / "composites.json").read_text())["summary"]
+    assert summary["accuracy"][name.replace("|2|", "|3|")]["runs"] == 2 and summary["janus"] == {}  # no Janus seeds
     bad = tmp_path / "bad.txt"
     bad.write_text("a red cube\n")
     with pytest.raises(UsageError, match="names no composite"):
+        read_targets(bad)
+    bad.write_text("a red cube on a red sphere\n")
+    with pytest.raises(UsageError, match="one colour"):
         read_targets(bad)

@@ -4,7 +4,8 @@ Each prompt of the prompt file names a composite (:func:`uni3d.bench.composite_m
 on top of a blue sphere", "a blue sphere with a red cone nose"); the default file holds the combinations the
 composite prior never saw (:func:`~uni3d.tasks.embedded_prior.composites.held_out_combinations`). Per prompt and
 preset, ``--seeds`` seeds with the default settings are scored (:func:`score_composite`: Chamfer, every part
-present in its colour, the relation; right when all hold and the Chamfer is within 5 % of the diagonal). The
+present in its colour, the named shapes nearest, the relation; right when all hold and the Chamfer is within
+:data:`~uni3d.bench.composite_metrics.CHAMFER_RIGHT` of the diagonal). The
 prompts with a front (a nose, a handle, a knob) are also run ``--janus-seeds`` times with view-dependent prompting
 on and off, and each outcome's marker regions counted: the Janus rate is the share with more than one.
 
@@ -37,7 +38,7 @@ DEFAULT_PROMPTS = Path("prompts/composites.txt")
 
 
 def plan(
-    targets: list[CompositeTarget], presets: list[str], seeds: int, janus_seeds: int
+    targets: list[CompositeTarget], presets: list[str], *, seeds: int, janus_seeds: int
 ) -> list[tuple[CompositeTarget, str, int, bool]]:
     """Runs in order ``(target, preset, seed, view_dependent)``: per preset the accuracy runs (seed by seed,
     view-dependent prompting on), then the Janus runs of the targets with a front (both settings, seed by seed; an
@@ -59,13 +60,20 @@ def plan(
     return list(runs.values())
 
 
-def run_key(prompt: str, preset: str, seed: int, view_dependent: bool, settings: str) -> str:
+def run_key(prompt: str, preset: str, seed: int, *, view_dependent: bool, steps: int, settings: str) -> str:
     """A row's identity (an accuracy run with seed ``s`` is the Janus run with the same seed and settings)."""
-    return f"{prompt}|{preset}|{seed}|{'vd' if view_dependent else 'no-vd'}|{settings}"
+    return f"{prompt}|{preset}|{seed}|{'vd' if view_dependent else 'no-vd'}|{steps}|{settings}"
 
 
 def _row_key(row: dict[str, Any]) -> str:
-    return run_key(row["prompt"], row["preset"], row["seed"], row["view_dependent"], row["settings"])
+    return run_key(
+        row["prompt"],
+        row["preset"],
+        row["seed"],
+        view_dependent=row["view_dependent"],
+        steps=row["steps"],
+        settings=row["settings"],
+    )
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -78,17 +86,21 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per preset: right prompts, parts and relation right, mean Chamfer and CPU s of the accuracy runs (seeds
-    pooled); per preset and view-dependent setting: the Janus count over the front runs."""
+def summarise(rows: list[dict[str, Any]], *, seeds: int, janus_seeds: int) -> dict[str, Any]:
+    """Per preset and settings (steps, the settings label): right prompts, parts, shapes and relation right, mean
+    Chamfer and CPU s of the accuracy runs (seeds below ``seeds``, view words on); per preset, settings and
+    view-dependent setting: the Janus count over the front runs with seeds below ``janus_seeds``."""
     done = [r for r in rows if r.get("status") == "done"]
     out: dict[str, Any] = {"accuracy": {}, "janus": {}}
-    for preset in sorted({r["preset"] for r in done}):
-        acc = [r for r in done if r["preset"] == preset and r["view_dependent"]]
-        acc = [r for r in acc if r["seed"] < r.get("accuracy_seeds", 1)]
+    groups = sorted({(r["preset"], r["steps"], r["settings"]) for r in done})
+    for preset, steps, settings in groups:
+        mine = [r for r in done if (r["preset"], r["steps"], r["settings"]) == (preset, steps, settings)]
+        name = f"{preset}|{steps}|{settings}"
+        acc = [r for r in mine if r["view_dependent"] and r["seed"] < seeds]
         if acc:
-            out["accuracy"][preset] = {
+            out["accuracy"][name] = {
                 "right": sum(r["right"] for r in acc),
+                "right_shapes": sum(r["right_shapes"] for r in acc),
                 "parts_right": sum(r["parts_right"] for r in acc),
                 "relation_right": sum(bool(r["relation_right"]) for r in acc),
                 "runs": len(acc),
@@ -96,13 +108,18 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "cpu_seconds": sum(r["cpu_seconds"] for r in acc) / len(acc),
             }
         for vd in (True, False):
-            fronts = [r for r in done if r["preset"] == preset and r["view_dependent"] == vd and "janus" in r]
+            fronts = [r for r in mine if r["view_dependent"] == vd and "janus" in r and r["seed"] < janus_seeds]
             if fronts:
                 k = sum(r["janus"] for r in fronts)
-                lo, hi = wilson(k, len(fronts))
                 found = sum(r["marker_regions"] >= 1 for r in fronts)
-                key = f"{preset}|{'on' if vd else 'off'}"
-                out["janus"][key] = {"janus": k, "runs": len(fronts), "ci95": [lo, hi], "marker_found": found}
+                towards = sum(r["front_azimuth_deg"] is not None and abs(r["front_azimuth_deg"]) <= 45 for r in fronts)
+                out["janus"][f"{name}|{'on' if vd else 'off'}"] = {
+                    "janus": k,
+                    "runs": len(fronts),
+                    "ci95": list(wilson(k, len(fronts))),
+                    "marker_found": found,
+                    "front_at_front": towards,
+                }
     return out
 
 
@@ -118,38 +135,44 @@ def markdown(summary: dict[str, Any], invocations: list[dict[str, Any]]) -> str:
         "parts present in their named colours, and the relation (on top of, beside, a marker off the body's side) "
         "read from the colours. Raw rows: `docs/benchmarks/composites.json`.",
         "",
-        "| preset | right | parts right | relation right | mean Chamfer | CPU s per run |",
-        "|---|---|---|---|---|---|",
+        "| preset | steps | settings | right | shapes right | parts right | relation right | mean Chamfer | CPU s per run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for preset, s in summary["accuracy"].items():
+    for name, s in summary["accuracy"].items():
+        preset, steps, settings = name.split("|")
+        n = s["runs"]
         lines.append(
-            f"| `{preset}` | {s['right']} / {s['runs']} | {s['parts_right']} / {s['runs']} | "
-            f"{s['relation_right']} / {s['runs']} | {s['chamfer']:.3f} | {s['cpu_seconds']:.0f} |"
+            f"| `{preset}` | {steps} | {settings or 'defaults'} | {s['right']} / {n} | {s['right_shapes']} / {n} | "
+            f"{s['parts_right']} / {n} | {s['relation_right']} / {n} | {s['chamfer']:.3f} | {s['cpu_seconds']:.0f} |"
         )
     if summary["janus"]:
         lines += [
             "",
-            "Janus rate: outcomes with more than one marker region (each at least a fifth of the true marker's area), "
-            "over the prompts with a front and their seeds; the null (every true object) is 0. `marker found`: "
-            "outcomes with at least one.",
+            "Janus rate: outcomes whose marker-coloured regions (each at least a fifth of the true marker's area) face "
+            "more than one way (azimuths over 90 degrees apart), over the prompts with a front and their seeds; the "
+            "null (the true objects) is 0. `marker found`: outcomes with at least one region; `front at front`: its "
+            "largest region within 45 degrees of the view words' front.",
             "",
-            "| preset | view-dependent prompting | Janus | rate (95% interval) | marker found |",
-            "|---|---|---|---|---|",
+            "| preset | steps | settings | view-dependent prompting | Janus | rate (95% interval) | marker found "
+            "| front at front |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for key, s in summary["janus"].items():
-            preset, vd = key.split("|")
+            preset, steps, settings, vd = key.split("|")
             lo, hi = s["ci95"]
-            rate = s["janus"] / s["runs"]
+            n = s["runs"]
             lines.append(
-                f"| `{preset}` | {vd} | {s['janus']} / {s['runs']} | {rate:.0%} ({lo:.0%}-{hi:.0%}) | "
-                f"{s['marker_found']} / {s['runs']} |"
+                f"| `{preset}` | {steps} | {settings or 'defaults'} | {vd} | {s['janus']} / {n} | "
+                f"{s['janus'] / n:.0%} ({lo:.0%}-{hi:.0%}) | {s['marker_found']} / {n} | {s['front_at_front']} / {n} |"
             )
     return "\n".join([*lines, end])
 
 
-def write_results(docs: Path, rows: list[dict[str, Any]], invocations: list[dict[str, Any]]) -> None:
-    """``docs/benchmarks/composites.json`` and the docs section."""
-    summary = summarise(rows)
+def write_results(
+    docs: Path, rows: list[dict[str, Any]], invocations: list[dict[str, Any]], *, seeds: int, janus_seeds: int
+) -> None:
+    """``docs/benchmarks/composites.json`` and the docs section (summarised over ``seeds`` and ``janus_seeds``)."""
+    summary = summarise(rows, seeds=seeds, janus_seeds=janus_seeds)
     save_json(docs / "benchmarks" / "composites.json", {"invocations": invocations, "summary": summary, "rows": rows})
     replace_section(docs / "benchmarks.md", markdown(summary, invocations))
 
@@ -176,9 +199,15 @@ def run_bench(
         rows = [r for r in saved.get("rows", []) if r.get("status") == "done"]
         invocations = list(saved.get("invocations", []))
     label = settings_label(settings)
+    steps = GenerateConfig.from_dict({**settings, "prompt": "x"}).steps
     done = {_row_key(r) for r in rows}
-    planned = plan(targets, presets, seeds, janus_seeds)
-    todo = [p for p in planned if run_key(p[0].prompt, p[1], p[2], p[3], label) not in done]
+    planned = plan(targets, presets, seeds=seeds, janus_seeds=janus_seeds)
+    todo = [
+        p
+        for p in planned
+        if run_key(p[0].prompt, p[1], p[2], view_dependent=p[3], steps=steps, settings=label) not in done
+    ]
+    counts = {"seeds": seeds, "janus_seeds": janus_seeds}
     log(f"{len(todo)} runs to do ({len(planned) - len(todo)} of {len(planned)} already in {json_path})")
     if command is not None:
         now = machine()
@@ -190,15 +219,15 @@ def run_bench(
             prior = load_prior(GenerateConfig.from_dict({**settings, "prompt": "x"}))
         run_settings = {**settings, "view_dependent": vd}
         name = f"{target.prompt} seed {seed}{'' if vd else ' no-vd'}"
-        folder = run_folder(out / preset, name)
+        folder = run_folder(out / preset / f"steps-{steps}", f"{name} {label}" if label else name)
         row = run_one(prior, target, preset, seed, run_settings, folder, score=score_composite)
-        row.update(settings=label, view_dependent=vd, accuracy_seeds=seeds, layout=target.composite.layout)
+        row.update(settings=label, view_dependent=vd, layout=target.composite.layout)
         rows.append(row)
         verdict = row.get("right", "failed")
         log(f"[{i}/{len(todo)}] {preset} {target.prompt!r} seed {seed} vd {vd}: right {verdict}")
-        write_results(docs, rows, invocations)
+        write_results(docs, rows, invocations, **counts)
     if not todo:
-        write_results(docs, rows, invocations)
+        write_results(docs, rows, invocations, **counts)
     return rows
 
 
@@ -211,6 +240,10 @@ def read_targets(path: Path) -> list[CompositeTarget]:
             raise UsageError(
                 f"{path}: {item.prompt!r} names no composite with both colours (e.g. 'a red cube on top of a blue "
                 "sphere', 'a blue sphere with a red cone nose')"
+            )
+        if target.colours[0] == target.colours[1]:
+            raise UsageError(
+                f"{path}: {item.prompt!r} gives both parts one colour; the scores tell parts apart by colour"
             )
         targets.append(target)
     return targets
@@ -238,6 +271,8 @@ def _bench_composites(args: argparse.Namespace) -> int:
         settings["steps"] = args.steps
     if args.prior is not None:
         settings["prior"] = args.prior
+    if "view_dependent" in settings:
+        raise UsageError("bench composites sets view_dependent itself (on for accuracy, on and off for the Janus rate)")
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for preset in presets:
         GenerateConfig.from_dict({**settings, "prompt": "check", "preset": preset})  # bad settings: one line now

@@ -159,7 +159,7 @@ def _eval_prior(args: argparse.Namespace) -> int:
     print(json.dumps({k: v for k, v in asdict(report).items() if k != "config"}, indent=2))
     print(f"wrote {args.out / 'samples.png'} and {args.out / 'prior_eval.json'}")
     if load_classifier(args.classifier)[0].parts:
-        composites = evaluate_composites(args.prior, args.classifier, args.out, cfg)
+        composites = evaluate_composites(args.prior, args.classifier, args.out, cfg=cfg)
         print(json.dumps({k: v for k, v in asdict(composites).items() if k != "config"}, indent=2))
         print(f"wrote {args.out / 'composite_samples.png'} and {args.out / 'composite_eval.json'}")
     return 0

@@ -28,7 +28,7 @@ from uni3d.tasks.embedded_prior.dataset import ShapesDataset
 
 FORMAT = "uni3d-shape-classifier-2"
 FIRST_FORMAT = "uni3d-shape-classifier-1"
-"""The first version's files: shape and colour heads only (read as a classifier without ``parts``)."""
+"""Files with shape and colour heads only (read as a classifier without ``parts``)."""
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -58,7 +58,7 @@ class ShapeClassifier(nn.Module):
             self.colour1_head = nn.Linear(4 * width, len(COLOUR_NAMES) + 1)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """Logits of every head, keyed by :data:`HEADS` (the first two only without ``parts``)."""
+        """Logits of every head: ``shape``, ``colour`` and, with ``parts``, ``layout``, ``shape1``, ``colour1``."""
         h = self.features(images * 2 - 1).mean((2, 3))
         out = {"shape": self.shape_head(h), "colour": self.colour_head(h)}
         if self.parts:
@@ -76,9 +76,6 @@ class ShapeClassifier(nn.Module):
         """Class indices ``(B,)`` of shape and colour (of part 0)."""
         heads = self.predict_all(images, batch)
         return heads["shape"], heads["colour"]
-
-
-HEADS: tuple[str, ...] = ("shape", "colour", "layout", "shape1", "colour1")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ The part a surface point belongs to is the one whose distance is smallest there 
 
 Layouts (the scene's convention: ``+y`` up, ``+z`` the object's front, :mod:`uni3d.models.views`):
 
-- ``single``: one primitive as today's dataset draws it (part 1 absent);
+- ``single``: one primitive at scale 1 (part 1 absent);
 - ``front``: a body (sphere, cube or cylinder) with a marker on its ``+z`` face that gives it a front: a cone
   pointing forward (a *nose*), a cylinder along ``z`` (a *handle*) or a small sphere (a *knob*); seen head-on
   from azimuth 0, in profile from 90, hidden from 180, which is what makes a Janus failure countable;
@@ -22,6 +22,8 @@ Every layout is centred so that it lies inside the ball of radius
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,17 +42,41 @@ PAIR_SCALE, PAIR_GAP = 0.55, 0.06
 MARKER_SINK = 0.04
 """How far a marker sinks into its body's face (world units), so the two read as one object."""
 
-HALF_HEIGHT: dict[str, float] = {
-    "sphere": 0.5,
-    "cube": 0.4,
-    "cylinder": 0.45,
-    "cone": 0.5,
-    "torus": 0.15,
-    "pyramid": 0.5,
-}
-"""Each primitive's half extent along ``y`` at scale 1 (primitives.py's sizes)."""
-HALF_WIDTH: dict[str, float] = {"sphere": 0.5, "cube": 0.4, "cylinder": 0.4, "cone": 0.5, "torus": 0.55, "pyramid": 0.5}
-"""Each primitive's half extent along ``x`` and ``z`` at scale 1."""
+_PROFILE_HALF, _PROFILE_STEPS = 0.6, 129
+_STEP = 2 * _PROFILE_HALF / (_PROFILE_STEPS - 1)
+"""The square ``|x|, |z| <= 0.6`` and column ``|y| <= 0.6`` (every primitive fits) sampled for :func:`profile`."""
+
+
+@functools.cache
+def profile(shape: str) -> tuple[np.ndarray, np.ndarray]:
+    """The highest and lowest inside point over each ``(x, z)`` of a grid, ``top, bottom (S, S)`` (``nan`` where the
+    column misses the primitive), at scale 1: what stacking and spacing parts needs, read off the distance itself."""
+    axis = torch.linspace(-_PROFILE_HALF, _PROFILE_HALF, _PROFILE_STEPS)
+    x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
+    inside = (SHAPES[shape](torch.stack([x, y, z], -1).reshape(-1, 3)) < 0).view(x.shape)
+    heights = y.masked_fill(~inside, float("nan"))
+    return heights.nan_to_num(-math.inf).amax(1).numpy(), heights.nan_to_num(math.inf).amin(1).numpy()
+
+
+def half_height(shape: str) -> float:
+    """A primitive's half extent along ``y`` at scale 1 (the last inside sample plus half a grid step)."""
+    return float(profile(shape)[0].max()) + _STEP / 2
+
+
+def half_width(shape: str) -> float:
+    """A primitive's half extent along ``x`` (and, all being symmetric, ``z``) at scale 1."""
+    covered = np.isfinite(profile(shape)[0]).any(1)
+    axis = np.linspace(-_PROFILE_HALF, _PROFILE_HALF, _PROFILE_STEPS)
+    return float(np.abs(axis[covered]).max()) + _STEP / 2
+
+
+def resting_height(upper: str, lower: str) -> float:
+    """How far above the lower part's centre the upper part's centre sits when it rests on it (both at scale 1,
+    on one vertical axis): the largest over the footprint of the lower's top minus the upper's bottom, so a ring
+    rests on a cone's sides and a ball sinks into a ring's hole until they touch."""
+    top, bottom = profile(lower)[0], profile(upper)[1]
+    both = np.isfinite(top) & np.isfinite(bottom)
+    return float((top[both] - bottom[both]).max())
 
 
 @dataclass(frozen=True)
@@ -96,22 +122,22 @@ class Composite:
             return [Placement(1.0, (0.0, 0.0, 0.0))]
         b = self.shapes[1]
         if self.layout == "front":
-            body = HALF_WIDTH[a] * BODY_SCALE
-            marker = HALF_HEIGHT[b] * MARKER_SCALE  # its y extent, turned onto z
+            body = half_width(a) * BODY_SCALE
+            marker = half_height(b) * MARKER_SCALE  # its y extent, turned onto z
             back, tip = -body, body + 2 * marker - MARKER_SINK
             shift = -(back + tip) / 2  # centre the object's z extent on the origin
             return [
                 Placement(BODY_SCALE, (0.0, 0.0, shift)),
                 Placement(MARKER_SCALE, (0.0, 0.0, shift + body + marker - MARKER_SINK), _NOSE_TURN),
             ]
-        ha, hb = HALF_HEIGHT[a] * PAIR_SCALE, HALF_HEIGHT[b] * PAIR_SCALE
+        ha, hb = half_height(a) * PAIR_SCALE, half_height(b) * PAIR_SCALE
         if self.layout == "stack":
-            height = 2 * (ha + hb)
-            return [
-                Placement(PAIR_SCALE, (0.0, height / 2 - ha, 0.0)),
-                Placement(PAIR_SCALE, (0.0, -height / 2 + hb, 0.0)),
-            ]
-        wa, wb = HALF_WIDTH[a] * PAIR_SCALE, HALF_WIDTH[b] * PAIR_SCALE
+            lift = resting_height(a, b) * PAIR_SCALE
+            low = (
+                -(lift + ha - hb) / 2
+            )  # the lower centre that puts the pair's extent, low - hb to low + lift + ha, at 0
+            return [Placement(PAIR_SCALE, (0.0, low + lift, 0.0)), Placement(PAIR_SCALE, (0.0, low, 0.0))]
+        wa, wb = half_width(a) * PAIR_SCALE, half_width(b) * PAIR_SCALE
         floor = -max(ha, hb)
         span = 2 * (wa + wb) + PAIR_GAP
         xa, xb = span / 2 - wa, -(span / 2 - wb)
@@ -158,7 +184,7 @@ def all_composites() -> list[Composite]:
     return out
 
 
-def combination_key(composite: Composite, colours: tuple[str, ...]) -> tuple:
+def combination_key(composite: Composite, colours: tuple[str, ...]) -> tuple[object, ...]:
     """What makes two coloured composites the same object: a ``beside`` pair in either order and on either side is
     one; a body and its marker, or an upper and a lower part, are ordered."""
     parts = tuple(zip(composite.shapes, colours, strict=True))

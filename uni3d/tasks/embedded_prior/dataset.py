@@ -12,7 +12,7 @@ Composites (:mod:`uni3d.tasks.embedded_prior.composites`: a body with a marker t
 stacked or side by side) take the shares ``p_front``, ``p_stack``, ``p_beside`` of the items, from a second
 seeded stream, never one of the benchmark's held-out combinations; ``wording="varied"`` draws each caption's
 phrasing (:mod:`uni3d.tasks.embedded_prior.phrasing`) from a third. With no composites and ``plain`` wording the
-dataset is the first version's, draw for draw.
+labels, cameras and captions are those of a dataset of single primitives made before composites existed.
 
 File: one ``.npz`` (written atomically) with ``images (N, S, S, 3) uint8``, ``alpha (N, S, S) uint8``, integer
 labels ``shape``, ``colour``, ``caption_kind``, ``view``, float32 ``elevation``, ``azimuth``, ``distance``,
@@ -89,13 +89,13 @@ class ShapesDatasetConfig:
         if self.wording not in WORDINGS:
             raise UsageError(f"unknown wording {self.wording!r}; valid: {', '.join(WORDINGS)}")
         shares = (self.p_front, self.p_stack, self.p_beside)
-        if min(shares) < 0 or sum(shares) > 1:
+        if min(shares) < 0 or sum(shares) > 1 + 1e-9:
             raise UsageError("composite shares --p-front, --p-stack, --p-beside must be >= 0 and sum to <= 1")
 
     @property
     def composite_shares(self) -> tuple[float, ...]:
         """The share of each layout of :data:`LAYOUTS` (singles take what the composites leave)."""
-        return (1 - self.p_front - self.p_stack - self.p_beside, self.p_front, self.p_stack, self.p_beside)
+        return (max(0.0, 1 - self.p_front - self.p_stack - self.p_beside), self.p_front, self.p_stack, self.p_beside)
 
     @property
     def view_scheme(self) -> ViewScheme:
@@ -134,14 +134,14 @@ class ShapesDataset:
 
 def subject(shape: str, colour: str, kind: str) -> str:
     """``full``: "a red cube"; ``shape``: "a cube"; ``colour``: "a red object" (a caption before its view words)."""
-    return caption_subject("single", (shape,), (colour,), kind)
+    return caption_subject(Composite("single", (shape,)), (colour,), kind=kind)
 
 
 def _draw_composites(cfg: ShapesDatasetConfig, shape: torch.Tensor, colour: torch.Tensor) -> np.ndarray:
     """Layout, part shapes and colours and side of every item, ``(N, 6)`` ints: ``layout, s0, s1, c0, c1, side``.
 
     Items drawn single keep the first stream's shape and colour (``shape``, ``colour``), so a dataset without
-    composites is the one the first version made. A composite draws from its own stream: the layout by
+    composites draws what one made before composites did. A composite draws from its own stream: the layout by
     ``cfg.composite_shares``, then its shapes, then two different colours, again until it is none of
     :func:`held_out_combinations`.
     """
@@ -166,8 +166,9 @@ def _draw_composites(cfg: ShapesDatasetConfig, shape: torch.Tensor, colour: torc
     return out
 
 
-def item_composite(layout: int, s0: int, s1: int, side: int) -> Composite:
-    """The :class:`Composite` of one item's labels."""
+def item_composite(labels: np.ndarray) -> Composite:
+    """The :class:`Composite` of one item's labels ``layout, s0, s1, c0, c1, side`` (:func:`_draw_composites`)."""
+    layout, s0, s1, _, _, side = (int(v) for v in labels)
     shapes = (SHAPE_NAMES[s0],) if LAYOUTS[layout] == "single" else (SHAPE_NAMES[s0], SHAPE_NAMES[s1])
     return Composite(LAYOUTS[layout], shapes, side)
 
@@ -188,7 +189,7 @@ def make_shapes_dataset(cfg: ShapesDatasetConfig, progress: bool = False) -> Sha
     images = torch.empty(cfg.n, cfg.size, cfg.size, 3, dtype=torch.uint8)
     alpha = torch.empty(cfg.n, cfg.size, cfg.size, dtype=torch.uint8)
     albedo = palette()[torch.from_numpy(parts_colour).clamp(min=0)]  # (N, 2, 3); an absent part's is never used
-    geometry = [item_composite(*labels[i, [0, 1, 2, 5]]) for i in range(cfg.n)]
+    geometry = [item_composite(row) for row in labels]
     groups: dict[Composite, list[int]] = {}
     for i, composite in enumerate(geometry):
         groups.setdefault(composite, []).append(i)
@@ -197,7 +198,9 @@ def make_shapes_dataset(cfg: ShapesDatasetConfig, progress: bool = False) -> Sha
             for start in range(0, len(members), _CHUNK):
                 sel = torch.tensor(members[start : start + _CHUNK])
                 parts = len(composite.shapes)
-                rgb, a = render_parts(composite.part_sdfs(), albedo[sel, :parts], cams[sel], cfg.supersample)
+                rgb, a = render_parts(
+                    composite.part_sdfs(), albedo[sel, :parts], cams[sel], supersample=cfg.supersample
+                )
                 images[sel] = (rgb * 255).round().clamp(0, 255).to(torch.uint8)
                 alpha[sel] = (a * 255).round().to(torch.uint8)
                 bar.update(len(sel))
@@ -209,7 +212,7 @@ def make_shapes_dataset(cfg: ShapesDatasetConfig, progress: bool = False) -> Sha
     for i, camera in enumerate(angles):
         composite = geometry[i]
         colours = tuple(COLOUR_NAMES[c] for c in parts_colour[i, : len(composite.shapes)])
-        words = caption_subject(composite.layout, composite.shapes, colours, CAPTION_KINDS[kind[i]], rng=rng)
+        words = caption_subject(composite, colours, kind=CAPTION_KINDS[kind[i]], rng=rng)
         captions.append(cfg.view_scheme.caption(words, *camera))
     return ShapesDataset(
         images=images.numpy(),
@@ -234,7 +237,7 @@ def make_shapes_dataset(cfg: ShapesDatasetConfig, progress: bool = False) -> Sha
 _ARRAYS = ("images", "alpha", "shape", "colour", "caption_kind", "view", "elevation", "azimuth", "distance", "fov")
 _PART_ARRAYS = ("layout", "part_shape", "part_colour", "side")
 FIRST_FORMAT = "uni3d-shapes-1"
-"""The first version's files: single primitives only (read with their part labels filled in)."""
+"""Files of single primitives only, without part labels (read with them filled in)."""
 
 
 def save_shapes_dataset(data: ShapesDataset, path: str | Path) -> Path:
@@ -278,6 +281,8 @@ def load_shapes_dataset(path: str | Path) -> ShapesDataset:
                 raise UsageError(f"{path} is not a {FORMAT} dataset file")
             if tuple(z["shape_names"].tolist()) != SHAPE_NAMES or tuple(z["colour_names"].tolist()) != COLOUR_NAMES:
                 raise UsageError(f"{path} uses other shape/colour names than this version; regenerate it")
+            if "layouts" in z.files and tuple(z["layouts"].tolist()) != LAYOUTS:
+                raise UsageError(f"{path} uses other layout names than this version; regenerate it")
             raw = json.loads(str(z["config"]))
             cfg = ShapesDatasetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
             arrays = {name: z[name] for name in _ARRAYS}

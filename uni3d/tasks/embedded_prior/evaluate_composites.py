@@ -5,7 +5,8 @@ pipeline, DDIM, classifier-free guidance, as :mod:`uni3d.tasks.embedded_prior.ev
 
 - ``composites``: the coloured composites held out of the dataset (:func:`held_out_combinations`), in their
   canonical wording ("a blue cone on top of a purple torus"); a sample is right when the judge finds the layout
-  and both parts' shapes and colours (a pair side by side in either order);
+  and both parts' shapes and colours (a pair side by side in either order), except that from behind a front
+  object (:data:`HIDDEN_MARKER_DEG`) its marker cannot be seen and only the layout and the body are judged;
 - ``phrasings``: one held-out phrasing per shape with a synonym and per colour ("a box that is red",
   :data:`~uni3d.tasks.embedded_prior.phrasing.HELD_OUT_TEMPLATES`); right when the judge finds a single primitive of
   that shape and colour.
@@ -31,6 +32,9 @@ from uni3d.tasks.embedded_prior.composites import LAYOUTS, Composite, held_out_c
 from uni3d.tasks.embedded_prior.evaluate import EVAL_DISTANCE, EVAL_VIEWS, EvalConfig, load_pipeline
 from uni3d.tasks.embedded_prior.grid import image_grid, save_png
 from uni3d.tasks.embedded_prior.phrasing import HELD_OUT_TEMPLATES, caption_subject, with_articles
+
+HIDDEN_MARKER_DEG = 60.0
+"""A front object's marker is hidden from cameras within this many degrees of azimuth 180 (behind it)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def _target(composite: Composite, colours: tuple[str, ...], prompt: str) -> Targ
 
 def composite_targets() -> list[Target]:
     """The held-out composites in their canonical wording."""
-    return [_target(c, cols, caption_subject(c.layout, c.shapes, cols, "full")) for c, cols in held_out_combinations()]
+    return [_target(c, cols, caption_subject(c, cols)) for c, cols in held_out_combinations()]
 
 
 def phrasing_targets() -> list[Target]:
@@ -76,14 +80,15 @@ def phrasing_targets() -> list[Target]:
     templates = sorted(HELD_OUT_TEMPLATES)
     out = []
     for shape, words in SYNONYMS.items():
+        if len(words) == 1:
+            continue
         for k, colour in enumerate(COLOUR_NAMES):
-            if len(words) > 1:
-                text = templates[k % len(templates)].format(s0=words[1 + k % (len(words) - 1)], c0=colour)
-                out.append(_target(Composite("single", (shape,)), (colour,), with_articles(text)))
+            text = templates[k % len(templates)].format(s0=words[1 + k % (len(words) - 1)], c0=colour)
+            out.append(_target(Composite("single", (shape,)), (colour,), with_articles(text)))
     return out
 
 
-def _right(predicted: dict[str, torch.Tensor], targets: list[Target]) -> torch.Tensor:
+def _right(predicted: dict[str, torch.Tensor], targets: list[Target], marker_seen: list[bool]) -> torch.Tensor:
     none_shape, none_colour = len(SHAPE_NAMES), len(COLOUR_NAMES)
     want = {
         "layout": [t.layout for t in targets],
@@ -92,10 +97,14 @@ def _right(predicted: dict[str, torch.Tensor], targets: list[Target]) -> torch.T
         "shape1": [none_shape if t.shapes[1] < 0 else t.shapes[1] for t in targets],
         "colour1": [none_colour if t.colours[1] < 0 else t.colours[1] for t in targets],
     }
-    return torch.stack([predicted[head] == torch.tensor(values) for head, values in want.items()]).all(0)
+    right = {head: predicted[head] == torch.tensor(values) for head, values in want.items()}
+    seen = torch.tensor(marker_seen)
+    return right["layout"] & right["shape"] & right["colour"] & ((right["shape1"] & right["colour1"]) | ~seen)
 
 
-def evaluate_composites(prior: str | Path, classifier: str | Path, out: str | Path, cfg: EvalConfig) -> CompositeReport:
+def evaluate_composites(
+    prior: str | Path, classifier: str | Path, out: str | Path, *, cfg: EvalConfig
+) -> CompositeReport:
     """Sample both prompt sets, judge them, write ``out/composite_eval.json`` and ``out/composite_samples.png``."""
     judge, judge_report = load_classifier(classifier)
     if not judge.parts:
@@ -112,7 +121,12 @@ def evaluate_composites(prior: str | Path, classifier: str | Path, out: str | Pa
             for i in range(0, len(prompts), cfg.batch_size)
         ]
     )
-    right = _right(judge.predict_all(images), [t for _, t, _ in items])
+    front = LAYOUTS.index("front")
+    seen = [
+        t.layout != front or abs(angle[1] - 180.0) > HIDDEN_MARKER_DEG
+        for (_, t, _), angle in zip(items, angles, strict=True)
+    ]
+    right = _right(judge.predict_all(images), [t for _, t, _ in items], seen)
 
     def share(keep: list[bool]) -> float:
         mask = torch.tensor(keep)

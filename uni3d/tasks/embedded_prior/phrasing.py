@@ -4,7 +4,7 @@ A caption names what its kind allows (``full``: shapes and colours; ``shape``: s
 ``colour``: colours only, each shape said as "object") in one of several templates per layout, with synonyms
 for the shape words ("box", "ball", "ring", "tube"), word orders ("a cube that is red", "red cube"),
 articles ("a", "the", none) and spellings ("red-coloured", "red-colored"). ``plain`` wording is the first
-dataset's single template ("a red cube"), kept so that its dataset can be made again.
+template ("a red cube").
 
 Held out of training (:func:`is_held_out`): a synonym inside the word-order templates ("a box that is red",
 "a red-coloured ball"). Each of its pieces is trained (the synonym in other templates, the template with the
@@ -19,7 +19,7 @@ import numpy as np
 
 from uni3d.errors import UsageError
 from uni3d.models.vocabulary import SYNONYMS
-from uni3d.tasks.embedded_prior.composites import MARKERS
+from uni3d.tasks.embedded_prior.composites import MARKERS, Composite
 
 WORDINGS: tuple[str, ...] = ("plain", "varied")
 
@@ -79,17 +79,17 @@ def is_held_out(template: str, words: tuple[str, ...], shapes: tuple[str, ...]) 
 
 
 def caption_subject(
-    layout: str,
-    shapes: tuple[str, ...],
+    composite: Composite,
     colours: tuple[str, ...],
-    kind: str,
     *,
+    kind: str = "full",
     rng: np.random.Generator | None = None,
     training: bool = True,
 ) -> str:
     """The words before the view words, e.g. "a blue sphere with a red cone nose" (``rng=None``: the first
     template and the shapes' own names, the wording of benchmark prompts; otherwise drawn, held-out phrasings
     excluded when ``training``)."""
+    layout, shapes = composite.layout, composite.shapes
     if kind not in ("full", "shape", "colour"):
         raise UsageError(f"unknown caption kind {kind!r}; valid: full, shape, colour")
     if layout == "single" and kind != "full":

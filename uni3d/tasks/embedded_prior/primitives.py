@@ -1,7 +1,9 @@
 """The primitives and colours of the shapes dataset: signed-distance bounds and a named palette.
 
 Every shape is upright (``+y`` up, the scene convention), centred at the origin and inside the ball of radius
-``BOUND_RADIUS`` and the cube of half side ``BOX_HALF``, so a camera of :class:`uni3d.scene.CameraSampler`'s default ranges sees it whole. Each
+``BOUND_RADIUS`` (where sphere tracing starts) and the cube of half side ``BOX_HALF``, so a camera of
+:class:`uni3d.scene.CameraSampler`'s default ranges sees it whole (a pyramid's corners can leave the nearest,
+narrowest views). Each
 function returns ``d(p)``, a signed distance or a lower bound of it (``|d| <= distance to the surface``,
 negative inside), which is what sphere tracing needs (Hart 1996): exact for sphere, cube, cylinder and torus;
 for the cone and pyramid the maximum of the signed distances to their bounding planes/cones (exact on the faces,
@@ -26,9 +28,9 @@ CONE_RADIUS, CONE_HEIGHT = 0.5, 1.0
 TORUS_MAJOR, TORUS_MINOR = 0.4, 0.15
 PYRAMID_HALF_BASE, PYRAMID_HEIGHT = 0.5, 1.0
 BOUND_RADIUS = 0.9
-"""Every primitive lies inside this ball (the farthest point: a pyramid's base corner, ``0.5 sqrt 3 = 0.87``)."""
+"""Every primitive lies inside this ball (the farthest point is a pyramid's base corner)."""
 BOX_HALF = 0.75
-"""Every primitive lies inside the cube ``|x|, |y|, |z| <= BOX_HALF`` (the torus reaches ``0.55`` along ``x``, ``z``)."""
+"""Every primitive lies inside the cube ``|x|, |y|, |z| <= BOX_HALF``."""
 
 
 def _radial(p: torch.Tensor) -> torch.Tensor:

@@ -56,11 +56,11 @@ def render_primitive(
 
     Returns ``rgb (B, H, W, 3)`` in ``[0, 1]`` and ``alpha (B, H, W)``.
     """
-    return render_parts([sdf], albedo.unsqueeze(1), cameras, supersample)
+    return render_parts([sdf], albedo.unsqueeze(1), cameras, supersample=supersample)
 
 
 def render_parts(
-    sdfs: list[SdfFn], albedo: torch.Tensor, cameras: Cameras, supersample: int = 2
+    sdfs: list[SdfFn], albedo: torch.Tensor, cameras: Cameras, *, supersample: int = 2
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Views of the union of parts ``sdfs``, part ``i`` of view ``b`` in colour ``albedo[b, i]`` (``(B, P, 3)``).
 
@@ -81,7 +81,7 @@ def render_parts(
         normals = _sdf_normals(union, points[hit])
         light = key_light(origins.dtype)
         part = torch.stack([f(points[hit]) for f in sdfs]).argmin(0)
-        view = torch.arange(b).repeat_interleave(h * w * s * s)[hit]
+        view = torch.arange(b, device=origins.device).repeat_interleave(h * w * s * s)[hit]
         per_ray = albedo.to(origins.dtype)[view, part]
         rgb[hit] = shade(per_ray, normals, light, "lambertian", AMBIENT)
     rgb = rgb.view(b, h, s, w, s, 3).mean((2, 4))
