@@ -30,13 +30,12 @@ import numpy as np
 import torch
 import trimesh
 from scipy.spatial import cKDTree
-from skimage import measure
 
-from uni3d.bench.shape_metrics import SHAPE_OF_WORD
+from uni3d.bench.shape_metrics import SHAPE_OF_WORD, sdf_mesh, yaw
 from uni3d.errors import UsageError
 from uni3d.models.vocabulary import COLOUR_NAMES
 from uni3d.tasks.embedded_prior.composites import MARKERS, Composite, all_composites
-from uni3d.tasks.embedded_prior.primitives import BOX_HALF, COLOURS
+from uni3d.tasks.embedded_prior.primitives import COLOURS
 
 GT_RESOLUTION = 128
 YAW_STEPS = 24
@@ -149,13 +148,7 @@ def parse_composite(prompt: str) -> CompositeTarget | None:
 @functools.cache
 def union_mesh(composite: Composite, resolution: int = GT_RESOLUTION) -> trimesh.Trimesh:
     """The true surface of ``composite`` (the zero set of its union's distance bound) in scene coordinates."""
-    half = BOX_HALF + 0.05
-    axis = torch.linspace(-half, half, resolution)
-    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    sdf = composite.sdf(pts).view(resolution, resolution, resolution).numpy()
-    spacing = 2 * half / (resolution - 1)
-    verts, faces, _, _ = measure.marching_cubes(sdf, level=0.0, spacing=(spacing,) * 3)
-    return trimesh.Trimesh(verts - half, faces, process=True)
+    return sdf_mesh(composite.sdf, resolution)
 
 
 @dataclass(frozen=True)
@@ -188,22 +181,16 @@ def coloured_samples(mesh: trimesh.Trimesh, n: int) -> tuple[np.ndarray, np.ndar
     return np.asarray(pts), rgb[np.asarray(mesh.faces)[faces]].mean(1)
 
 
-def _yaw(points: np.ndarray, degrees: float) -> np.ndarray:
-    a = math.radians(degrees)
-    rot = np.array([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
-    return points @ rot.T
-
-
 def best_turn(pred: np.ndarray, truth: _Truth, steps: int) -> tuple[float, float]:
     """``(Chamfer over the diagonal, yaw in degrees)`` of ``pred`` against ``truth`` at the best of ``steps`` turns."""
     best = (math.inf, 0.0)
     for k in range(steps):
-        yaw = 360.0 * k / steps
-        turned = _yaw(pred, yaw)
+        degrees = 360.0 * k / steps
+        turned = yaw(pred, degrees)
         distance = (
             float(truth.tree.query(turned)[0].mean()) + float(cKDTree(turned).query(truth.points)[0].mean())
         ) / 2
-        best = min(best, (distance / truth.diagonal, yaw))
+        best = min(best, (distance / truth.diagonal, degrees))
     return best
 
 
@@ -275,13 +262,13 @@ def score_composite(mesh: trimesh.Trimesh, target: CompositeTarget) -> dict[str,
     composite = target.composite
     truth = _truth(composite, N_POINTS, GT_RESOLUTION)
     pred, rgb = coloured_samples(mesh, N_POINTS)
-    chamfer, yaw = best_turn(pred, truth, YAW_STEPS)
+    chamfer, turn = best_turn(pred, truth, YAW_STEPS)
     shapes, candidates = nearest_pair(pred, composite.layout)
-    turned = _yaw(pred, yaw)
+    turned = yaw(pred, turn)
     distance, index = truth.tree.query(turned)
     near = distance <= NEAR * truth.diagonal
     covered = cKDTree(turned).query(truth.points)[0] <= NEAR * truth.diagonal
-    row: dict[str, Any] = {"chamfer": chamfer, "best_yaw_deg": yaw, "shapes_found": list(shapes), "parts": []}
+    row: dict[str, Any] = {"chamfer": chamfer, "best_yaw_deg": turn, "shapes_found": list(shapes), "parts": []}
     row["right_shapes"] = shapes == composite.shapes or (
         composite.layout == "beside" and shapes == composite.shapes[::-1]
     )

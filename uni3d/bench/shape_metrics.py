@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,16 +68,21 @@ def parse_target(prompt: str) -> Target:
     return Target(prompt, shape, colour)
 
 
-@functools.cache
-def primitive_mesh(shape: str, resolution: int = GT_RESOLUTION) -> trimesh.Trimesh:
-    """The true surface of ``shape`` (the zero set of the dataset's signed distance) in scene coordinates."""
+def sdf_mesh(sdf: Callable[[torch.Tensor], torch.Tensor], resolution: int) -> trimesh.Trimesh:
+    """The zero set of a signed distance over the scene's box (marching cubes at ``resolution``^3)."""
     half = BOX_HALF + 0.05
     axis = torch.linspace(-half, half, resolution)
     pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    sdf = SHAPES[shape](pts).view(resolution, resolution, resolution).numpy()
+    values = sdf(pts).view(resolution, resolution, resolution).numpy()
     spacing = 2 * half / (resolution - 1)
-    verts, faces, _, _ = measure.marching_cubes(sdf, level=0.0, spacing=(spacing,) * 3)
+    verts, faces, _, _ = measure.marching_cubes(values, level=0.0, spacing=(spacing,) * 3)
     return trimesh.Trimesh(verts - half, faces, process=True)
+
+
+@functools.cache
+def primitive_mesh(shape: str, resolution: int = GT_RESOLUTION) -> trimesh.Trimesh:
+    """The true surface of ``shape`` (the zero set of the dataset's signed distance) in scene coordinates."""
+    return sdf_mesh(SHAPES[shape], resolution)
 
 
 @functools.cache
@@ -97,7 +102,8 @@ def _surface_samples(mesh: trimesh.Trimesh) -> np.ndarray:
     return np.asarray(trimesh.sample.sample_surface(mesh, N_POINTS, seed=0)[0])
 
 
-def _yaw(points: np.ndarray, degrees: float) -> np.ndarray:
+def yaw(points: np.ndarray, degrees: float) -> np.ndarray:
+    """``points (N, 3)`` turned by ``degrees`` about ``+y``."""
     a = math.radians(degrees)
     rot = np.array([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
     return points @ rot.T
@@ -124,7 +130,7 @@ def _points_chamfer(pred: np.ndarray, shape: str, size_free: bool) -> float:
         pred = (pred - centre) * (true_radius / radius) + true_centre
     best = math.inf
     for k in range(YAW_STEPS):
-        turned = _yaw(pred, 90.0 * k / YAW_STEPS)
+        turned = yaw(pred, 90.0 * k / YAW_STEPS)
         to_true = float(true_tree.query(turned)[0].mean())
         to_pred = float(cKDTree(turned).query(true_pts)[0].mean())
         best = min(best, (to_true + to_pred) / 2 / diag)
