@@ -125,7 +125,7 @@ def test_fine_tuning_learns_a_new_view_scheme(tmp_path: Path) -> None:
     """A prior whose tokenizer predates the angle words is fine-tuned on an ``angles`` dataset: its vocabulary is
     extended (old ids and embedding rows kept), and the exported folder has the full tokenizer and names its
     view scheme, so ``StableDiffusionPrior`` prompts it with the angle words."""
-    from uni3d.models.tiny_sd import save_pipeline, tiny_pipeline
+    from uni3d.models.tiny_sd import extend_vocabulary, save_pipeline, tiny_pipeline
     from uni3d.models.tokenizer import PROMPT_WORDS, build_clip_tokenizer
     from uni3d.models.views import ANGLES, VIEWS_FILE
 
@@ -134,7 +134,7 @@ def test_fine_tuning_learns_a_new_view_scheme(tmp_path: Path) -> None:
     pipe.text_encoder.resize_token_embeddings(len(old))
     pipe.register_modules(tokenizer=old)
     rows = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
-    extended = train_mod.extend_vocabulary(pipe)
+    extended = extend_vocabulary(pipe)
     assert extended.tokenizer.get_vocab() == build_clip_tokenizer().get_vocab()
     grown = extended.text_encoder.get_input_embeddings().weight.detach()
     assert grown.shape[0] == len(extended.tokenizer) > len(old) and torch.equal(grown[: len(old)], rows)
@@ -145,10 +145,7 @@ def test_fine_tuning_learns_a_new_view_scheme(tmp_path: Path) -> None:
     torch.testing.assert_close(new_rows.norm(dim=1).median(), scale, rtol=0.5, atol=0)
     unrelated = tiny_pipeline(sample_size=8)
     unrelated.register_modules(tokenizer=build_clip_tokenizer(["a", "dragon"]))
-    assert (
-        train_mod.extend_vocabulary(unrelated).tokenizer.get_vocab()
-        == build_clip_tokenizer(["a", "dragon"]).get_vocab()
-    )
+    assert extend_vocabulary(unrelated).tokenizer.get_vocab() == build_clip_tokenizer(["a", "dragon"]).get_vocab()
 
     pipe.text_encoder.resize_token_embeddings(len(old))
     pipe.register_modules(tokenizer=old)

@@ -29,6 +29,9 @@ PROMPT_WORDS: tuple[str, ...] = (
 )
 """The shapes dataset's caption vocabulary (both view schemes of :mod:`uni3d.models.views`, varied and composite
 captions)."""
+WORDS_BEFORE_COMPOSITES: tuple[str, ...] = PROMPT_WORDS[: len(PROMPT_WORDS) - len(COMPOSITE_WORDS)]
+"""The vocabulary before the composite words: a tiny pipeline draws its text encoder for these and then grows it
+(:func:`uni3d.models.tiny_sd.extend_vocabulary`), so its random weights are those drawn before the words existed."""
 
 
 def _pieces(word: str) -> list[str]:

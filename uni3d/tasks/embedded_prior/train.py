@@ -52,8 +52,7 @@ from tqdm import tqdm
 from uni3d.errors import UsageError
 from uni3d.io import atomic_write, save_json
 from uni3d.models.sampling import sample_images, with_parts
-from uni3d.models.tiny_sd import save_pipeline, tiny_pipeline
-from uni3d.models.tokenizer import END, PROMPT_WORDS, build_clip_tokenizer
+from uni3d.models.tiny_sd import extend_vocabulary, save_pipeline, tiny_pipeline
 from uni3d.models.views import ViewScheme
 from uni3d.tasks.embedded_prior.dataset import ShapesDataset, load_shapes_dataset
 from uni3d.tasks.embedded_prior.grid import image_grid, save_png
@@ -200,31 +199,6 @@ def _load_init(folder: str, image_size: int) -> StableDiffusionPipeline:
     if side != image_size:
         raise UsageError(f"--init-from {folder} makes {side}x{side} images, the dataset has {image_size}x{image_size}")
     return extend_vocabulary(pipe)
-
-
-def extend_vocabulary(pipe: StableDiffusionPipeline) -> StableDiffusionPipeline:
-    """``pipe`` with the current caption tokenizer when its own is an older one (every token at the same id), the
-    text encoder's embedding table grown to match; any other tokenizer is left alone (its words tokenize byte by
-    byte, as before).
-
-    The new rows are random directions (seeded) at the median norm of the old caption words' rows, so the new words
-    are told apart from the first step. transformers' default, every new row at the mean of the old ones, made them
-    one word: a prior fine-tuned so for 1,800 steps drew a sphere the same size at every distance word.
-    """
-    current = build_clip_tokenizer()
-    old, new = pipe.tokenizer.get_vocab(), current.get_vocab()
-    if len(old) >= len(new) or any(new.get(token) != i for token, i in old.items()):
-        return pipe
-    pipe.text_encoder.resize_token_embeddings(len(new), mean_resizing=False)
-    table = pipe.text_encoder.get_input_embeddings().weight
-    words = [old[word + END] for word in PROMPT_WORDS if word + END in old]
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        rows = torch.randn(len(new) - len(old), table.shape[1])
-        scale = table[words].norm(dim=1).median() if words else table[: len(old)].norm(dim=1).median()
-        table[len(old) :] = (rows / rows.norm(dim=1, keepdim=True) * scale).to(table)
-    pipe.register_modules(tokenizer=current)
-    return pipe
 
 
 _MODULES = ("vae", "unet", "text_encoder")
