@@ -100,3 +100,20 @@ def test_generate_help_lists_the_recipes(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["generate", "--help"]) == 0
     out = "".join(capsys.readouterr().out.split())  # argparse wraps lines, even inside a name
     assert all(name in out for name in RECIPES)
+
+
+def test_every_embedded_prior_takes_the_embedded_recipe(tiny_prior, tmp_path: Path) -> None:
+    """A prior made by train-prior (it names its view scheme) or one in assets/priors gets the embedded recipe, not
+    a Stable Diffusion one; a bare SD folder still gets its preset's."""
+    import shutil
+
+    from uni3d.models.views import ANGLES, save_view_scheme
+
+    folder, _ = tiny_prior
+    trained = tmp_path / "my-prior"
+    shutil.copytree(folder, trained)
+    save_view_scheme(trained, ANGLES)
+    assert GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(trained)}).recipe == "embedded"
+    coarse = Path(__file__).resolve().parents[1] / "assets" / "priors" / "shapes-coarse"
+    assert GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(coarse)}).recipe == "embedded"
+    assert GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(folder)}).recipe == "sd-sds"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from uni3d.config import build_config
@@ -18,6 +19,7 @@ from uni3d.errors import UsageError
 from uni3d.export.asset import ExportSettings
 from uni3d.losses import PRESET_NAMES, get_preset
 from uni3d.models.prior_source import check_prior_dtype
+from uni3d.models.views import VIEWS_FILE
 from uni3d.paths import REPO_ROOT
 from uni3d.prompt_text import check_prompt
 from uni3d.scene.background import BACKGROUNDS
@@ -28,6 +30,21 @@ from uni3d.tasks.text_to_3d.distillers import DISTILLERS, get_distiller, loss_pr
 from uni3d.tasks.text_to_3d.recipes import default_recipe, recipe_settings
 
 EMBEDDED_PRIOR = "assets/priors/shapes"
+EMBEDDED_PRIORS_FOLDER = REPO_ROOT / "assets" / "priors"
+
+
+def is_embedded_prior(prior: str) -> bool:
+    """Whether ``prior`` is one of the embedded priors (made by ``uni3d train-prior``: the default, a folder of
+    ``assets/priors``, or any folder naming its caption view scheme), which take the ``embedded`` recipe rather
+    than a Stable Diffusion one."""
+    if prior == EMBEDDED_PRIOR:
+        return True
+    folder = Path(prior).expanduser()
+    if not folder.is_dir():
+        return False
+    return (folder / VIEWS_FILE).is_file() or folder.resolve().parent == EMBEDDED_PRIORS_FOLDER.resolve()
+
+
 """The embedded prior's folder, relative to the repository root (made by ``uni3d train-prior``)."""
 T_MIN = 0.02
 """Lower end of the generator's timestep range (fraction of ``T``), DreamFusion / threestudio."""
@@ -324,7 +341,7 @@ class GenerateConfig:
         if not isinstance(data, dict):
             return build_config(cls, data, "generate")  # its one-line error
         prior, preset = data.get("prior", EMBEDDED_PRIOR), data.get("preset", "sds")
-        name = data.get("recipe") or default_recipe(str(prior), str(preset), embedded_prior=EMBEDDED_PRIOR)
+        name = data.get("recipe") or default_recipe(str(preset), embedded=is_embedded_prior(str(prior)))
         base = recipe_settings(str(name))
         field = {**base.get("field", {}), **(data.get("field") or {})} if "field" in base else data.get("field")
         merged = {**base, **data, "recipe": name}

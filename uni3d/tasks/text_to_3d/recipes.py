@@ -67,9 +67,9 @@ _SDS_LIKE = ("sds", "nfsd", "sdi", "cfd")
 _VSD_LIKE = ("vsd", "asd", "dsd")
 
 
-def default_recipe(prior: str, preset: str, *, embedded_prior: str) -> str:
-    """The recipe a run gets unless it names one: ``embedded`` for the embedded prior, else by preset."""
-    if prior == embedded_prior:
+def default_recipe(preset: str, *, embedded: bool) -> str:
+    """The recipe a run gets unless it names one: ``embedded`` for an embedded prior, else by preset."""
+    if embedded:
         return EMBEDDED
     key = (preset or "").strip().lower()
     if key in _SDS_LIKE:
