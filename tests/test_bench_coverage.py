@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 import yaml
 from conftest import TINY_GENERATE
@@ -116,3 +117,20 @@ def test_bench_coverage_writes_rows_pictures_and_json(tiny_prior, tmp_path: Path
     ]
     assert all(r["command"] and r["machine"] for r in merged)  # each row says how and where it was measured
     assert (docs / "benchmarks.md").read_text().count("| seeded-descending |") == 1
+
+
+def test_a_parts_judge_names_both_parts_of_a_composite_outcome() -> None:
+    from uni3d.bench.coverage import judge_outcomes
+    from uni3d.tasks.embedded_prior.classifier import ShapeClassifier
+
+    judge = ShapeClassifier(width=8, parts=True)
+    heads = {"shape": [1, 0], "colour": [0, 4], "layout": [2, 0], "shape1": [0, 6], "colour1": [4, 10]}
+
+    def fixed(images: torch.Tensor, batch: int = 256) -> dict[str, torch.Tensor]:
+        return {k: torch.tensor(v) for k, v in heads.items()}
+
+    judge.predict_all = fixed  # type: ignore[method-assign]
+    assert judge_outcomes(judge, torch.zeros(2, 3, 32, 32)) == [
+        ("stack", "cube", "red", "sphere", "blue"),
+        ("sphere", "blue"),
+    ]

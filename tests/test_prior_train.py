@@ -261,3 +261,18 @@ def test_prior_width_scales_the_text_encoder_and_the_unet() -> None:
     assert default.text_encoder.config.intermediate_size == 37 and default.unet.config.norm_num_groups == 32
     with pytest.raises(UsageError, match="multiple of 16"):
         PriorTrainConfig(width=20)
+
+
+def test_shipped_composite_prior_reads_composite_prompts() -> None:
+    """The composite prior in assets/ knows its words (no prompt notes), takes the embedded recipe, and denoises."""
+    from uni3d.models.prompt_check import prompt_notes
+    from uni3d.tasks.text_to_3d.config import GenerateConfig
+
+    folder = SHIPPED.parent / "shapes-composite"
+    prior = StableDiffusionPrior.from_pretrained(folder)
+    for prompt in ("a red cube on top of a blue sphere", "a blue ball with a red nose", "a box that is red"):
+        assert prompt_notes(prior.tokenizer, prompt) == [], prompt
+    assert GenerateConfig.from_dict({"prompt": "x", "prior": str(folder)}).recipe == "embedded"
+    latents = prior.encode(torch.full((1, 3, 32, 32), 0.8))
+    cond, uncond = prior.view_conditions("a green cone beside a yellow torus", orbit_cameras(1, elevation_deg=10.0))
+    assert torch.isfinite(prior.denoise(latents + torch.randn_like(latents), torch.ones(1), cond, uncond, 3.0)).all()

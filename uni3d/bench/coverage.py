@@ -36,12 +36,14 @@ from uni3d.models.vocabulary import COLOUR_NAMES, SHAPE_NAMES
 from uni3d.paths import ASSETS
 from uni3d.scene.cameras import Cameras, CameraSampler
 from uni3d.tasks.embedded_prior.classifier import ShapeClassifier, load_classifier
+from uni3d.tasks.embedded_prior.composites import LAYOUTS
 from uni3d.tasks.text_to_3d.batch import read_prompts
 from uni3d.tasks.text_to_3d.config import GenerateConfig
 from uni3d.tasks.text_to_3d.distillers import get_distiller
 
-Outcome = tuple[str, str]
-"""``(shape, colour)`` as the classifier names them."""
+Outcome = tuple[str, ...]
+"""``(shape, colour)`` as the classifier names them; with a parts judge, a composite's is ``(layout, shape, colour,
+shape, colour)`` ("stack", "cube", "red", "sphere", "blue")."""
 
 
 def distribution(outcomes: Sequence[Outcome]) -> dict[Outcome, float]:
@@ -80,13 +82,15 @@ def asset_outcome(
 ) -> Outcome:
     """What the classifier calls an exported asset: its vertex-colour mesh (``model_vertex_color.glb`` in
     ``folder``) rasterized at the classifier's 32 px from ``views`` cameras of the 3D pipeline's ranges, on white,
-    each view classified, the most frequent shape and colour kept. The colour is read off renders, not averaged over
-    the surface (an average calls a red-and-blue cube grey)."""
+    each view classified, the most frequent shape and colour kept (with a parts judge, the most frequent outcome).
+    The colour is read off renders, not averaged over the surface (an average calls a red-and-blue cube grey)."""
     mesh = trimesh.load(Path(folder) / "model_vertex_color.glb", force="mesh")
     rgb, alpha = rasterize_trimesh(pipeline_cameras(cfg, views, 32, seed), mesh)
     images = (rgb + (1 - alpha)).clamp(0, 1).permute(0, 3, 1, 2)
-    shape, colour = judge.predict(images)
-    return SHAPE_NAMES[int(shape.mode().values)], COLOUR_NAMES[int(colour.mode().values)]
+    if not judge.parts:  # the shape and the colour each by its own majority
+        shape, colour = judge.predict(images)
+        return SHAPE_NAMES[int(shape.mode().values)], COLOUR_NAMES[int(colour.mode().values)]
+    return Counter(judge_outcomes(judge, images)).most_common(1)[0][0]
 
 
 def prior_outcomes(
@@ -111,8 +115,25 @@ def prior_outcomes(
     images = torch.cat(
         [sample_images(pipe, prompts[i : i + 64], steps, cfg.guidance_scale, seed + i) for i in range(0, n, 64)]
     )
-    shape, colour = judge.predict(images)
-    return [(SHAPE_NAMES[s], COLOUR_NAMES[c]) for s, c in zip(shape.tolist(), colour.tolist(), strict=True)]
+    return judge_outcomes(judge, images)
+
+
+def judge_outcomes(judge: ShapeClassifier, images: torch.Tensor) -> list[Outcome]:
+    """The outcome of each image ``(B, 3, 32, 32)`` (see :data:`Outcome`): a parts judge names both parts of what
+    it calls a composite, so open composite prompts ("a sphere with a nose") are counted by parts and colours."""
+    heads = {name: v.tolist() for name, v in judge.predict_all(images).items()}
+    out: list[Outcome] = []
+    for i, (shape, colour) in enumerate(zip(heads["shape"], heads["colour"], strict=True)):
+        layout = LAYOUTS[heads["layout"][i]] if judge.parts else "single"
+        if layout == "single":
+            out.append((SHAPE_NAMES[shape], COLOUR_NAMES[colour]))
+            continue
+        second = heads["shape1"][i], heads["colour1"][i]
+        names = tuple(
+            names[k] if k < len(names) else "none" for names, k in ((SHAPE_NAMES, second[0]), (COLOUR_NAMES, second[1]))
+        )
+        out.append((layout, SHAPE_NAMES[shape], COLOUR_NAMES[colour], *names))
+    return out
 
 
 BEGIN, END = section_markers("coverage")
@@ -214,7 +235,7 @@ def _slug(prompt: str) -> str:
 
 
 def _counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
-    return {f"{shape} {colour}": n for (shape, colour), n in Counter(outcomes).most_common()}
+    return {" ".join(outcome): n for outcome, n in Counter(outcomes).most_common()}
 
 
 def _run_cpu(folder: Path, measured: float, ran_before: bool) -> float:
