@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -64,3 +66,11 @@ def replace_section(path: Path, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     atomic_write(path, text.rstrip("\n") + "\n")
+
+
+def previous_rows(json_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The finished rows and the invocations a resumable benchmark saved in ``json_path`` (none when absent)."""
+    if not json_path.is_file():
+        return [], []
+    saved = json.loads(json_path.read_text())
+    return [r for r in saved.get("rows", []) if r.get("status") == "done"], list(saved.get("invocations", []))

@@ -16,7 +16,6 @@ section of ``docs/benchmarks.md``; a rerun skips the runs already there, so a ki
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shlex
 import sys
@@ -24,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from uni3d.bench.common import machine, replace_section, section_markers
+from uni3d.bench.common import machine, previous_rows, replace_section, section_markers
 from uni3d.bench.composite_metrics import CompositeTarget, parse_composite, score_composite
-from uni3d.bench.shapes import run_one, settings_label
+from uni3d.bench.shapes import load_settings_prior, run_one, settings_label
 from uni3d.cli.commands import BENCHMARKS
 from uni3d.config import read_config_file
 from uni3d.errors import UsageError
@@ -193,12 +192,7 @@ def run_bench(
 ) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark, rewriting the json and the docs section after every run."""
     json_path = docs / "benchmarks" / "composites.json"
-    rows: list[dict[str, Any]] = []
-    invocations: list[dict[str, Any]] = []
-    if json_path.is_file():
-        saved = json.loads(json_path.read_text())
-        rows = [r for r in saved.get("rows", []) if r.get("status") == "done"]
-        invocations = list(saved.get("invocations", []))
+    rows, invocations = previous_rows(json_path)
     label = settings_label(settings)
     steps = GenerateConfig.from_dict({**settings, "prompt": "x"}).steps
     done = {_row_key(r) for r in rows}
@@ -214,10 +208,7 @@ def run_bench(
         now = machine()
         invocations.append({"command": command, "date": now["date"], "cpu": now["cpu"], "runs": len(todo)})
     for i, (target, preset, seed, vd) in enumerate(todo, 1):
-        if prior is None:
-            from uni3d.tasks.text_to_3d.run import load_prior
-
-            prior = load_prior(GenerateConfig.from_dict({**settings, "prompt": "x"}))
+        prior = prior if prior is not None else load_settings_prior(settings)
         run_settings = {**settings, "view_dependent": vd}
         name = f"{target.prompt} seed {seed}{'' if vd else ' no-vd'}"
         folder = run_folder(out / preset / f"steps-{steps}", f"{name} {label}" if label else name)

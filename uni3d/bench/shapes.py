@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import sys
 import time
@@ -36,7 +35,7 @@ from typing import Any
 
 import trimesh
 
-from uni3d.bench.common import machine
+from uni3d.bench.common import machine, previous_rows
 from uni3d.bench.shape_metrics import Target, parse_target, score_mesh
 from uni3d.bench.shapes_report import PRESETS, row_settings, tiles_folder, write_results
 from uni3d.bench.shapes_sheet import store_tiles
@@ -173,7 +172,8 @@ def plan(
     return runs
 
 
-def _load_prior(settings: dict[str, Any]) -> Any:
+def load_settings_prior(settings: dict[str, Any]) -> Any:
+    """The prior that generate settings name (diffusers is imported only here, when a benchmark runs)."""
     from uni3d.tasks.text_to_3d.run import load_prior
 
     return load_prior(GenerateConfig.from_dict({**settings, "prompt": "x"}))
@@ -200,12 +200,7 @@ def run_bench(
     ``command`` (the command line) is recorded with the date in the json's ``invocations`` and the docs, so the
     section says exactly what was run."""
     json_path = docs / "benchmarks" / "shapes.json"
-    rows: list[dict[str, Any]] = []
-    invocations: list[dict[str, Any]] = []
-    if json_path.is_file():
-        saved = json.loads(json_path.read_text())
-        rows = [r for r in saved.get("rows", []) if r.get("status") == "done"]
-        invocations = list(saved.get("invocations", []))
+    rows, invocations = previous_rows(json_path)
     steps = GenerateConfig.from_dict({**settings, "prompt": "x"}).steps
     tag = training_label(settings_label(settings))
     done = {row_key(r) for r in rows}
@@ -224,7 +219,7 @@ def run_bench(
         log(f"{verb} {len(again)} finished runs again")
         for n, (i, target) in enumerate(again, 1):
             if reexport:
-                prior = prior if prior is not None else _load_prior(settings)
+                prior = prior if prior is not None else load_settings_prior(settings)
                 row = reexport_one(prior, target, rows[i], settings)
             else:
                 row = rescore_one(target, rows[i])
@@ -236,7 +231,7 @@ def run_bench(
             log(f"[{label} {n}/{len(again)}] {_one_line(row)}")
             write_results(docs, rows, invocations)
     for i, (target, preset, seed) in enumerate(todo, 1):
-        prior = prior if prior is not None else _load_prior(settings)
+        prior = prior if prior is not None else load_settings_prior(settings)
         folder = run_folder(out / preset / f"steps-{steps}", f"{target.prompt} seed {seed}")
         row = run_one(prior, target, preset, seed, settings, folder)
         rows.append(row)
