@@ -13,6 +13,21 @@ import pytest
 import torch
 from torch import nn
 
+TINY_BENCH: dict[str, object] = {
+    "steps": 2,
+    "grid_resolution": 16,
+    "render_steps": 32,
+    "preview_every": 100,
+    "export": {
+        "iso_level": 5.0,
+        "mc_resolution": 32,
+        "max_faces": 2000,
+        "texture_size": 32,
+        "turntable_frames": 2,
+        "turntable_size": 16,
+    },
+}
+"""Benchmark runs on the tiny prior: two steps, a coarse grid and a small export (add ``prior``)."""
 TINY_GENERATE: dict[str, object] = {
     "recipe": "embedded",  # the tiny folder is a Stable Diffusion layout: keep the small CPU settings
     "steps": 3,

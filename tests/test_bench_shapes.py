@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import trimesh
+from conftest import TINY_BENCH
 
 from uni3d.bench.shape_metrics import (
     classify_shape,
@@ -138,21 +139,7 @@ def test_two_step_bench_writes_json_docs_and_resumes(
     monkeypatch.setattr("uni3d.bench.shape_metrics.YAW_STEPS", 2)
     monkeypatch.setattr("uni3d.bench.shape_metrics.N_POINTS", 2000)
     folder, prior = tiny_prior
-    settings = {
-        "prior": str(folder),
-        "steps": 2,
-        "grid_resolution": 16,
-        "render_steps": 32,
-        "preview_every": 100,
-        "export": {
-            "iso_level": 5.0,
-            "mc_resolution": 32,
-            "max_faces": 2000,
-            "texture_size": 32,
-            "turntable_frames": 2,
-            "turntable_size": 16,
-        },
-    }
+    settings = {"prior": str(folder), **TINY_BENCH}
     docs = tmp_path / "docs"
     lines: list[str] = []
     args = (["a red cube", "a cube"], ["sds"], settings, 2, tmp_path / "runs", docs, prior, lines.append)

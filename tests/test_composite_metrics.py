@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from conftest import TINY_BENCH
 
 from uni3d.bench.composite_metrics import (
     CompositeTarget,
@@ -171,21 +172,7 @@ def test_two_step_bench_writes_json_docs_and_resumes(tiny_prior, tmp_path, monke
     monkeypatch.setattr("uni3d.bench.composite_metrics.YAW_STEPS", 2)
     monkeypatch.setattr("uni3d.bench.composite_metrics.N_POINTS", 2000)
     folder, prior = tiny_prior
-    settings = {
-        "prior": str(folder),
-        "steps": 2,
-        "grid_resolution": 16,
-        "render_steps": 32,
-        "preview_every": 100,
-        "export": {
-            "iso_level": 5.0,
-            "mc_resolution": 32,
-            "max_faces": 2000,
-            "texture_size": 32,
-            "turntable_frames": 2,
-            "turntable_size": 16,
-        },
-    }
+    settings = {"prior": str(folder), **TINY_BENCH}
     prompts = tmp_path / "p.txt"
     prompts.write_text("a blue sphere with a red cone nose\na red cube on top of a blue ball\n")
     targets = read_targets(prompts)
