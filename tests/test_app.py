@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from transformers import CLIPTokenizer
 
+from uni3d.app.examples import EXAMPLE_FIELDS, EXAMPLES, offered_examples
 from uni3d.app.jobs import Job, JobBoard, JobState, PriorCache
 from uni3d.app.presets import preset_choices
 from uni3d.app.priors import find_priors
@@ -18,6 +20,8 @@ from uni3d.app.runs import list_runs, obj_zip, run_result
 from uni3d.app.settings import MAX_PROMPT_CHARS, AppInputs, build_config, inputs_of_run, run_folder
 from uni3d.app.view import duration, enlarged, error_html, status_html, thumbnail
 from uni3d.errors import UsageError
+from uni3d.models.prompt_check import APP_REMEDIES, prompt_notes
+from uni3d.paths import REPO_ROOT
 from uni3d.tasks.text_to_3d import live
 from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, TEXT_TO_3D_PRESETS, GenerateConfig
 
@@ -154,6 +158,30 @@ def test_priors_are_found_locally(tmp_path: Path) -> None:
     assert found[0][1] == EMBEDDED_PRIOR
     assert (str(extra), str(extra)) in found and ("org/tiny-sd (abcdef12)", str(snap)) in found
     assert len(found) == len({v for _, v in found})
+
+
+def test_the_shipped_embedded_priors_are_offered_by_name() -> None:
+    found = dict((value, label) for label, value in find_priors(cache=Path("/nonexistent")))
+    composite = str(REPO_ROOT / "assets" / "priors" / "shapes-composite")
+    assert found[composite] == "embedded shapes-composite prior (assets/priors/shapes-composite)"
+    assert list(found)[0] == EMBEDDED_PRIOR and len(found) == 3  # shapes, shapes-coarse, shapes-composite
+
+
+@pytest.mark.parametrize("row", EXAMPLES, ids=[row[0] for row in EXAMPLES])
+def test_every_example_runs_on_its_prior_with_every_word_known(row: tuple[str, str, str, int]) -> None:
+    example = dict(zip(EXAMPLE_FIELDS, row, strict=True))
+    cfg = build_config(AppInputs(**example))
+    assert (cfg.prompt, cfg.preset, cfg.particles) == (example["prompt"], example["preset"], example["particles"])
+    folder = REPO_ROOT / example["prior"] if example["prior"] == EMBEDDED_PRIOR else Path(example["prior"])
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    assert prompt_notes(tokenizer, cfg.prompt, remedies=APP_REMEDIES) == []
+
+
+def test_examples_whose_prior_is_not_offered_are_left_out() -> None:
+    only_default = [("embedded", EMBEDDED_PRIOR)]
+    shown = offered_examples(only_default)
+    assert shown and all(row[1] == EMBEDDED_PRIOR for row in shown)
+    assert len(offered_examples(find_priors(cache=Path("/nonexistent")))) == len(EXAMPLES)
 
 
 def test_status_line_shows_step_eta_and_outcome(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The step-changing score distillers (nfsd, asd, sdi, dsd): each one's distinctive piece, and each end to end."""
+"""The step-changing score distillers (nfsd, asd, sdi, dsd, cfd, lmc-sds): each one's distinctive piece, and each end to end."""
 
 from __future__ import annotations
 
@@ -131,6 +131,60 @@ def test_dsd_seed_fixes_the_path(tiny_prior) -> None:
     assert not torch.allclose(a[0], a[1])
 
 
+def test_lmc_with_an_identity_corrective_is_sds_and_the_corrective_splits_guidance_from_projection(tiny_prior) -> None:
+    from uni3d.tasks.text_to_3d.corrective import ManifoldCorrective, lmc_target
+
+    _, prior = tiny_prior
+    torch.manual_seed(4)
+    x0, n = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    sigma = prior.sigma_at(torch.tensor([100.0, 400.0, 800.0]))
+    x_t = x0 + sigma.view(-1, 1, 1, 1) * n
+    cond, uncond = prior.embed(["a red cube"] * 3), prior.embed([""] * 3)
+    with torch.no_grad():
+        d_c, d_u = prior.denoise(x_t, sigma, cond), prior.denoise(x_t, sigma, uncond)
+    s = 7.5
+    d_s = d_u + s * (d_c - d_u)
+    k = ManifoldCorrective(4)
+    torch.testing.assert_close(lmc_target(k, x0, sigma, d_c, d_s), d_s, rtol=1e-5, atol=1e-5)  # k = identity: SDS
+    # a corrective that is a known linear map k(x) = a x: the pull is a (a x0 - D_c), the guidance term unchanged
+    a = 0.7
+    target = lmc_target(lambda x, _sigma: a * x, x0, sigma, d_c, d_s)
+    residual = (x0 - target) / sigma.view(-1, 1, 1, 1)
+    want = (s - 1) * (_eps(d_c, x_t, sigma) - _eps(d_u, x_t, sigma)) + a * (a * x0 - d_c) / sigma.view(-1, 1, 1, 1)
+    torch.testing.assert_close(residual, want, rtol=1e-4, atol=1e-4)
+
+
+def test_lmc_corrective_learns_the_residual_it_is_trained_on() -> None:
+    """Trained on pairs ``(x, blur_t(x))`` whose corruption grows with the noise level, as a denoiser's one-step
+    estimate does, the corrective's loss falls well below the identity's, at every level."""
+    from uni3d.tasks.text_to_3d.corrective import CORRECTIVE_LR, ManifoldCorrective, corrective_loss
+
+    torch.manual_seed(5)
+    kernel = torch.tensor([0.25, 0.5, 0.25])
+    kernel = (kernel[:, None] * kernel[None, :]).expand(4, 1, 3, 3)
+
+    def corrupt(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # blur, more at larger sigma
+        blurred = torch.nn.functional.conv2d(x, kernel, padding=1, groups=4)
+        mix = (sigma / (1 + sigma)).view(-1, 1, 1, 1)
+        return (1 - mix) * x + mix * blurred * 0.8
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(n, 4, 8, 8), torch.exp(torch.empty(n).uniform_(-3, 3))
+
+    k = ManifoldCorrective(4)
+    opt = torch.optim.Adam(k.parameters(), lr=CORRECTIVE_LR)
+    x_eval, s_eval = batch(64)
+    before = corrective_loss(k, x_eval, s_eval, corrupt(x_eval, s_eval)).item()
+    for _ in range(300):
+        x, s = batch(16)
+        loss = corrective_loss(k, x, s, corrupt(x, s))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = corrective_loss(k, x_eval, s_eval, corrupt(x_eval, s_eval)).item()
+    assert after < 0.2 * before, (before, after)
+
+
 @pytest.mark.parametrize("preset", sorted(DISTILLERS))
 def test_each_distiller_runs_end_to_end(tiny_prior, tmp_path: Path, preset: str) -> None:
     from uni3d.tasks.text_to_3d.run import generate
@@ -140,7 +194,8 @@ def test_each_distiller_runs_end_to_end(tiny_prior, tmp_path: Path, preset: str)
     settings: dict[str, Any] = {"prompt": "a red cube", "prior": str(folder), **TINY_GENERATE, "preset": preset}
     cfg = GenerateConfig.from_dict(settings)
     trainer = TextTo3D(cfg.resolved(16), prior)
-    assert trainer.fake is None and trainer.head is None  # no LoRA, no ratio head: nothing but the field trains
+    assert trainer.fake is None and trainer.head is None  # no LoRA, no ratio head
+    assert (trainer.corrective is not None) == (preset == "lmc-sds")  # nothing else but the field trains
     metrics = generate(cfg, tmp_path, prior=prior, progress=False)
     assert metrics["status"] == "done" and metrics["steps"] == 3
     state = torch.load(tmp_path / "checkpoint.pt")

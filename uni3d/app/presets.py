@@ -29,6 +29,7 @@ _NOTES = {
     "sdi": "Score Distillation via Inversion: the render's own DDIM-inverted noise; + a few prior passes",
     "dsd": "Diverse Score Distillation: a seeded noise path per particle (varied answers); + a few prior passes",
     "cfd": "Consistent Flow Distillation: noise fixed on the object's surface; + a noise-field render",
+    "lmc-sds": "SDS with a learned manifold corrective: sds without its blur-seeking part; + a small corrective net",
 }
 
 

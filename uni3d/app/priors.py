@@ -36,12 +36,13 @@ def hub_cache() -> Path:
 
 
 def find_priors(extra: Iterable[Path] = (), cache: Path | None = None) -> list[tuple[str, str]]:
-    """``(label, value)`` pairs for a dropdown: the embedded prior (value :data:`EMBEDDED_PRIOR`), then each local
-    SD folder once (value: its path)."""
+    """``(label, value)`` pairs for a dropdown: the default embedded prior (value :data:`EMBEDDED_PRIOR`), the
+    other embedded priors of ``assets/priors``, then each local SD folder once (value: its path)."""
     found: list[tuple[str, str]] = [(f"embedded shapes prior ({EMBEDDED_PRIOR})", EMBEDDED_PRIOR)]
     seen = {(REPO_ROOT / EMBEDDED_PRIOR).resolve()}
-    candidates: list[tuple[str, Path]] = []
-    for folder in [REPO_ROOT / "assets" / "priors", *map(Path, extra)]:
+    embedded = REPO_ROOT / "assets" / "priors"
+    candidates = [(f"embedded {path.name} prior (assets/priors/{path.name})", path) for path in _children(embedded)]
+    for folder in map(Path, extra):
         for path in [folder, *_children(folder)]:
             candidates.append((str(path), path))
     for model in _children(cache if cache is not None else hub_cache()):

@@ -19,6 +19,7 @@ from typing import Any
 
 import gradio as gr
 
+from uni3d.app.examples import EXAMPLE_FIELDS, offered_examples
 from uni3d.app.jobs import Job, JobBoard, PriorCache
 from uni3d.app.presets import preset_choices
 from uni3d.app.priors import find_priors
@@ -328,6 +329,10 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
                     texture = _number("texture_size", "Export: texture size (px)", d.texture_size)
                     frames = _number("turntable_frames", "Export: turntable frames", d.turntable_frames)
                     frame_size = _number("turntable_size", "Export: turntable size (px)", d.turntable_size)
+                examples = offered_examples(app.priors)
+                if examples:
+                    fills = {"prompt": prompt, "prior": prior, "preset": preset, "particles": particles}
+                    gr.Examples(examples, [fills[name] for name in EXAMPLE_FIELDS], label="Examples")
                 with gr.Row():
                     run_btn = gr.Button("Generate", variant="primary", elem_id="uni3d-generate")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="uni3d-cancel")

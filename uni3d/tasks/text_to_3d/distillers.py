@@ -29,8 +29,13 @@ through an effective ``d_real`` or ``d_fake`` that gives exactly that residual (
   root of their number (a sum of distinct i.i.d. ``N(0, 1)`` cells, scaled, is exactly ``N(0, 1)``); pixels
   that see no surface keep the particle's fixed background noise; ``t`` descends over the run.
 
+- ``lmc-sds``, SDS with a Learned Manifold Corrective (Alldieck et al., ECCV 2024, arXiv:2401.05293), as
+  reconstructed from its abstract: SDS's projection term ``(x0 - D_c) / sigma`` replaced by
+  ``J_k^T (k(x0, t) - D_c) / sigma``, ``k`` a shallow network trained alongside to mimic the denoiser's
+  timestep-dependent corruption (:mod:`uni3d.tasks.text_to_3d.corrective`); loss preset ``sds``.
+
 A fake score of the prior at another timestep carries no camera and is never trained: these presets train no LoRA
-and no ratio head.
+and no ratio head (``lmc-sds`` trains its corrective, a few thousand weights).
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ class Distiller:
     Attributes:
         name: the preset name users give.
         loss: the :mod:`uni3d.losses` preset whose form and weighting apply.
-        teacher: ``guided`` (the teacher with CFG) or ``nfsd`` (NFSD's noise-free target).
+        teacher: ``guided`` (the teacher with CFG), ``nfsd`` (NFSD's noise-free target) or ``lmc`` (LMC-SDS's
+            corrected target).
         fake: ``loss`` (as the loss preset: none for sds) or ``shifted`` (the frozen prior at ``t + dt``).
         noise: ``run`` (the run's fresh or seeded noise), ``inverted`` (SDI), ``path`` (DSD) or ``consistent``
             (CFD).
@@ -99,6 +105,7 @@ DISTILLERS: dict[str, Distiller] = {
     "sdi": Distiller("sdi", "sds", noise="inverted", t_schedule="descending"),
     "dsd": Distiller("dsd", "vsd", fake="shifted", noise="path", t_schedule="descending"),
     "cfd": Distiller("cfd", "sds", noise="consistent", t_schedule="descending"),
+    "lmc-sds": Distiller("lmc-sds", "sds", teacher="lmc"),
 }
 
 

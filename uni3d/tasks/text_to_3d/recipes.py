@@ -63,7 +63,7 @@ RECIPES["sd-uni"] = {**RECIPES["sd-vsd"]}
 """``sd-uni``: the ProlificDreamer recipe, whose LoRA fake score the ``uni-*`` presets share (the ratio head keeps
 its own defaults, which have no published SD value)."""
 
-_SDS_LIKE = ("sds", "nfsd", "sdi", "cfd")
+_SDS_LIKE = ("sds", "nfsd", "sdi", "cfd", "lmc-sds")
 _VSD_LIKE = ("vsd", "asd", "dsd")
 
 

@@ -46,6 +46,7 @@ from uni3d.scene.renderer import RenderOutput, VolumeRenderer, build_renderer
 from uni3d.scene.shading import key_light
 from uni3d.tasks.text_to_3d.bank import TeacherBank, draw_bank
 from uni3d.tasks.text_to_3d.config import GenerateConfig
+from uni3d.tasks.text_to_3d.corrective import CORRECTIVE_LR, ManifoldCorrective, corrective_loss, lmc_target
 from uni3d.tasks.text_to_3d.distillers import (
     CFD_GRID,
     CFD_OPACITY,
@@ -136,6 +137,11 @@ class TextTo3D:
         self.opt_g = field_optimizer(self.renderers, cfg.lr)
         learned = self.preset.fake_score == "learned" and (self.distiller is None or self.distiller.fake == "loss")
         self.fake = LoraFakeScore(prior, cfg.lora_rank) if learned else None
+        lmc = self.distiller is not None and self.distiller.teacher == "lmc"
+        latent_channels = int(prior.unet.config.in_channels)
+        self.corrective = ManifoldCorrective(latent_channels).to(self.device) if lmc else None
+        self.lmc_pair: tuple[Tensor, Tensor, Tensor] | None = None
+        """The latest generator pass's ``(x0, sigma, D_c)``: what the corrective trains on after it."""
         channels = int(prior.unet.config.block_out_channels[-1])
         self.head = PooledRatioHead(channels, cfg.ratio_hidden).to(self.device) if self.preset.uses_ratio else None
         self.bank = bank
@@ -152,6 +158,9 @@ class TextTo3D:
                 state=self.fake.trainable_state,
                 load=self.fake.load_trainable_state,
             )
+        if self.corrective is not None:
+            opt_k = torch.optim.Adam(self.corrective.parameters(), lr=CORRECTIVE_LR)
+            fake = Part("corrective", self.corrective, opt_k, optimizer_key="opt_k")
         ratio = None
         if self.head is not None:
             ratio = Part(
@@ -371,7 +380,7 @@ class TextTo3D:
 
     def distiller_denoise(self, x0: Tensor, sigma: Tensor, v: Views) -> Denoised:
         """:meth:`denoise` for the step-changing presets (:mod:`uni3d.tasks.text_to_3d.distillers`): SDI's inverted
-        input, DSD's path noise, NFSD's target, ASD's and DSD's shifted prior as the fake score."""
+        input, DSD's path noise, NFSD's and LMC-SDS's targets, ASD's and DSD's shifted prior as the fake score."""
         d, c, prior = self.distiller, self.cfg, self.prior
         assert d is not None
         n = len(x0)
@@ -391,6 +400,14 @@ class TextTo3D:
         if d.teacher == "nfsd":
             empty, negative = prior.embed([""] * n), prior.embed([c.negative_prompt or NFSD_NEGATIVE] * n)
             d_real = nfsd_target(prior, x0, x_t, sigma, (v.cond, empty, negative), guidance=c.guidance_scale)
+        elif d.teacher == "lmc":
+            assert self.corrective is not None
+            with torch.no_grad(), record_function(f"{STAGE}teacher"):
+                both = prior.denoise(x_t.detach().repeat(2, 1, 1, 1), sigma.repeat(2), torch.cat([v.cond, v.uncond]))
+            d_cond, d_uncond = both[:n], both[n:]
+            d_guided = classifier_free_guidance(d_uncond, d_cond, c.guidance_scale)
+            d_real = lmc_target(self.corrective, x0, sigma, d_cond, d_guided)
+            self.lmc_pair = (x0.detach(), sigma, d_cond)
         else:
             d_real = self.teacher_denoise(x_t.detach(), sigma, v.cond, v.uncond)
         d_fake = None if later is None else shifted_fake(prior, x0, noise, sigma, later, v.cond)
@@ -443,6 +460,9 @@ class TextTo3D:
         """LoRA denoising loss on ``sg(x0)`` (epsilon weighting, the camera dropped with ``camera_drop``; with
         fake-score guidance the prompt is replaced by the negative prompt with ``text_drop``, so the LoRA also
         learns the unconditional score that guidance needs)."""
+        if self.corrective is not None:  # LMC-SDS: its corrective takes the fake score's place in the loop
+            assert self.lmc_pair is not None
+            return corrective_loss(self.corrective, *self.lmc_pair)
         assert self.fake is not None
         v: Views = draw.context
         x0, cond = draw.x0.detach(), v.cond
