@@ -117,3 +117,48 @@ def test_every_embedded_prior_takes_the_embedded_recipe(tiny_prior, tmp_path: Pa
     coarse = Path(__file__).resolve().parents[1] / "assets" / "priors" / "shapes-coarse"
     assert GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(coarse)}).recipe == "embedded"
     assert GenerateConfig.from_dict({"prompt": "a red cube", "prior": str(folder)}).recipe == "sd-sds"
+
+
+def test_the_latent_stage_renders_at_the_latent_side_without_the_encoder(
+    tiny_prior, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
+
+    folder, prior = tiny_prior
+    settings = {**TINY_GENERATE, "prompt": "a red cube", "prior": str(folder), "render_size": 16}
+    cfg = GenerateConfig.from_dict({**settings, "steps": 4, "latent_until": 0.5})
+    trainer = TextTo3D(cfg.resolved(16), prior)
+    latent = int(prior.unet.config.sample_size)
+    encodes: list[int] = []
+    original = type(prior).encode
+    monkeypatch.setattr(type(prior), "encode", lambda self, rgb: encodes.append(len(rgb)) or original(self, rgb))
+    sides = []
+    for step in range(4):
+        x0 = trainer.draw(step, train_generator=True).x0
+        sides.append(trainer.size)
+        assert x0.shape[-1] == latent and x0.requires_grad  # latents either way, differentiable to the field
+    assert sides == [latent, latent, 16, 16] and len(encodes) == 2  # the encoder only after the latent stage
+    with pytest.raises(UsageError, match="latent_until"):
+        GenerateConfig.from_dict({**settings, "latent_until": 1.5})
+
+
+def test_the_latent_map_is_the_least_squares_fit_of_the_encoder(tiny_prior) -> None:
+    from torch.nn import functional as F
+
+    from uni3d.models.latent_rgb import _fitting_images, fit_latent_map
+
+    _, prior = tiny_prior
+    fitted = fit_latent_map(prior)
+    assert fit_latent_map(prior) is fitted  # fitted once per prior
+    latent = int(prior.unet.config.sample_size)
+    factor = 2 ** (len(prior.vae.config.block_out_channels) - 1)
+    images = _fitting_images(latent * factor, seed=0)
+    with torch.no_grad():
+        target = prior.encode(images)
+    colours = F.avg_pool2d(images, factor)
+    residual = (target - fitted(colours)).double()
+    # normal equations: the residual is orthogonal to every colour channel and to the constant
+    for regressor in [*colours.double().unbind(1), torch.ones_like(colours[:, 0]).double()]:
+        dots = torch.einsum("bchw,bhw->c", residual, regressor) / residual.numel()
+        assert dots.abs().max() < 1e-5, dots
+    assert 0 <= fitted.r2 <= 1

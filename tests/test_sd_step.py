@@ -75,3 +75,16 @@ def test_sd_step_runs_a_bf16_prior_with_fp32_adapters_without_rollbacks() -> Non
 def test_sd_step_rejects_unknown_names_before_building_anything(models: list[str], presets: list[str], message: str):
     with pytest.raises(UsageError, match=message):
         run(models, presets, PriorOptions(), steps=1, warmup=0)
+
+
+def test_a_latent_stage_row_joins_the_earlier_rows(tmp_path: Path) -> None:
+    base = f"bench sd-step --models tiny --presets sds --device cpu --steps 1 --warmup 0 --docs {tmp_path}".split()
+    assert main(base) == 0
+    assert main([*base, "--latent-stage"]) == 0
+    assert main(base) == 0  # measured again: replaces its own row, keeps the latent one
+    saved = json.loads((tmp_path / "benchmarks" / "sd_step.json").read_text())
+    assert [(r["stage"], r["render"]) for r in saved["rows"]] == [("latent", 16), ("rgb", 32)]
+    assert saved["rows"][0]["command"].endswith("--latent-stage") and saved["rows"][0]["rollbacks"] == 0
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| tiny | `sds` | float32 | - | latent | 16² (32 px; render 16) |" in text
+    assert "Earlier rows: `uni3d bench sd-step --models tiny --presets sds" in text

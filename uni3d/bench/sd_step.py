@@ -9,13 +9,17 @@ classifier-free-guided UNet forward (``2 x views`` images, no grad) and, for pre
 the LoRA UNet's forward + backward (its denoising step). The rest of a step (render, VAE encoder forward and
 backward, the generator loss's LoRA forward, regularizers, ratio head, optimizer steps) is the **overhead**,
 ``step / bare``. Peak memory: ``torch.cuda.max_memory_allocated`` over the timed steps on CUDA; on CPU, the
-process's peak resident set size (models included). Writes ``docs/benchmarks/sd_step.json`` and the section
-between ``<!-- sd-step:begin -->`` and ``<!-- sd-step:end -->`` of ``docs/benchmarks.md``.
+process's peak resident set size (models included). ``--latent-stage`` times the step of the latent first stage
+(``latent_until``: colour rendered at the latent side and mapped to latents by the prior's fitted affine map, no
+VAE encoder). Writes ``docs/benchmarks/sd_step.json`` and the section between ``<!-- sd-step:begin -->`` and
+``<!-- sd-step:end -->`` of ``docs/benchmarks.md``; rows of another model, preset, dtype, memory options, device or
+stage measured earlier are kept, each with its own command and machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
 import sys
@@ -58,6 +62,11 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
     for name in MEMORY_OPTIONS:
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", help=f"prior memory: {name}")
     p.add_argument("--profile", action="store_true", help="one more step per case under torch.profiler: per stage")
+    p.add_argument(
+        "--latent-stage",
+        action="store_true",
+        help="time the latent first stage's step (rendered straight into latent space, no VAE encoder)",
+    )
     p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
     p.set_defaults(func=_bench_sd_step)
 
@@ -174,13 +183,17 @@ def measure(
     memory: str = "",
     *,
     profile: bool = False,
+    latent_stage: bool = False,
 ) -> dict[str, Any]:
     """One row: median step and bare seconds, their ratio, peak memory and the run's shapes; with ``profile``, one
-    more step under the profiler gives the seconds of each stage (:func:`breakdown`)."""
+    more step under the profiler gives the seconds of each stage (:func:`breakdown`); with ``latent_stage``, the
+    steps are the latent first stage's."""
     from uni3d.tasks.text_to_3d.trainer import TextTo3D, prior_image_size
 
     device = str(prior.log_sigmas.device)
-    cfg = GenerateConfig(prompt=PROMPT, preset=preset, steps=warmup + steps).resolved(prior_image_size(prior))
+    cfg = GenerateConfig(
+        prompt=PROMPT, preset=preset, steps=warmup + steps, latent_until=1.0 if latent_stage else 0.0
+    ).resolved(prior_image_size(prior))
     torch.manual_seed(0)
     trainer = TextTo3D(cfg, prior)
     bare = median_seconds(bare_call(trainer), warmup, steps, device)
@@ -198,7 +211,8 @@ def measure(
         "device": device,
         "latent": int(unet.sample_size),
         "image": prior_image_size(prior),
-        "render": cfg.render_size,
+        "render": int(unet.sample_size) if latent_stage else cfg.render_size,
+        "stage": "latent" if latent_stage else "rgb",
         "views": cfg.views_per_step,
         "unet_params_m": round(sum(p.numel() for p in prior.unet.parameters()) / 1e6, 1),
         "step_s": step,
@@ -220,6 +234,7 @@ def run(
     warmup: int,
     *,
     profile: bool = False,
+    latent_stage: bool = False,
 ) -> list[dict[str, Any]]:
     """Every (model, preset) row with the prior ``options`` (a resolved device); each model is built once. Names
     and counts are checked before any model is built (a full-size one takes a while)."""
@@ -243,7 +258,9 @@ def run(
     for model in models:
         prior = build_prior(model, options)
         for preset in presets:
-            rows.append(measure(prior, model, preset, steps, warmup, memory, profile=profile))
+            rows.append(
+                measure(prior, model, preset, steps, warmup, memory, profile=profile, latent_stage=latent_stage)
+            )
             print(_row(rows[-1]), flush=True)
         del prior
         if options.device.startswith("cuda"):
@@ -253,14 +270,17 @@ def run(
 
 def _row(r: dict[str, Any]) -> str:
     return (
-        f"| {r['model']} | `{r['preset']}` | {r['dtype']} | {r['memory'] or '-'} | {r['latent']}² ({r['image']} px; render {r['render']}) "
+        f"| {r['model']} | `{r['preset']}` | {r['dtype']} | {r['memory'] or '-'} | {r.get('stage', 'rgb')} "
+        f"| {r['latent']}² ({r['image']} px; render {r['render']}) "
         f"| {r['unet_params_m']:.0f} M | {1000 * r['step_s']:.0f} | {1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x "
         f"| {r['peak_gib']:.1f} | {r['rollbacks']} |"
     )
 
 
 def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
-    """The docs section: the command, machine and one table row per (model, preset)."""
+    """The docs section: the latest command and machine, the earlier commands whose rows are kept, and one table row
+    per (model, preset, stage, ...)."""
+    earlier = sorted({(r["command"], r["date"]) for r in rows if r.get("command", command) != command})
     where = info["cuda"] or f"{info['cpu']} ({info['cores']} cores, {info['torch_threads']} torch threads)"
     memory = "`torch.cuda.max_memory_allocated` over the timed steps" if info["cuda"] else "peak RSS of the process"
     lines = [
@@ -271,12 +291,15 @@ def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> s
         "Random-weight models with the released architectures (`uni3d/prior/architectures.py`); the default "
         "`GenerateConfig` otherwise. Step: median of the timed `TextTo3D.train_step` calls after the warm-up. "
         "Bare: the teacher's guided UNet forward (no grad) plus, for presets with a LoRA fake score, the LoRA "
-        f"UNet's forward + backward, at the same batch. Peak memory: {memory}. Raw numbers: "
+        f"UNet's forward + backward, at the same batch. Peak memory: {memory}. Stage: `rgb`, the default step "
+        "(render, upsample, VAE encoder); `latent`, the latent first stage's (`--latent-stage`: colour rendered at the "
+        "latent side, mapped by the prior's fitted affine map, no encoder). Raw numbers: "
         "`docs/benchmarks/sd_step.json`.",
+        *[f"Earlier rows: `{c}` ({d})." for c, d in earlier],
         "",
-        "| model | preset | dtype | memory options | latent | UNet | step ms | bare ms | step / bare | peak GiB "
-        "| rollbacks |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | preset | dtype | memory options | stage | latent | UNet | step ms | bare ms | step / bare "
+        "| peak GiB | rollbacks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(_row(r) for r in rows),
         *_breakdown_table([r for r in rows if "stages_s" in r]),
         END,
@@ -293,7 +316,7 @@ def _breakdown_table(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         total = sum(r["stages_s"].values()) or 1.0
         shares = " | ".join(f"{r['stages_s'][n]:.2f} ({100 * r['stages_s'][n] / total:.0f}%)" for n in names)
-        cells.append(f"| {r['model']} | `{r['preset']}` | {total:.2f} | {shares} |")
+        cells.append(f"| {r['model']} | `{r['preset']}` ({r.get('stage', 'rgb')}) | {total:.2f} | {shares} |")
     return [
         "",
         "Where one step goes (`--profile`: one more step under `torch.profiler`; seconds and share of that step per "
@@ -307,6 +330,22 @@ def _breakdown_table(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _key(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        str(row.get(k, "rgb" if k == "stage" else ""))
+        for k in ("model", "preset", "dtype", "memory", "device", "stage")
+    )
+
+
+def merge_rows(earlier: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` and the rows of the ``earlier`` file (its command and date added to rows saved without them) whose
+    model, preset, dtype, memory options, device and stage were not measured again, in the earlier order first."""
+    fresh = {_key(r) for r in rows}
+    legacy = {"command": earlier.get("command", ""), "date": earlier.get("machine", {}).get("date", "")}
+    kept = [{**legacy, **r} for r in earlier.get("rows", []) if _key(r) not in fresh]
+    return kept + rows
+
+
 def _bench_sd_step(args: argparse.Namespace) -> int:
     from uni3d.models.stable_diffusion import PriorOptions
 
@@ -315,15 +354,20 @@ def _bench_sd_step(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     memory = {name: bool(getattr(args, name)) for name in MEMORY_OPTIONS}
-    rows = run(models, presets, PriorOptions(dtype, device, **memory), args.steps, args.warmup, profile=args.profile)
+    options = PriorOptions(dtype, device, **memory)
+    rows = run(models, presets, options, args.steps, args.warmup, profile=args.profile, latent_stage=args.latent_stage)
     switches = "".join(f" --{name.replace('_', '-')}" for name, on in memory.items() if on)
     switches += " --profile" if args.profile else ""
+    switches += " --latent-stage" if args.latent_stage else ""
     command = (
         f"uni3d bench sd-step --models {','.join(models)} --presets {','.join(presets)} --device {device} "
         f"--dtype {dtype} --steps {args.steps} --warmup {args.warmup}{switches}"
     )
     info = machine()
-    save_json(args.docs / "benchmarks" / "sd_step.json", {"machine": info, "command": command, "rows": rows})
+    path = args.docs / "benchmarks" / "sd_step.json"
+    rows = [{**r, "command": command, "date": info["date"]} for r in rows]
+    rows = merge_rows(json.loads(path.read_text()) if path.is_file() else {}, rows)
+    save_json(path, {"machine": info, "command": command, "rows": rows})
     replace_section(args.docs / "benchmarks.md", section(rows, info, command))
     print(f"wrote {args.docs / 'benchmarks.md'} and {args.docs / 'benchmarks' / 'sd_step.json'}")
     return 0

@@ -70,6 +70,7 @@ ADDED_LATER: dict[str, Any] = {
     "render_milestone": None,
     "albedo_until": 0.0,
     "textureless_prob": 0.0,
+    "latent_until": 0.0,
 }
 """Settings added after runs were saved, with the value every earlier run had (resume and run-folder names)."""
 
@@ -171,6 +172,10 @@ class GenerateConfig:
     render_milestone: tuple[float, int] | None = None
     """``(progress, size)``: from that share of the run on, render at that side (threestudio's resolution milestone
     for ProlificDreamer); a share, like ``anneal_until``, so that a recipe's schedule scales with ``steps``."""
+    latent_until: float = 0.0
+    """The run's first share renders straight into latent space: colour at the latent side, mapped to latents by
+    the prior's fitted affine map (:mod:`uni3d.models.latent_rgb`) instead of the VAE encoder (Latent-NeRF's first
+    stage, with the same RGB field); 0: never."""
     elevation_deg: tuple[float, float] = (-10.0, 60.0)
     azimuth_deg: tuple[float, float] = (-180.0, 180.0)
     distance: tuple[float, float] = (2.5, 3.5)
@@ -262,6 +267,7 @@ class GenerateConfig:
             "render_size 16-1024": self.render_size is None or 16 <= self.render_size <= 1024,
             "render_milestone (progress in (0, 1], size 16-1024)": self.render_milestone is None
             or (0 < self.render_milestone[0] <= 1 and 16 <= self.render_milestone[1] <= 1024),
+            "0 <= latent_until <= 1": 0 <= self.latent_until <= 1,
             "0 <= albedo_until <= 1 and 0 <= textureless_prob <= 1": 0 <= self.albedo_until <= 1
             and 0 <= self.textureless_prob <= 1,
             "grid_min_density > 0": self.grid_min_density is None or self.grid_min_density > 0,

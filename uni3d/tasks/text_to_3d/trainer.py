@@ -37,6 +37,7 @@ from uni3d.diffusion.units import classifier_free_guidance
 from uni3d.engine import STAGE, Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
 from uni3d.losses import RatioEstimate, fake_score_loss
 from uni3d.models.frozen import frozen
+from uni3d.models.latent_rgb import fit_latent_map
 from uni3d.models.lora_fake_score import LoraFakeScore, camera_condition
 from uni3d.models.ratio_heads import PooledRatioHead
 from uni3d.models.stable_diffusion import StableDiffusionPrior
@@ -118,6 +119,9 @@ class TextTo3D:
         self.size = self.base_size
         self.step_shading: str | None = None
         self.prior_size = prior_image_size(prior)
+        self.latent_map = fit_latent_map(prior) if cfg.latent_until > 0 else None
+        self.in_latent_stage = False
+        """Whether the current step renders straight into latent space (``latent_until``)."""
         self.sampler = CameraSampler(cfg.elevation_deg, cfg.azimuth_deg, cfg.distance, cfg.fov_deg)
         self.timesteps: TimestepRange = cfg.timestep_range()
         self.lora_timesteps = TimestepRange(cfg.lora_t_min, cfg.lora_t_max, cfg.lora_t_max)
@@ -248,6 +252,9 @@ class TextTo3D:
             group["lr"] = c.lr * lr_factor(step, c.steps, c.lr_warmup_steps, c.lr_final)
         milestone = c.render_milestone
         self.size = milestone[1] if milestone is not None and step >= milestone[0] * c.steps else self.base_size
+        self.in_latent_stage = step < c.latent_until * c.steps
+        if self.in_latent_stage:
+            self.size = int(self.prior.unet.config.sample_size)
         self.step_shading = self.shading_at(step)
         for renderer in self.renderers:
             unmask_levels(renderer.field, c.start_levels, step / c.steps)
@@ -265,15 +272,16 @@ class TextTo3D:
         return None
 
     def render(self, cams: Cameras, particle: int = 0) -> tuple[Tensor, RenderOutput, Tensor, Tensor]:
-        """``rgb (B, 3, S, S)`` of ``particle`` at the prior's side, the per-ray :class:`RenderOutput`, ray
-        ``origins`` and ``dirs`` ``(N, 3)`` (``N = B H W`` rays at the render side)."""
+        """``rgb (B, 3, S, S)`` of ``particle`` at the prior's side (at the latent side in the latent stage), the
+        per-ray :class:`RenderOutput`, ray ``origins`` and ``dirs`` ``(N, 3)`` (``N = B H W`` rays at the render
+        side)."""
         origins, dirs = (t.reshape(-1, 3).to(self.device) for t in cams.rays())
         renderer = self.renderers[particle]
         out = renderer(
             origins, dirs, light_dir=self.light, with_normals=self.cfg.lambda_orient > 0, shading=self.step_shading
         )
         rgb = out.rgb.view(len(cams), cams.height, cams.width, 3).permute(0, 3, 1, 2)
-        if self.size != self.prior_size:
+        if self.size != self.prior_size and not self.in_latent_stage:
             rgb = F.interpolate(rgb, size=(self.prior_size, self.prior_size), mode="bilinear", align_corners=False)
         return rgb, out, origins, dirs
 
@@ -338,8 +346,8 @@ class TextTo3D:
     # ---- what the shared loop asks for ---------------------------------------------------------------------------
 
     def draw(self, step: int, *, train_generator: bool) -> Draw:
-        """Schedules, cameras, text conditions, render and ``x0 = E(render)`` (live: the regularizers need the
-        render's graph even while only the fake score trains)."""
+        """Schedules, cameras, text conditions, render and ``x0 = E(render)`` (the fitted latent map in the latent
+        stage; live: the regularizers need the render's graph even while only the fake score trains)."""
         self.prepare(step)
         particles, n = self.active_particles(step), self.cfg.views_per_step
         cams = self.sampler.sample(n * len(particles), self.size)
@@ -350,8 +358,11 @@ class TextTo3D:
             rgb = torch.cat([r[0] for r in rendered])
         renders, origins, dirs = ([r[i] for r in rendered] for i in (1, 2, 3))
         views = Views(cams, cond, uncond, c2w, particles, renders, origins, dirs, step / self.cfg.steps)
-        with record_function(f"{STAGE}vae_encode"):
-            x0 = self.prior.encode(rgb)
+        if self.latent_map is not None and self.in_latent_stage:
+            x0 = self.latent_map(rgb)
+        else:
+            with record_function(f"{STAGE}vae_encode"):
+                x0 = self.prior.encode(rgb)
         return Draw(x0, views, groups=len(particles))
 
     def denoise(self, draw: Draw) -> Denoised:
