@@ -8,7 +8,8 @@ STAMP := $(VENV)/.uni3d-installed
 # driver present the default (CUDA) build is kept. Override with `make TORCH_SPEC=... test`.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 DEMO_OUT ?= runs/demo
-DEMO_PROMPT ?= a red cube
+DEMO_PROMPT ?= a blue sphere with a red cone nose
+DEMO_PRIOR ?= assets/priors/shapes-composite
 
 .PHONY: install test lint demo gpu-check clean
 
@@ -42,11 +43,11 @@ test: lint
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi; echo "every test file passed on its own"
 
-# Text to 3D on the embedded prior (assets/priors/shapes), default preset and settings; a finished run folder
-# is not run again (delete it, or set DEMO_OUT, to run afresh).
+# Text to 3D on the embedded composite prior (an object with a front), default preset and settings; a finished run
+# folder is not run again (delete it, or set DEMO_OUT, to run afresh).
 demo: $(STAMP)
 	$(VENV)/bin/uni3d check divergences
-	$(VENV)/bin/uni3d generate "$(DEMO_PROMPT)" --out $(DEMO_OUT)/text-to-3d
+	$(VENV)/bin/uni3d generate "$(DEMO_PROMPT)" --prior $(DEMO_PRIOR) --out $(DEMO_OUT)/text-to-3d
 	@echo "GLB:   $(DEMO_OUT)/text-to-3d/model.glb"
 	@echo "video: $$(ls $(DEMO_OUT)/text-to-3d/turntable.* | head -n 1)"
 

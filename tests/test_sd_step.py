@@ -80,11 +80,13 @@ def test_sd_step_rejects_unknown_names_before_building_anything(models: list[str
 def test_a_latent_stage_row_joins_the_earlier_rows(tmp_path: Path) -> None:
     base = f"bench sd-step --models tiny --presets sds --device cpu --steps 1 --warmup 0 --docs {tmp_path}".split()
     assert main(base) == 0
-    assert main([*base, "--latent-stage"]) == 0
+    assert main([*base, "--latent-stage", "--profile"]) == 0
     assert main(base) == 0  # measured again: replaces its own row, keeps the latent one
     saved = json.loads((tmp_path / "benchmarks" / "sd_step.json").read_text())
     assert [(r["stage"], r["render"]) for r in saved["rows"]] == [("latent", 16), ("rgb", 32)]
-    assert saved["rows"][0]["command"].endswith("--latent-stage") and saved["rows"][0]["rollbacks"] == 0
+    latent_row = saved["rows"][0]
+    assert latent_row["command"].endswith("--profile --latent-stage") and latent_row["rollbacks"] == 0
+    assert latent_row["stages_s"]["VAE encode"] == 0 and latent_row["stages_s"]["teacher UNet"] > 0  # no encoder
     text = (tmp_path / "benchmarks.md").read_text()
     assert "| tiny | `sds` | float32 | - | latent | 16² (32 px; render 16) |" in text
     assert "Earlier rows: `uni3d bench sd-step --models tiny --presets sds" in text

@@ -191,9 +191,10 @@ def measure(
     from uni3d.tasks.text_to_3d.trainer import TextTo3D, prior_image_size
 
     device = str(prior.log_sigmas.device)
-    cfg = GenerateConfig(
-        prompt=PROMPT, preset=preset, steps=warmup + steps, latent_until=1.0 if latent_stage else 0.0
-    ).resolved(prior_image_size(prior))
+    total = warmup + steps + (1 if profile else 0)  # the profiled step is one of the run's, in its stage
+    cfg = GenerateConfig(prompt=PROMPT, preset=preset, steps=total, latent_until=1.0 if latent_stage else 0.0).resolved(
+        prior_image_size(prior)
+    )
     torch.manual_seed(0)
     trainer = TextTo3D(cfg, prior)
     bare = median_seconds(bare_call(trainer), warmup, steps, device)
