@@ -142,6 +142,16 @@ def test_the_latent_stage_renders_at_the_latent_side_without_the_encoder(
         GenerateConfig.from_dict({**settings, "latent_until": 1.5})
 
 
+def test_a_run_with_a_latent_stage_finishes_and_reports_the_maps_fit(tiny_prior, tmp_path: Path) -> None:
+    from uni3d.tasks.text_to_3d.run import generate
+
+    folder, prior = tiny_prior
+    settings = {**TINY_GENERATE, "prompt": "a red cube", "prior": str(folder), "steps": 2, "latent_until": 0.5}
+    metrics = generate(GenerateConfig.from_dict(settings), tmp_path, prior=prior, progress=False)
+    assert metrics["status"] == "done" and 0 <= metrics["latent_map_r2"] <= 1
+    assert json.loads((tmp_path / "config.json").read_text())["latent_until"] == 0.5
+
+
 def test_the_latent_map_is_the_least_squares_fit_of_the_encoder(tiny_prior) -> None:
     from torch.nn import functional as F
 

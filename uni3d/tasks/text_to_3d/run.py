@@ -250,6 +250,7 @@ def _finish(
         "resumed_from_step": resumed_from,
         "render_size": trainer.size,
         "prior_image_size": trainer.prior_size,
+        **({"latent_map_r2": round(trainer.latent_map.r2, 4)} if trainer.latent_map is not None else {}),
         "train_seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / max(1, trainer.step), 4),
         "export_seconds": round(time.perf_counter() - t0, 2),
