@@ -10,6 +10,7 @@ TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || ech
 DEMO_OUT ?= runs/demo
 DEMO_PROMPT ?= a blue sphere with a red cone nose
 DEMO_PRIOR ?= assets/priors/shapes-composite
+DEMO_RUN = $(DEMO_OUT)/$(shell echo '$(DEMO_PROMPT)' | tr -cs 'a-zA-Z0-9' '-' | sed 's/-$$//')
 
 .PHONY: install test lint demo gpu-check clean
 
@@ -43,13 +44,13 @@ test: lint
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi; echo "every test file passed on its own"
 
-# Text to 3D on the embedded composite prior (an object with a front), default preset and settings; a finished run
-# folder is not run again (delete it, or set DEMO_OUT, to run afresh).
+# Text to 3D on the embedded composite prior (an object with a front), default preset and settings, into a folder
+# named after the prompt; a finished run folder is not run again (delete it, or set DEMO_OUT, to run afresh).
 demo: $(STAMP)
 	$(VENV)/bin/uni3d check divergences
-	$(VENV)/bin/uni3d generate "$(DEMO_PROMPT)" --prior $(DEMO_PRIOR) --out $(DEMO_OUT)/text-to-3d
-	@echo "GLB:   $(DEMO_OUT)/text-to-3d/model.glb"
-	@echo "video: $$(ls $(DEMO_OUT)/text-to-3d/turntable.* | head -n 1)"
+	$(VENV)/bin/uni3d generate "$(DEMO_PROMPT)" --prior $(DEMO_PRIOR) --out $(DEMO_RUN)
+	@echo "GLB:   $(DEMO_RUN)/model.glb"
+	@echo "video: $$(ls $(DEMO_RUN)/turntable.* | head -n 1)"
 
 # On a machine with an NVIDIA GPU: CUDA extras, parity tests, SD-size step and renderer benchmarks, results in docs/.
 gpu-check: $(STAMP)

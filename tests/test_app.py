@@ -164,7 +164,7 @@ def test_the_shipped_embedded_priors_are_offered_by_name() -> None:
     found = dict((value, label) for label, value in find_priors(cache=Path("/nonexistent")))
     composite = str(REPO_ROOT / "assets" / "priors" / "shapes-composite")
     assert found[composite] == "embedded shapes-composite prior (assets/priors/shapes-composite)"
-    assert list(found)[0] == EMBEDDED_PRIOR and len(found) == 3  # shapes, shapes-coarse, shapes-composite
+    assert list(found)[0] == EMBEDDED_PRIOR and str(REPO_ROOT / "assets" / "priors" / "shapes-coarse") in found
 
 
 @pytest.mark.parametrize("row", EXAMPLES, ids=[row[0] for row in EXAMPLES])

@@ -1,4 +1,5 @@
-"""The step-changing score distillers (nfsd, asd, sdi, dsd, cfd, lmc-sds): each one's distinctive piece, and each end to end."""
+"""The step-changing score distillers (nfsd, asd, sdi, dsd, cfd, lmc-sds): each one's distinctive piece, and each
+end to end."""
 
 from __future__ import annotations
 
@@ -145,10 +146,12 @@ def test_lmc_with_an_identity_corrective_is_sds_and_the_corrective_splits_guidan
     s = 7.5
     d_s = d_u + s * (d_c - d_u)
     k = ManifoldCorrective(4)
-    torch.testing.assert_close(lmc_target(k, x0, sigma, d_c, d_s), d_s, rtol=1e-5, atol=1e-5)  # k = identity: SDS
+    torch.testing.assert_close(
+        lmc_target(k, x0, sigma, d_cond=d_c, d_guided=d_s), d_s, rtol=1e-5, atol=1e-5
+    )  # k = identity: SDS
     # a corrective that is a known linear map k(x) = a x: the pull is a (a x0 - D_c), the guidance term unchanged
     a = 0.7
-    target = lmc_target(lambda x, _sigma: a * x, x0, sigma, d_c, d_s)
+    target = lmc_target(lambda x, _sigma: a * x, x0, sigma, d_cond=d_c, d_guided=d_s)
     residual = (x0 - target) / sigma.view(-1, 1, 1, 1)
     want = (s - 1) * (_eps(d_c, x_t, sigma) - _eps(d_u, x_t, sigma)) + a * (a * x0 - d_c) / sigma.view(-1, 1, 1, 1)
     torch.testing.assert_close(residual, want, rtol=1e-4, atol=1e-4)
@@ -174,14 +177,14 @@ def test_lmc_corrective_learns_the_residual_it_is_trained_on() -> None:
     k = ManifoldCorrective(4)
     opt = torch.optim.Adam(k.parameters(), lr=CORRECTIVE_LR)
     x_eval, s_eval = batch(64)
-    before = corrective_loss(k, x_eval, s_eval, corrupt(x_eval, s_eval)).item()
+    before = corrective_loss(k, x_eval, s_eval, estimate=corrupt(x_eval, s_eval)).item()
     for _ in range(300):
         x, s = batch(16)
-        loss = corrective_loss(k, x, s, corrupt(x, s))
+        loss = corrective_loss(k, x, s, estimate=corrupt(x, s))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    after = corrective_loss(k, x_eval, s_eval, corrupt(x_eval, s_eval)).item()
+    after = corrective_loss(k, x_eval, s_eval, estimate=corrupt(x_eval, s_eval)).item()
     assert after < 0.2 * before, (before, after)
 
 

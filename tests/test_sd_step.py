@@ -89,4 +89,5 @@ def test_a_latent_stage_row_joins_the_earlier_rows(tmp_path: Path) -> None:
     assert latent_row["stages_s"]["VAE encode"] == 0 and latent_row["stages_s"]["teacher UNet"] > 0  # no encoder
     text = (tmp_path / "benchmarks.md").read_text()
     assert "| tiny | `sds` | float32 | - | latent | 16² (32 px; render 16) |" in text
-    assert "Earlier rows: `uni3d bench sd-step --models tiny --presets sds" in text
+    assert "- Earlier rows, kept: `uni3d bench sd-step --models tiny --presets sds" in text
+    assert all(r["machine"]["cpu"] for r in saved["rows"])  # each row says where it ran

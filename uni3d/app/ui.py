@@ -298,7 +298,8 @@ def build_demo(out: Path, priors: list[tuple[str, str]] | None = None) -> gr.Blo
                     [(label, value) for label, value in app.priors],
                     value=EMBEDDED_PRIOR,
                     label="Prior",
-                    info="the embedded shapes prior, or a Stable Diffusion folder found on this machine (it runs the "
+                    info="an embedded prior (the default shapes one, or the composite one that knows noses, handles "
+                    "and two things stacked or side by side), or a Stable Diffusion folder found on this machine (it runs the "
                     f"field's recipe for the preset: {', '.join(r for r in RECIPES if r != 'embedded')}; steps and "
                     "guidance left at their defaults take the recipe's)",
                     allow_custom_value=True,

@@ -39,7 +39,6 @@ class Draw:
 def fresh_draws(trainer: TextTo3D, draws: int, seed: int = 1000) -> Iterator[Draw]:
     """``draws`` draws of one view each at the run's current progress, from their own ``seed``; draw ``i`` renders
     particle ``i mod K`` with that particle's noise (fresh, or its seeded noise)."""
-    prior = trainer.prior
     progress = trainer.step / trainer.cfg.steps
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -49,7 +48,7 @@ def fresh_draws(trainer: TextTo3D, draws: int, seed: int = 1000) -> Iterator[Dra
             cond, uncond = trainer.conditions(cams)
             with torch.no_grad():
                 rgb, *_ = trainer.render(cams, particle)
-                x0 = prior.encode(rgb)
+                x0 = trainer.to_latents(rgb)
             sigma = trainer.noise_level(1, progress)
             yield Draw(x0, sigma, trainer.noise(x0, [particle]), cond, uncond, cams.c2w.to(x0.device))
 

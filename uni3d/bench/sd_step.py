@@ -13,7 +13,7 @@ process's peak resident set size (models included). ``--latent-stage`` times the
 (``latent_until``: colour rendered at the latent side and mapped to latents by the prior's fitted affine map, no
 VAE encoder). Writes ``docs/benchmarks/sd_step.json`` and the section between ``<!-- sd-step:begin -->`` and
 ``<!-- sd-step:end -->`` of ``docs/benchmarks.md``; rows of another model, preset, dtype, memory options, device or
-stage measured earlier are kept, each with its own command and machine.
+stage measured earlier are kept, each with its own command, date and machine.
 """
 
 from __future__ import annotations
@@ -292,12 +292,14 @@ def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> s
         "Random-weight models with the released architectures (`uni3d/prior/architectures.py`); the default "
         "`GenerateConfig` otherwise. Step: median of the timed `TextTo3D.train_step` calls after the warm-up. "
         "Bare: the teacher's guided UNet forward (no grad) plus, for presets with a LoRA fake score, the LoRA "
-        f"UNet's forward + backward, at the same batch. Peak memory: {memory}. Stage: `rgb`, the default step "
-        "(render, upsample, VAE encoder); `latent`, the latent first stage's (`--latent-stage`: colour rendered at the "
-        "latent side, mapped by the prior's fitted affine map, no encoder). Raw numbers: "
+        f"UNet's forward + backward, at the same batch. Peak memory: {memory} (a CPU row's includes everything "
+        "the process did before, such as fitting the latent map). Stage: `rgb`, the default step (render, upsample, "
+        "VAE encoder); `latent`, the latent first stage's (`--latent-stage`: colour rendered at the latent side, "
+        "mapped by the prior's fitted affine map, no encoder). Raw numbers: "
         "`docs/benchmarks/sd_step.json`.",
-        *[f"Earlier rows: `{c}` ({d})." for c, d in earlier],
         "",
+        *[f"- Earlier rows, kept: `{c}` ({d})." for c, d in earlier],
+        *([""] if earlier else []),
         "| model | preset | dtype | memory options | stage | latent | UNet | step ms | bare ms | step / bare "
         "| peak GiB | rollbacks |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -339,10 +341,12 @@ def _key(row: dict[str, Any]) -> tuple[str, ...]:
 
 
 def merge_rows(earlier: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` and the rows of the ``earlier`` file (its command and date added to rows saved without them) whose
-    model, preset, dtype, memory options, device and stage were not measured again, in the earlier order first."""
+    """``rows`` and the rows of the ``earlier`` file (its command, date and machine added to rows saved without them)
+    whose model, preset, dtype, memory options, device and stage were not measured again, in the earlier order
+    first."""
     fresh = {_key(r) for r in rows}
-    legacy = {"command": earlier.get("command", ""), "date": earlier.get("machine", {}).get("date", "")}
+    saved_on = earlier.get("machine", {})
+    legacy = {"command": earlier.get("command", ""), "date": saved_on.get("date", ""), "machine": saved_on}
     kept = [{**legacy, **r} for r in earlier.get("rows", []) if _key(r) not in fresh]
     return kept + rows
 
@@ -355,6 +359,11 @@ def _bench_sd_step(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
     memory = {name: bool(getattr(args, name)) for name in MEMORY_OPTIONS}
+    path = args.docs / "benchmarks" / "sd_step.json"
+    try:
+        earlier = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read {path} ({err}); move it away to start a new table") from err
     options = PriorOptions(dtype, device, **memory)
     rows = run(models, presets, options, args.steps, args.warmup, profile=args.profile, latent_stage=args.latent_stage)
     switches = "".join(f" --{name.replace('_', '-')}" for name, on in memory.items() if on)
@@ -365,9 +374,7 @@ def _bench_sd_step(args: argparse.Namespace) -> int:
         f"--dtype {dtype} --steps {args.steps} --warmup {args.warmup}{switches}"
     )
     info = machine()
-    path = args.docs / "benchmarks" / "sd_step.json"
-    rows = [{**r, "command": command, "date": info["date"]} for r in rows]
-    rows = merge_rows(json.loads(path.read_text()) if path.is_file() else {}, rows)
+    rows = merge_rows(earlier, [{**r, "command": command, "date": info["date"], "machine": info} for r in rows])
     save_json(path, {"machine": info, "command": command, "rows": rows})
     replace_section(args.docs / "benchmarks.md", section(rows, info, command))
     print(f"wrote {args.docs / 'benchmarks.md'} and {args.docs / 'benchmarks' / 'sd_step.json'}")

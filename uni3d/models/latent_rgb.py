@@ -28,7 +28,7 @@ FIT_BATCH = 4
 """Images per VAE encode while fitting."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LatentMap:
     """``z = W rgb + b`` per latent pixel; ``r2``: the share of the fitting latents' variance it explains."""
 
@@ -38,7 +38,8 @@ class LatentMap:
 
     def __call__(self, rgb: Tensor) -> Tensor:
         """Latents ``(B, C, h, w)`` of colours ``rgb (B, 3, h, w)`` in ``[0, 1]`` at the latent side; differentiable."""
-        return torch.einsum("oc,bchw->bohw", self.weight, rgb) + self.bias.view(1, -1, 1, 1)
+        weight, bias = self.weight.to(rgb.device), self.bias.to(rgb.device)
+        return torch.einsum("oc,bchw->bohw", weight, rgb) + bias.view(1, -1, 1, 1)
 
 
 _FITTED: weakref.WeakKeyDictionary[StableDiffusionPrior, LatentMap] = weakref.WeakKeyDictionary()

@@ -1,6 +1,5 @@
-"""LMC-SDS's learned manifold corrective (Alldieck, Kolotouros, Sminchisescu, ECCV 2024, arXiv:2401.05293), as
-reconstructed here from the paper's abstract (the method section could not be read; docs/text_to_3d.md says what
-is the paper's and what is ours).
+"""LMC-SDS's learned manifold corrective (Alldieck, Kolotouros, Sminchisescu, ECCV 2024, arXiv:2401.05293), built
+from the paper's abstract (docs/text_to_3d.md says which parts are the paper's and which are uni3d's choices).
 
 SDS's residual splits (in VE units, ``D_s = D_u + s (D_c - D_u)`` the guided teacher, ``D_c`` the prompt-conditioned
 unguided one) into a guidance term and a projection term:
@@ -52,18 +51,19 @@ class ManifoldCorrective(nn.Module):
         return x + self.out(h)
 
 
-def corrective_loss(corrective: ManifoldCorrective, x0: Tensor, sigma: Tensor, estimate: Tensor) -> Tensor:
+def corrective_loss(corrective: ManifoldCorrective, x0: Tensor, sigma: Tensor, *, estimate: Tensor) -> Tensor:
     """The corrective's training loss ``mean |k(sg(x0), sigma) - sg(D_c)|^2`` on one step's pairs."""
     return (corrective(x0.detach(), sigma) - estimate.detach()).square().mean()
 
 
 def lmc_target(
-    corrective: Callable[[Tensor, Tensor], Tensor], x0: Tensor, sigma: Tensor, d_cond: Tensor, d_guided: Tensor
+    corrective: Callable[[Tensor, Tensor], Tensor], x0: Tensor, sigma: Tensor, *, d_cond: Tensor, d_guided: Tensor
 ) -> Tensor:
     """LMC-SDS's effective ``d_real = x0 - (D_c - D_s) - J_k^T (k(x0, sigma) - D_c)`` (``d_cond``: ``D_c``,
     ``d_guided``: ``D_s``, both at the step's ``x_t``), so that the ``sds`` form's residual
     ``(x0 - d_real) / sigma`` is ``(s - 1) (eps_c - eps_u) + J_k^T (k(x0, sigma) - D_c) / sigma``; with ``k`` the
-    identity it is ``D_s``, SDS's (``corrective``: ``k``, any differentiable map). No gradient reaches ``x0`` or ``k``'s weights."""
+    identity it is ``D_s``, SDS's (``corrective``: ``k``, any differentiable map). No gradient reaches ``x0`` or
+    ``k``'s weights."""
     with torch.enable_grad():
         x = x0.detach().requires_grad_(True)
         k = corrective(x, sigma)

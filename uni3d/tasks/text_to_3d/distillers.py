@@ -35,7 +35,7 @@ through an effective ``d_real`` or ``d_fake`` that gives exactly that residual (
   timestep-dependent corruption (:mod:`uni3d.tasks.text_to_3d.corrective`); loss preset ``sds``.
 
 A fake score of the prior at another timestep carries no camera and is never trained: these presets train no LoRA
-and no ratio head (``lmc-sds`` trains its corrective, a few thousand weights).
+and no ratio head (``lmc-sds`` trains its small corrective network).
 """
 
 from __future__ import annotations

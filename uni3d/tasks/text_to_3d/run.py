@@ -248,7 +248,7 @@ def _finish(
         "prompt_notes": notes,
         "steps": trainer.step,
         "resumed_from_step": resumed_from,
-        "render_size": trainer.size,
+        "render_size": trainer.shown_size,
         "prior_image_size": trainer.prior_size,
         **({"latent_map_r2": round(trainer.latent_map.r2, 4)} if trainer.latent_map is not None else {}),
         "train_seconds": round(seconds, 2),

@@ -214,6 +214,12 @@ class TextTo3D:
         return [p for p in module.parameters() if p.requires_grad]
 
     @property
+    def shown_size(self) -> int:
+        """The side of what people look at (previews, the reported render size): the render side, or the run's
+        own render side while the latent stage renders at the latent one."""
+        return self.base_size if self.in_latent_stage else self.size
+
+    @property
     def step(self) -> int:
         """Completed steps."""
         return self.loop.step_count
@@ -358,12 +364,16 @@ class TextTo3D:
             rgb = torch.cat([r[0] for r in rendered])
         renders, origins, dirs = ([r[i] for r in rendered] for i in (1, 2, 3))
         views = Views(cams, cond, uncond, c2w, particles, renders, origins, dirs, step / self.cfg.steps)
-        if self.latent_map is not None and self.in_latent_stage:
-            x0 = self.latent_map(rgb)
-        else:
-            with record_function(f"{STAGE}vae_encode"):
-                x0 = self.prior.encode(rgb)
+        x0 = self.to_latents(rgb)
         return Draw(x0, views, groups=len(particles))
+
+    def to_latents(self, rgb: Tensor) -> Tensor:
+        """``x0`` of renders from :meth:`render`: the VAE encoder's latents, or in the latent stage the prior's
+        fitted latent map of the latent-side colours."""
+        if self.latent_map is not None and self.in_latent_stage:
+            return self.latent_map(rgb)
+        with record_function(f"{STAGE}vae_encode"):
+            return self.prior.encode(rgb)
 
     def denoise(self, draw: Draw) -> Denoised:
         """``x_t`` at an annealed noise level, ``D_q`` (guided), ``D_p`` (frozen LoRA, live input when the preset
@@ -417,7 +427,7 @@ class TextTo3D:
                 both = prior.denoise(x_t.detach().repeat(2, 1, 1, 1), sigma.repeat(2), torch.cat([v.cond, v.uncond]))
             d_cond, d_uncond = both[:n], both[n:]
             d_guided = classifier_free_guidance(d_uncond, d_cond, c.guidance_scale)
-            d_real = lmc_target(self.corrective, x0, sigma, d_cond, d_guided)
+            d_real = lmc_target(self.corrective, x0, sigma, d_cond=d_cond, d_guided=d_guided)
             self.lmc_pair = (x0.detach(), sigma, d_cond)
         else:
             d_real = self.teacher_denoise(x_t.detach(), sigma, v.cond, v.uncond)
@@ -468,12 +478,14 @@ class TextTo3D:
         return self.head(real_features, sigma), self.head(denoised.features, sigma)
 
     def fake_score_loss(self, draw: Draw) -> Tensor:
-        """LoRA denoising loss on ``sg(x0)`` (epsilon weighting, the camera dropped with ``camera_drop``; with
-        fake-score guidance the prompt is replaced by the negative prompt with ``text_drop``, so the LoRA also
-        learns the unconditional score that guidance needs)."""
+        """The loss of what trains beside the field in the loop's fake-score slot: LMC-SDS's corrective on the
+        latest generator pass's pair (:func:`corrective_loss`), else the LoRA denoising loss on ``sg(x0)`` (epsilon
+        weighting, the camera dropped with ``camera_drop``; with fake-score guidance the prompt is replaced by the
+        negative prompt with ``text_drop``, so the LoRA also learns the unconditional score that guidance needs)."""
         if self.corrective is not None:  # LMC-SDS: its corrective takes the fake score's place in the loop
-            assert self.lmc_pair is not None
-            return corrective_loss(self.corrective, *self.lmc_pair)
+            assert self.lmc_pair is not None, "the corrective trains after the generator pass (generator-first)"
+            x0, sigma, d_cond = self.lmc_pair
+            return corrective_loss(self.corrective, x0, sigma, estimate=d_cond)
         assert self.fake is not None
         v: Views = draw.context
         x0, cond = draw.x0.detach(), v.cond
@@ -537,10 +549,10 @@ class TextTo3D:
 
     @torch.no_grad()
     def preview(self, n_views: int = 4, particle: int = 0) -> Tensor:
-        """``(n_views, S, S, 3)`` uint8 orbit renders of ``particle`` at the render side (eval mode, the run's
+        """``(n_views, S, S, 3)`` uint8 orbit renders of ``particle`` at :attr:`shown_size` (eval mode, the run's
         light)."""
         distance = sum(self.cfg.distance) / 2
-        orbit = orbit_cameras(n_views, elevation_deg=15.0, distance=distance, size=self.size)
+        orbit = orbit_cameras(n_views, elevation_deg=15.0, distance=distance, size=self.shown_size)
         cams = Cameras(orbit.c2w.to(self.device), orbit.fov_y.to(self.device), orbit.height, orbit.width)
         renderer = self.renderers[particle]
         renderer.eval()
