@@ -234,6 +234,12 @@ class GenerateConfig:
         check_prompt(self.negative_prompt, what="the negative prompt", allow_blank=True)
         check_device_name(self.device)
         check_prior_dtype(self.dtype)
+        key = (self.preset or "").strip().lower()
+        if key not in (*TEXT_TO_3D_PRESETS, *PRESET_NAMES) and not key.startswith(("uni-", "fdistill-")):
+            raise UsageError(
+                f"unknown preset {self.preset!r}; valid: {', '.join(TEXT_TO_3D_PRESETS)} (uni-<f> and fdistill-<f> "
+                "take any divergence)"
+            )
         if loss_preset(self.preset).regression_weight > 0:
             raise UsageError(
                 f"preset {self.preset!r} regresses onto teacher ODE samples of a one-step generator's noise, which a "
