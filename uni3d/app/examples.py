@@ -6,10 +6,9 @@ An example whose prior is not offered on this machine is left out, so every exam
 
 from __future__ import annotations
 
-from uni3d.paths import REPO_ROOT
-from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, EMBEDDED_PRIORS_FOLDER
 
-COMPOSITE_PRIOR = str(REPO_ROOT / "assets" / "priors" / "shapes-composite")
+COMPOSITE_PRIOR = str(EMBEDDED_PRIORS_FOLDER / "shapes-composite")
 """The prior that knows noses, handles, knobs and two parts stacked or side by side (its value in the Prior menu)."""
 
 EXAMPLE_FIELDS = ("prompt", "prior", "preset", "particles")

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from uni3d.paths import REPO_ROOT
-from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR
+from uni3d.tasks.text_to_3d.config import EMBEDDED_PRIOR, EMBEDDED_PRIORS_FOLDER
 
 
 def _is_prior(folder: Path) -> bool:
@@ -40,8 +40,9 @@ def find_priors(extra: Iterable[Path] = (), cache: Path | None = None) -> list[t
     other embedded priors of ``assets/priors``, then each local SD folder once (value: its path)."""
     found: list[tuple[str, str]] = [(f"embedded shapes prior ({EMBEDDED_PRIOR})", EMBEDDED_PRIOR)]
     seen = {(REPO_ROOT / EMBEDDED_PRIOR).resolve()}
-    embedded = REPO_ROOT / "assets" / "priors"
-    candidates = [(f"embedded {path.name} prior (assets/priors/{path.name})", path) for path in _children(embedded)]
+    candidates = [
+        (f"embedded {path.name} prior (assets/priors/{path.name})", path) for path in _children(EMBEDDED_PRIORS_FOLDER)
+    ]
     for folder in map(Path, extra):
         for path in [folder, *_children(folder)]:
             candidates.append((str(path), path))

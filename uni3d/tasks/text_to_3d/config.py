@@ -30,7 +30,9 @@ from uni3d.tasks.text_to_3d.distillers import DISTILLERS, get_distiller, loss_pr
 from uni3d.tasks.text_to_3d.recipes import default_recipe, recipe_settings
 
 EMBEDDED_PRIOR = "assets/priors/shapes"
+"""The embedded prior's folder, relative to the repository root (made by ``uni3d train-prior``)."""
 EMBEDDED_PRIORS_FOLDER = REPO_ROOT / "assets" / "priors"
+"""Where the shipped embedded priors live (the default one and the others, such as the composite one)."""
 
 
 def is_embedded_prior(prior: str) -> bool:
@@ -45,7 +47,6 @@ def is_embedded_prior(prior: str) -> bool:
     return (folder / VIEWS_FILE).is_file() or folder.resolve().parent == EMBEDDED_PRIORS_FOLDER.resolve()
 
 
-"""The embedded prior's folder, relative to the repository root (made by ``uni3d train-prior``)."""
 T_MIN = 0.02
 """Lower end of the generator's timestep range (fraction of ``T``), DreamFusion / threestudio."""
 T_MIN_RATIO = 0.2

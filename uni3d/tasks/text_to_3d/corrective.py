@@ -19,10 +19,16 @@ alongside the field on the step's own pairs ``(sg(x0), sg(D_c))``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from uni3d.diffusion.units import classifier_free_guidance
+
+if TYPE_CHECKING:  # diffusers: imported when a run starts
+    from uni3d.models.stable_diffusion import StableDiffusionPrior
 
 CORRECTIVE_WIDTH = 32
 """Channels of the corrective's two hidden convolutions."""
@@ -69,3 +75,24 @@ def lmc_target(
         k = corrective(x, sigma)
         (pull,) = torch.autograd.grad(k, x, grad_outputs=(k - d_cond).detach())
     return (x0.detach() - (d_cond - d_guided) - pull).detach()
+
+
+def lmc_denoise(
+    prior: StableDiffusionPrior,
+    corrective: ManifoldCorrective,
+    x0: Tensor,
+    *,
+    x_t: Tensor,
+    sigma: Tensor,
+    conditions: tuple[Tensor, Tensor],
+    guidance: float,
+) -> tuple[Tensor, Tensor]:
+    """One LMC-SDS teacher pass at ``x_t``: ``(d_real, D_c)``, the :func:`lmc_target` the ``sds`` form distils and
+    the prompt-conditioned estimate the corrective then trains on (``conditions``: the prompt's and the negative
+    prompt's embeddings; one UNet batch of both, no gradient)."""
+    n = len(x_t)
+    with torch.no_grad():
+        both = prior.denoise(x_t.detach().repeat(2, 1, 1, 1), sigma.repeat(2), torch.cat(conditions))
+    d_cond, d_uncond = both[:n], both[n:]
+    d_guided = classifier_free_guidance(d_uncond, d_cond, guidance)
+    return lmc_target(corrective, x0, sigma, d_cond=d_cond, d_guided=d_guided), d_cond

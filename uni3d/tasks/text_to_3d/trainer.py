@@ -47,7 +47,7 @@ from uni3d.scene.renderer import RenderOutput, VolumeRenderer, build_renderer
 from uni3d.scene.shading import key_light
 from uni3d.tasks.text_to_3d.bank import TeacherBank, draw_bank
 from uni3d.tasks.text_to_3d.config import GenerateConfig
-from uni3d.tasks.text_to_3d.corrective import CORRECTIVE_LR, ManifoldCorrective, corrective_loss, lmc_target
+from uni3d.tasks.text_to_3d.corrective import CORRECTIVE_LR, ManifoldCorrective, corrective_loss, lmc_denoise
 from uni3d.tasks.text_to_3d.distillers import (
     CFD_GRID,
     CFD_OPACITY,
@@ -423,11 +423,16 @@ class TextTo3D:
             d_real = nfsd_target(prior, x0, x_t, sigma, (v.cond, empty, negative), guidance=c.guidance_scale)
         elif d.teacher == "lmc":
             assert self.corrective is not None
-            with torch.no_grad(), record_function(f"{STAGE}teacher"):
-                both = prior.denoise(x_t.detach().repeat(2, 1, 1, 1), sigma.repeat(2), torch.cat([v.cond, v.uncond]))
-            d_cond, d_uncond = both[:n], both[n:]
-            d_guided = classifier_free_guidance(d_uncond, d_cond, c.guidance_scale)
-            d_real = lmc_target(self.corrective, x0, sigma, d_cond=d_cond, d_guided=d_guided)
+            with record_function(f"{STAGE}teacher"):
+                d_real, d_cond = lmc_denoise(
+                    prior,
+                    self.corrective,
+                    x0,
+                    x_t=x_t,
+                    sigma=sigma,
+                    conditions=(v.cond, v.uncond),
+                    guidance=c.guidance_scale,
+                )
             self.lmc_pair = (x0.detach(), sigma, d_cond)
         else:
             d_real = self.teacher_denoise(x_t.detach(), sigma, v.cond, v.uncond)
