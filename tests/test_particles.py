@@ -181,3 +181,31 @@ def test_seeded_noise_is_each_particles_own_and_used_by_every_draw(tiny_prior) -
         _cfg(folder, noise="pink")
     with pytest.raises(UsageError, match="timestep schedule"):
         _cfg(folder, t_schedule="ascending")
+
+
+def test_lora_trains_at_the_generators_noise_levels_when_asked(tiny_prior) -> None:
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
+
+    folder, prior = tiny_prior
+    high = prior.sigma_at(torch.tensor(0.7 * (prior.num_train_timesteps - 1)))
+    seen: dict[str, list[float]] = {}
+    for schedule in ("uniform", "generator"):
+        torch.manual_seed(0)
+        trainer = TextTo3D(_cfg(folder, preset="vsd", particles=2, steps=100, lora_t_schedule=schedule), prior)
+        assert trainer.fake is not None
+        sigmas: list[float] = []
+        denoise = trainer.fake.denoise
+
+        def record(x, sigma, *args, _denoise=denoise, _sigmas=sigmas):
+            _sigmas.extend(sigma.tolist())
+            return _denoise(x, sigma, *args)
+
+        trainer.fake.denoise = record  # type: ignore[method-assign]
+        for _ in range(10):
+            trainer.fake_score_loss(trainer.draw(0, train_generator=False))
+        seen[schedule] = sigmas
+    # step 0 of the descending schedule draws t near 0.98 T: the LoRA follows it only when asked to
+    assert min(seen["generator"]) > float(high)
+    assert min(seen["uniform"]) < float(high)
+    with pytest.raises(UsageError, match="lora_t_schedule one of uniform, generator"):
+        _cfg(folder, lora_t_schedule="late")

@@ -172,3 +172,33 @@ def test_the_latent_map_is_the_least_squares_fit_of_the_encoder(tiny_prior) -> N
         dots = torch.einsum("bchw,bhw->c", residual, regressor) / residual.numel()
         assert dots.abs().max() < 1e-5, dots
     assert 0 <= fitted.r2 <= 1
+
+
+def test_a_lower_encode_side_encodes_fewer_pixels_and_gives_the_unets_latents(
+    tiny_prior, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uni3d.tasks.text_to_3d.run import generate
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D, prior_image_size
+
+    folder, prior = tiny_prior
+    full, latent = prior_image_size(prior), int(prior.unet.config.sample_size)
+    factor = full // latent
+    settings = {**TINY_GENERATE, "prompt": "a red cube", "prior": str(folder), "render_size": full}
+    sides: list[int] = []
+    original = type(prior).encode
+    monkeypatch.setattr(type(prior), "encode", lambda self, rgb: sides.append(rgb.shape[-1]) or original(self, rgb))
+    torch.manual_seed(0)
+    default = TextTo3D(GenerateConfig.from_dict(settings).resolved(full), prior).draw(0, train_generator=True).x0
+    torch.manual_seed(0)
+    half = GenerateConfig.from_dict({**settings, "encode_size": full // 2}).resolved(full)
+    x0 = TextTo3D(half, prior).draw(0, train_generator=True).x0
+    assert sides == [full, full // 2]
+    assert x0.shape == default.shape and x0.requires_grad  # the UNet's side, differentiable to the field
+    assert not torch.allclose(x0, default)
+    for bad in (full * 2, full // 2 + factor // 2 if factor > 1 else 0):
+        if bad:
+            with pytest.raises(UsageError, match="encode_size"):
+                generate(GenerateConfig.from_dict({**settings, "encode_size": bad}), tmp_path / "bad", prior=prior)
+    assert not (tmp_path / "bad").exists()  # refused before the run folder is made
+    with pytest.raises(UsageError, match="encode_size 8-1024"):
+        GenerateConfig.from_dict({**settings, "encode_size": 4})

@@ -91,3 +91,14 @@ def test_a_latent_stage_row_joins_the_earlier_rows(tmp_path: Path) -> None:
     assert "| tiny | `sds` | float32 | - | latent | 16² (32 px; render 16) |" in text
     assert "- Earlier rows, kept: `uni3d bench sd-step --models tiny --presets sds" in text
     assert all(r["machine"]["cpu"] for r in saved["rows"])  # each row says where it ran
+
+
+def test_a_lower_encode_side_is_its_own_row(tmp_path: Path) -> None:
+    base = f"bench sd-step --models tiny --presets sds --device cpu --steps 1 --warmup 0 --docs {tmp_path}".split()
+    assert main(base) == 0
+    assert main([*base, "--encode-size", "16"]) == 0
+    saved = json.loads((tmp_path / "benchmarks" / "sd_step.json").read_text())
+    assert [r["encode"] for r in saved["rows"]] == [32, 16]  # both kept: another encode side is another row
+    assert saved["rows"][1]["command"].endswith("--encode-size 16")
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| rgb | 16² (32 px; render 32, encode 16) |" in text and "| rgb | 16² (32 px; render 32) |" in text

@@ -67,6 +67,12 @@ def add_commands(bench_subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="time the latent first stage's step (rendered straight into latent space, no VAE encoder)",
     )
+    p.add_argument(
+        "--encode-size",
+        type=int,
+        default=None,
+        help="the side the VAE encoder sees (the encode_size setting; default the prior's image side)",
+    )
     p.add_argument("--docs", type=Path, default=Path("docs"), help="docs folder to write into (default docs)")
     p.set_defaults(func=_bench_sd_step)
 
@@ -184,17 +190,22 @@ def measure(
     *,
     profile: bool = False,
     latent_stage: bool = False,
+    encode_size: int | None = None,
 ) -> dict[str, Any]:
     """One row: median step and bare seconds, their ratio, peak memory and the run's shapes; with ``profile``, one
     more step under the profiler gives the seconds of each stage (:func:`breakdown`); with ``latent_stage``, the
-    steps are the latent first stage's."""
+    steps are the latent first stage's; with ``encode_size``, the VAE encodes at that side."""
     from uni3d.tasks.text_to_3d.trainer import TextTo3D, prior_image_size
 
     device = str(prior.log_sigmas.device)
     total = warmup + steps + (1 if profile else 0)  # the profiled step is one of the run's, in its stage
-    cfg = GenerateConfig(prompt=PROMPT, preset=preset, steps=total, latent_until=1.0 if latent_stage else 0.0).resolved(
-        prior_image_size(prior)
-    )
+    cfg = GenerateConfig(
+        prompt=PROMPT,
+        preset=preset,
+        steps=total,
+        latent_until=1.0 if latent_stage else 0.0,
+        encode_size=encode_size,
+    ).resolved(prior_image_size(prior))
     torch.manual_seed(0)
     trainer = TextTo3D(cfg, prior)
     bare = median_seconds(bare_call(trainer), warmup, steps, device)
@@ -214,6 +225,7 @@ def measure(
         "image": prior_image_size(prior),
         "render": int(unet.sample_size) if latent_stage else cfg.render_size,
         "stage": "latent" if latent_stage else "rgb",
+        "encode": None if latent_stage else trainer.encode_size,
         "views": cfg.views_per_step,
         "unet_params_m": round(sum(p.numel() for p in prior.unet.parameters()) / 1e6, 1),
         "step_s": step,
@@ -236,6 +248,7 @@ def run(
     *,
     profile: bool = False,
     latent_stage: bool = False,
+    encode_size: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every (model, preset) row with the prior ``options`` (a resolved device); each model is built once. Names
     and counts are checked before any model is built (a full-size one takes a while)."""
@@ -260,7 +273,17 @@ def run(
         prior = build_prior(model, options)
         for preset in presets:
             rows.append(
-                measure(prior, model, preset, steps, warmup, memory, profile=profile, latent_stage=latent_stage)
+                measure(
+                    prior,
+                    model,
+                    preset,
+                    steps,
+                    warmup,
+                    memory,
+                    profile=profile,
+                    latent_stage=latent_stage,
+                    encode_size=encode_size,
+                )
             )
             print(_row(rows[-1]), flush=True)
         del prior
@@ -272,10 +295,16 @@ def run(
 def _row(r: dict[str, Any]) -> str:
     return (
         f"| {r['model']} | `{r['preset']}` | {r['dtype']} | {r['memory'] or '-'} | {r.get('stage', 'rgb')} "
-        f"| {r['latent']}² ({r['image']} px; render {r['render']}) "
+        f"| {r['latent']}² ({r['image']} px; render {r['render']}{_encode(r)}) "
         f"| {r['unet_params_m']:.0f} M | {1000 * r['step_s']:.0f} | {1000 * r['bare_s']:.0f} | {r['overhead']:.2f}x "
         f"| {r['peak_gib']:.1f} | {r['rollbacks']} |"
     )
+
+
+def _encode(row: dict[str, Any]) -> str:
+    """``, encode N`` for a row whose VAE encoded below the prior's image side, else nothing."""
+    side = row.get("encode")
+    return f", encode {side}" if side is not None and side != row["image"] else ""
 
 
 def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> str:
@@ -295,7 +324,8 @@ def section(rows: list[dict[str, Any]], info: dict[str, Any], command: str) -> s
         f"UNet's forward + backward, at the same batch. Peak memory: {memory} (a CPU row's includes everything "
         "the process did before, such as fitting the latent map). Stage: `rgb`, the default step (render, upsample, "
         "VAE encoder); `latent`, the latent first stage's (`--latent-stage`: colour rendered at the latent side, "
-        "mapped by the prior's fitted affine map, no encoder). Raw numbers: "
+        "mapped by the prior's fitted affine map, no encoder); `encode N`: the VAE encoded at side N "
+        "(`--encode-size`, the `encode_size` setting), the latents resized to the UNet's side. Raw numbers: "
         "`docs/benchmarks/sd_step.json`.",
         "",
         *[f"- Earlier rows, kept: `{c}` ({d})." for c, d in earlier],
@@ -319,7 +349,9 @@ def _breakdown_table(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         total = sum(r["stages_s"].values()) or 1.0
         shares = " | ".join(f"{r['stages_s'][n]:.2f} ({100 * r['stages_s'][n] / total:.0f}%)" for n in names)
-        cells.append(f"| {r['model']} | `{r['preset']}` ({r.get('stage', 'rgb')}) | {total:.2f} | {shares} |")
+        cells.append(
+            f"| {r['model']} | `{r['preset']}` ({r.get('stage', 'rgb')}{_encode(r)}) | {total:.2f} | {shares} |"
+        )
     return [
         "",
         "Where one step goes (`--profile`: one more step under `torch.profiler`; seconds and share of that step per "
@@ -337,7 +369,7 @@ def _key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(
         str(row.get(k, "rgb" if k == "stage" else ""))
         for k in ("model", "preset", "dtype", "memory", "device", "stage")
-    )
+    ) + (_encode(row),)
 
 
 def merge_rows(earlier: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -365,10 +397,20 @@ def _bench_sd_step(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot read {path} ({err}); move it away to start a new table") from err
     options = PriorOptions(dtype, device, **memory)
-    rows = run(models, presets, options, args.steps, args.warmup, profile=args.profile, latent_stage=args.latent_stage)
+    rows = run(
+        models,
+        presets,
+        options,
+        args.steps,
+        args.warmup,
+        profile=args.profile,
+        latent_stage=args.latent_stage,
+        encode_size=args.encode_size,
+    )
     switches = "".join(f" --{name.replace('_', '-')}" for name, on in memory.items() if on)
     switches += " --profile" if args.profile else ""
     switches += " --latent-stage" if args.latent_stage else ""
+    switches += f" --encode-size {args.encode_size}" if args.encode_size is not None else ""
     command = (
         f"uni3d bench sd-step --models {','.join(models)} --presets {','.join(presets)} --device {device} "
         f"--dtype {dtype} --steps {args.steps} --warmup {args.warmup}{switches}"

@@ -56,6 +56,7 @@ MAX_RENDER_SIZE = 128
 """Largest default render side; a bigger prior image (SD: 512) is reached by bilinear upsampling, as threestudio."""
 LIGHTS = ("world", "camera")
 NOISE_MODES = ("fresh", "seeded")
+LORA_T_SCHEDULES = ("uniform", "generator")
 MEMORY_OPTIONS = ("attention_slicing", "channels_last", "vae_slicing")
 """Settings of the prior (:class:`uni3d.models.stable_diffusion.PriorOptions`) that change memory use, not results
 (beyond rounding)."""
@@ -72,6 +73,8 @@ ADDED_LATER: dict[str, Any] = {
     "albedo_until": 0.0,
     "textureless_prob": 0.0,
     "latent_until": 0.0,
+    "lora_t_schedule": "uniform",
+    "encode_size": None,
 }
 """Settings added after runs were saved, with the value every earlier run had (resume and run-folder names)."""
 
@@ -177,6 +180,10 @@ class GenerateConfig:
     """The run's first share renders straight into latent space: colour at the latent side, mapped to latents by
     the prior's fitted affine map (:mod:`uni3d.models.latent_rgb`) instead of the VAE encoder (Latent-NeRF's first
     stage, with the same RGB field); 0: never."""
+    encode_size: int | None = None
+    """The side the VAE encoder sees (``None``: the prior's image side). A smaller one encodes fewer pixels, in the
+    forward and in the backward (a 256-pixel encode is a quarter of SD's 512 one), and the latents are resized
+    bilinearly to the UNet's side; a multiple of the VAE's downsampling factor, at most the prior's side."""
     elevation_deg: tuple[float, float] = (-10.0, 60.0)
     azimuth_deg: tuple[float, float] = (-180.0, 180.0)
     distance: tuple[float, float] = (2.5, 3.5)
@@ -207,6 +214,10 @@ class GenerateConfig:
     lr_lora: float = 1e-3
     lora_t_min: float = 0.02
     lora_t_max: float = 0.98
+    lora_t_schedule: str = "uniform"
+    """Where the LoRA fake score trains: ``uniform``, at ``t ~ U[lora_t_min, lora_t_max] T`` (ProlificDreamer);
+    ``generator``, at the generator pass's own noise levels (with the ``descending`` schedule, the band the field's
+    gradient reads the fake score in at that point of the run, so the LoRA's capacity goes where it is used)."""
     camera_drop: float = 0.1
     fake_guidance_scale: float = 1.0
     fake_warmup_steps: int = 0
@@ -275,10 +286,12 @@ class GenerateConfig:
             "render_milestone (progress in (0, 1], size 16-1024)": self.render_milestone is None
             or (0 < self.render_milestone[0] <= 1 and 16 <= self.render_milestone[1] <= 1024),
             "0 <= latent_until <= 1": 0 <= self.latent_until <= 1,
+            "encode_size 8-1024": self.encode_size is None or 8 <= self.encode_size <= 1024,
             "0 <= albedo_until <= 1 and 0 <= textureless_prob <= 1": 0 <= self.albedo_until <= 1
             and 0 <= self.textureless_prob <= 1,
             "grid_min_density > 0": self.grid_min_density is None or self.grid_min_density > 0,
             f"noise one of {', '.join(NOISE_MODES)}": self.noise is None or self.noise in NOISE_MODES,
+            f"lora_t_schedule one of {', '.join(LORA_T_SCHEDULES)}": self.lora_t_schedule in LORA_T_SCHEDULES,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:

@@ -39,7 +39,7 @@ from uni3d.tasks.text_to_3d.config import ADDED_LATER, MEMORY_OPTIONS, GenerateC
 from uni3d.tasks.text_to_3d.live import LivePreviews
 from uni3d.tasks.text_to_3d.memory import check_particles_fit
 from uni3d.tasks.text_to_3d.preflight import preflight
-from uni3d.tasks.text_to_3d.trainer import StepStats, TextTo3D, prior_image_size
+from uni3d.tasks.text_to_3d.trainer import StepStats, TextTo3D, encode_side, prior_image_size
 
 RESUMABLE_CHANGES = frozenset(
     {
@@ -138,6 +138,7 @@ def generate(
     resolved = cfg.resolved(prior_image_size(prior))
     largest = max(int(resolved.render_size or 0), (resolved.render_milestone or (0, 0))[1])
     check_particles_fit(resolved, largest, str(prior.log_sigmas.device))
+    encode_side(resolved, prior)  # a bad encode side is a one-line error before the run folder exists
     config = json.loads(json.dumps(resolved.as_dict()))
     state = load_checkpoint(out / CHECKPOINT, map_location=prior.log_sigmas.device, required="config", log=log)
     if state is not None:

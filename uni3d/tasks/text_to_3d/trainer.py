@@ -3,7 +3,7 @@
 Per step, in this order:
 
 1. cameras from the sampler -> render RGB and opacity (and the composited normal) -> bilinear resize to the
-   prior's image side -> ``x0 = E(render)`` (VAE latent, live);
+   prior's image side (or ``encode_size``) -> ``x0 = E(render)`` (VAE latent, live; resized to the UNet's side);
 2. ``t`` from the schedule (:class:`uni3d.diffusion.timesteps.TimestepRange`), ``sigma = sigma_t``,
    ``x_t = x0 + sigma n`` (VE units), ``n`` fresh or the particle's own seeded noise (``noise="seeded"``);
 3. teacher ``D_q(x_t)`` with classifier-free guidance on the view-suffixed prompt; fake ``D_p(x_t)`` from the
@@ -13,7 +13,8 @@ Per step, in this order:
 4. ``L = generator_loss(preset) + regularizers`` -> backprop into the field -> clipped Adam step;
 5. ratio head: balanced BCE, real = the teacher bank noised at the same ``sigma``, fake = step 3's features
    (before the LoRA moves, so both sides see the same LoRA);
-6. LoRA: denoising step (epsilon weighting) on ``sg(x0)`` at ``t ~ U[lora_t_min, lora_t_max] T``.
+6. LoRA: denoising step (epsilon weighting) on ``sg(x0)`` at ``t ~ U[lora_t_min, lora_t_max] T`` (or, with
+   ``lora_t_schedule="generator"``, at the generator pass's schedule).
 
 Steps 3-6 run in the shared :class:`~uni3d.engine.DistillationLoop` (``generator-first`` order); this module
 supplies the stages. A non-finite loss or gradient anywhere rolls every trained tensor back to the last snapshot
@@ -35,6 +36,7 @@ from torch.profiler import record_function
 from uni3d.diffusion.timesteps import TimestepRange
 from uni3d.diffusion.units import classifier_free_guidance
 from uni3d.engine import STAGE, Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
+from uni3d.errors import UsageError
 from uni3d.losses import RatioEstimate, fake_score_loss
 from uni3d.models.frozen import frozen
 from uni3d.models.latent_rgb import fit_latent_map
@@ -47,22 +49,9 @@ from uni3d.scene.renderer import RenderOutput, VolumeRenderer, build_renderer
 from uni3d.scene.shading import key_light
 from uni3d.tasks.text_to_3d.bank import TeacherBank, draw_bank
 from uni3d.tasks.text_to_3d.config import GenerateConfig
-from uni3d.tasks.text_to_3d.corrective import CORRECTIVE_LR, ManifoldCorrective, corrective_loss, lmc_denoise
-from uni3d.tasks.text_to_3d.distillers import (
-    CFD_GRID,
-    CFD_OPACITY,
-    NFSD_NEGATIVE,
-    Distiller,
-    consistent_noise,
-    get_distiller,
-    inverted_input,
-    loss_preset,
-    nfsd_target,
-    noise_grid,
-    path_noise,
-    shifted_fake,
-    shifted_sigma,
-)
+from uni3d.tasks.text_to_3d.corrective import CORRECTIVE_LR
+from uni3d.tasks.text_to_3d.distiller_step import DistillerStep
+from uni3d.tasks.text_to_3d.distillers import Distiller, get_distiller, loss_preset
 from uni3d.tasks.text_to_3d.regularizers import normal_smoothness, regularizers, surface_points
 from uni3d.tasks.text_to_3d.seeds import particle_generator
 
@@ -100,6 +89,19 @@ def prior_image_size(prior: StableDiffusionPrior) -> int:
     return int(prior.unet.config.sample_size) * 2 ** (len(prior.vae.config.block_out_channels) - 1)
 
 
+def encode_side(cfg: GenerateConfig, prior: StableDiffusionPrior) -> int:
+    """The side renders are resized to before the VAE encoder: ``cfg.encode_size``, else the prior's image side."""
+    full = prior_image_size(prior)
+    if cfg.encode_size is None:
+        return full
+    factor = full // int(prior.unet.config.sample_size)
+    if cfg.encode_size > full or cfg.encode_size % factor:
+        raise UsageError(
+            f"encode_size {cfg.encode_size} must be a multiple of the VAE's factor {factor}, at most {full}"
+        )
+    return int(cfg.encode_size)
+
+
 def lr_factor(step: int, steps: int, warmup: int, final: float) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to ``final`` at ``steps``."""
     warm = min(1.0, (step + 1) / max(1, warmup))
@@ -119,6 +121,7 @@ class TextTo3D:
         self.size = self.base_size
         self.step_shading: str | None = None
         self.prior_size = prior_image_size(prior)
+        self.encode_size = encode_side(cfg, prior)
         self.latent_map = fit_latent_map(prior) if cfg.latent_until > 0 else None
         self.in_latent_stage = False
         """Whether the current step renders straight into latent space (``latent_until``)."""
@@ -141,11 +144,8 @@ class TextTo3D:
         self.opt_g = field_optimizer(self.renderers, cfg.lr)
         learned = self.preset.fake_score == "learned" and (self.distiller is None or self.distiller.fake == "loss")
         self.fake = LoraFakeScore(prior, cfg.lora_rank) if learned else None
-        lmc = self.distiller is not None and self.distiller.teacher == "lmc"
-        latent_channels = int(prior.unet.config.in_channels)
-        self.corrective = ManifoldCorrective(latent_channels).to(self.device) if lmc else None
-        self.lmc_pair: tuple[Tensor, Tensor, Tensor] | None = None
-        """The latest generator pass's ``(x0, sigma, D_c)``: what the corrective trains on after it."""
+        self.distiller_step = DistillerStep(self.distiller, self) if self.distiller is not None else None
+        self.corrective = self.distiller_step.corrective if self.distiller_step is not None else None
         channels = int(prior.unet.config.block_out_channels[-1])
         self.head = PooledRatioHead(channels, cfg.ratio_hidden).to(self.device) if self.preset.uses_ratio else None
         self.bank = bank
@@ -193,13 +193,6 @@ class TextTo3D:
         self.losses: list[float] = []
         own = self.distiller is not None and self.distiller.noise in ("path", "consistent")
         self.seeded_noise = self._seeded_noise() if own or cfg.resolved_noise() == "seeded" else None
-        self.noise_grids: list[Tensor] = []
-        if self.distiller is not None and self.distiller.noise == "consistent":
-            channels, latent = int(self.prior.unet.config.in_channels), int(self.prior.unet.config.sample_size)
-            side = max(CFD_GRID, 2 * latent)  # finer than a latent pixel's footprint: neighbours rarely share a cell
-            self.noise_grids = [
-                noise_grid(cfg.seed, k, channels, resolution=side).to(self.device) for k in range(cfg.particles)
-            ]
 
     def _seeded_noise(self) -> Tensor:
         """``(particles, C, h, w)``: particle ``k``'s noise image, drawn from ``(seed, k)`` alone (the same for any
@@ -287,8 +280,8 @@ class TextTo3D:
             origins, dirs, light_dir=self.light, with_normals=self.cfg.lambda_orient > 0, shading=self.step_shading
         )
         rgb = out.rgb.view(len(cams), cams.height, cams.width, 3).permute(0, 3, 1, 2)
-        if self.size != self.prior_size and not self.in_latent_stage:
-            rgb = F.interpolate(rgb, size=(self.prior_size, self.prior_size), mode="bilinear", align_corners=False)
+        if self.size != self.encode_size and not self.in_latent_stage:
+            rgb = F.interpolate(rgb, size=(self.encode_size, self.encode_size), mode="bilinear", align_corners=False)
         return rgb, out, origins, dirs
 
     def noise_level(self, n: int, progress: float) -> Tensor:
@@ -373,7 +366,11 @@ class TextTo3D:
         if self.latent_map is not None and self.in_latent_stage:
             return self.latent_map(rgb)
         with record_function(f"{STAGE}vae_encode"):
-            return self.prior.encode(rgb)
+            latents = self.prior.encode(rgb)
+        side = int(self.prior.unet.config.sample_size)
+        if latents.shape[-1] != side:  # a lower encode side (``encode_size``)
+            latents = F.interpolate(latents, size=(side, side), mode="bilinear", align_corners=False)
+        return latents
 
     def denoise(self, draw: Draw) -> Denoised:
         """``x_t`` at an annealed noise level, ``D_q`` (guided), ``D_p`` (frozen LoRA, live input when the preset
@@ -381,8 +378,8 @@ class TextTo3D:
         v: Views = draw.context
         x0 = draw.x0
         sigma = self.noise_level(len(x0), v.progress)
-        if self.distiller is not None:
-            return self.distiller_denoise(x0, sigma, v)
+        if self.distiller_step is not None:
+            return self.distiller_step.denoise(x0, sigma, v)
         x_t = x0 + sigma.view(-1, 1, 1, 1) * self.noise(x0, v.particles)
         live = self.preset.needs_input_grad
         x_in = x_t if live else x_t.detach()
@@ -398,68 +395,6 @@ class TextTo3D:
             with torch.no_grad(), record_function(f"{STAGE}ratio_head"):
                 logits = self.head(features, sigma)
         return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake, ratio_logits=logits, features=features)
-
-    def distiller_denoise(self, x0: Tensor, sigma: Tensor, v: Views) -> Denoised:
-        """:meth:`denoise` for the step-changing presets (:mod:`uni3d.tasks.text_to_3d.distillers`): SDI's inverted
-        input, DSD's path noise, NFSD's and LMC-SDS's targets, ASD's and DSD's shifted prior as the fake score."""
-        d, c, prior = self.distiller, self.cfg, self.prior
-        assert d is not None
-        n = len(x0)
-        later = shifted_sigma(prior, sigma, c.resolved_t_min()) if d.fake == "shifted" else None
-        if d.noise == "inverted":
-            sigma, noise = inverted_input(prior, x0, sigma, v.cond, v.uncond)
-        elif d.noise == "path":
-            assert later is not None
-            noise = path_noise(
-                prior, self.particle_seeds(v.particles, n), later, v.cond, v.uncond, guidance=c.guidance_scale
-            )
-        elif d.noise == "consistent":
-            noise = self.consistent_noise(x0, v)
-        else:
-            noise = self.noise(x0, v.particles)
-        x_t = x0 + sigma.view(-1, 1, 1, 1) * noise
-        if d.teacher == "nfsd":
-            empty, negative = prior.embed([""] * n), prior.embed([c.negative_prompt or NFSD_NEGATIVE] * n)
-            d_real = nfsd_target(prior, x0, x_t, sigma, (v.cond, empty, negative), guidance=c.guidance_scale)
-        elif d.teacher == "lmc":
-            assert self.corrective is not None
-            with record_function(f"{STAGE}teacher"):
-                d_real, d_cond = lmc_denoise(
-                    prior,
-                    self.corrective,
-                    x0,
-                    x_t=x_t,
-                    sigma=sigma,
-                    conditions=(v.cond, v.uncond),
-                    guidance=c.guidance_scale,
-                )
-            self.lmc_pair = (x0.detach(), sigma, d_cond)
-        else:
-            d_real = self.teacher_denoise(x_t.detach(), sigma, v.cond, v.uncond)
-        d_fake = None if later is None else shifted_fake(prior, x0, noise, sigma, later, v.cond)
-        return Denoised(x_t=x_t, sigma=sigma, d_real=d_real, d_fake=d_fake)
-
-    def consistent_noise(self, x0: Tensor, v: Views) -> Tensor:
-        """CFD's object-attached noise of the step's renders (:func:`consistent_noise` per particle: its noise grid,
-        its seeded noise image as the background)."""
-        assert self.seeded_noise is not None
-        side, latent, blocks = self.size, x0.shape[-1], []
-        for k, out, origins, dirs in zip(v.particles, v.renders, v.origins, v.dirs, strict=True):
-            opacity, depth = out.opacity.detach().squeeze(-1), out.depth.detach().squeeze(-1)
-            points = origins + (depth / opacity.clamp(min=1e-6)).unsqueeze(-1) * dirs
-            n = len(points) // (side * side)
-            background = self.seeded_noise[k].expand(n, -1, -1, -1)
-            blocks.append(
-                consistent_noise(
-                    self.noise_grids[k],
-                    background,
-                    points.view(n, side, side, 3),
-                    (opacity > CFD_OPACITY).view(n, side, side),
-                    bound=self.cfg.field.bound,
-                    latent=latent,
-                )
-            )
-        return torch.cat(blocks)
 
     def extra_loss(self, draw: Draw) -> Tensor:
         """The regularizers (:meth:`regularizer`), summed over the particles drawn."""
@@ -485,17 +420,19 @@ class TextTo3D:
     def fake_score_loss(self, draw: Draw) -> Tensor:
         """The loss of what trains beside the field in the loop's fake-score slot: LMC-SDS's corrective on the
         latest generator pass's pair (:func:`corrective_loss`), else the LoRA denoising loss on ``sg(x0)`` (epsilon
-        weighting, the camera dropped with ``camera_drop``; with fake-score guidance the prompt is replaced by the
-        negative prompt with ``text_drop``, so the LoRA also learns the unconditional score that guidance needs)."""
-        if self.corrective is not None:  # LMC-SDS: its corrective takes the fake score's place in the loop
-            assert self.lmc_pair is not None, "the corrective trains after the generator pass (generator-first)"
-            x0, sigma, d_cond = self.lmc_pair
-            return corrective_loss(self.corrective, x0, sigma, estimate=d_cond)
+        weighting, at ``lora_t_schedule``'s noise levels, the camera dropped with ``camera_drop``; with fake-score
+        guidance the prompt is replaced by the negative prompt with ``text_drop``, so the LoRA also learns the
+        unconditional score that guidance needs)."""
+        if self.distiller_step is not None and self.corrective is not None:  # LMC-SDS: in the fake score's place
+            return self.distiller_step.corrective_loss()
         assert self.fake is not None
         v: Views = draw.context
         x0, cond = draw.x0.detach(), v.cond
-        t = self.lora_timesteps.sample(len(x0), 0.0, self.prior.num_train_timesteps).to(self.device)
-        sigma = self.prior.sigma_at(t.float())
+        if self.cfg.lora_t_schedule == "generator":
+            sigma = self.noise_level(len(x0), v.progress)
+        else:
+            t = self.lora_timesteps.sample(len(x0), 0.0, self.prior.num_train_timesteps).to(self.device)
+            sigma = self.prior.sigma_at(t.float())
         x_t = x0 + sigma.view(-1, 1, 1, 1) * torch.randn_like(x0)
         if self.cfg.fake_guidance_scale != 1.0:
             drop = (torch.rand(len(cond), 1, 1, device=cond.device) < self.cfg.text_drop).to(cond.dtype)
