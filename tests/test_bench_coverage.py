@@ -12,7 +12,14 @@ import trimesh
 import yaml
 from conftest import TINY_GENERATE
 
-from uni3d.bench.coverage import asset_outcome, distribution, null_tv, prior_outcomes, total_variation
+from uni3d.bench.coverage import (
+    asset_outcome,
+    distribution,
+    null_tv,
+    prior_outcomes,
+    settings_label,
+    total_variation,
+)
 from uni3d.tasks.embedded_prior.classifier import load_classifier
 from uni3d.tasks.embedded_prior.primitives import COLOURS
 from uni3d.tasks.text_to_3d.config import GenerateConfig
@@ -117,6 +124,18 @@ def test_bench_coverage_writes_rows_pictures_and_json(tiny_prior, tmp_path: Path
     ]
     assert all(r["command"] and r["machine"] for r in merged)  # each row says how and where it was measured
     assert (docs / "benchmarks.md").read_text().count("| seeded-descending |") == 1
+    assert {r["settings"] for r in merged} == {settings_label({**TINY_GENERATE, "prior": str(folder)})}
+    config.write_text(yaml.safe_dump({**TINY_GENERATE, "prior": str(folder), "lora_t_schedule": "generator"}))
+    assert main([*argv[:5], "vsd", *argv[6:], "--docs", str(docs)]) == 0  # other settings: a row of their own
+    rows = json.loads((docs / "benchmarks" / "coverage.json").read_text())["rows"]
+    assert [(r["preset"], r["sampling"]) for r in rows] == [
+        ("sds", "fresh-uniform"),
+        ("vsd", "fresh-uniform"),
+        ("sds", "seeded-descending"),
+        ("vsd", "seeded-descending"),
+    ]
+    assert "lora_t_schedule: generator" in rows[-1]["settings"] and "prior: " + folder.name in rows[-1]["settings"]
+    assert "lora_t_schedule: generator" in (docs / "benchmarks.md").read_text()
 
 
 def test_a_parts_judge_names_both_parts_of_a_composite_outcome() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import shlex
 import sys
@@ -167,8 +168,9 @@ def _bench_coverage(args: argparse.Namespace) -> int:
     if min(args.seeds, args.prior_samples) < 1:
         raise UsageError(f"--seeds and --prior-samples must be >= 1, got {args.seeds} and {args.prior_samples}")
     prompts = [p.prompt for p in read_prompts(args.prompts)]
+    label = settings_label(settings)
     rows = run_coverage(prompts, presets, base, seeds=args.seeds, prior_samples=args.prior_samples,
-                        classifier=args.classifier, out=args.out, docs=args.docs)  # fmt: skip
+                        classifier=args.classifier, out=args.out, docs=args.docs, label=label)  # fmt: skip
     command = "uni3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_results(args.docs, rows, {"command": command, "machine": machine(), "prior_samples": args.prior_samples})
     for r in rows:
@@ -187,13 +189,17 @@ def run_coverage(
     classifier: Path,
     out: Path,
     docs: Path,
+    label: str = "",
 ) -> list[dict[str, Any]]:
     """One row per prompt and preset: the 3D outcomes (particles x seeds), their distance to the prior's own
-    outcomes and its null, distinct outcomes, CPU seconds per outcome; a contact sheet per row in ``docs``."""
+    outcomes and its null, distinct outcomes, CPU seconds per outcome; a contact sheet per row in ``docs``.
+    ``label`` (:func:`settings_label`) names the settings the runs change; runs of another label get their own
+    folders (named by the label's hash)."""
     from uni3d.tasks.text_to_3d.run import generate  # diffusers: imported only when the benchmark runs
 
     judge, _ = load_classifier(classifier)
     sampling = sampling_label(base)
+    group = sampling if not label else f"{sampling}-{hashlib.sha1(label.encode()).hexdigest()[:8]}"
     rows = []
     for prompt in prompts:
         reference = prior_outcomes(base.prior_path, judge, prompt, prior_samples, cfg=base)
@@ -201,7 +207,7 @@ def run_coverage(
             outcomes, cpu, sheets = [], 0.0, []
             for seed in range(seeds):
                 cfg = dataclasses.replace(base, prompt=prompt, preset=preset, seed=seed)
-                folder = out / sampling / preset / _slug(prompt) / f"seed-{seed}"
+                folder = out / group / preset / _slug(prompt) / f"seed-{seed}"
                 ran_before = (folder / "metrics.json").is_file()
                 t0 = time.process_time()
                 metrics = generate(cfg, folder, progress=sys.stderr.isatty())
@@ -211,10 +217,11 @@ def run_coverage(
                 sheets.append(folder / ("contact_sheet.png" if len(assets) > 1 else "preview.png"))
             null_mean, null_p95 = null_tv(reference, len(outcomes))
             tv = total_variation(distribution(outcomes), distribution(reference))
-            sheet = docs / "benchmarks" / "coverage" / f"{preset}-{sampling}-{_slug(prompt)}.png"
+            sheet = docs / "benchmarks" / "coverage" / f"{preset}-{group}-{_slug(prompt)}.png"
             _stack(sheets, sheet)
             rows.append({
-                "prompt": prompt, "preset": preset, "sampling": sampling, "outcomes": len(outcomes), "tv": tv,
+                "prompt": prompt, "preset": preset, "sampling": sampling, "settings": label, "outcomes": len(outcomes),
+                "tv": tv,
                 "null_mean": null_mean, "null_p95": null_p95, "inside_null": tv <= null_p95, "distinct": len(set(outcomes)),
                 "cpu_per_outcome": cpu / len(outcomes), "outcome_counts": _counts(outcomes),
                 "prior_counts": _counts(reference), "sheet": str(sheet.relative_to(docs)),
@@ -228,6 +235,20 @@ def sampling_label(cfg: GenerateConfig) -> str:
     own = get_distiller(cfg.preset)
     noise = own.noise if own is not None and own.noise != "run" else cfg.resolved_noise()
     return f"{noise}-{cfg.resolved_t_schedule()}"
+
+
+def settings_label(settings: dict[str, Any]) -> str:
+    """The ``--config`` settings a row was measured with, as ``key: value`` pairs (a prior by its folder's name),
+    except those the sampling column shows: so that rows of the same preset and sampling under other settings (a
+    fake-score schedule, another prior) are told apart instead of replacing each other."""
+    shown = {"noise", "t_schedule", "particles"}
+
+    def shown_as(key: str, value: Any) -> Any:
+        if key == "prior":
+            return Path(str(value)).name
+        return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+
+    return ", ".join(f"{k}: {shown_as(k, v)}" for k, v in sorted(settings.items()) if k not in shown)
 
 
 def _slug(prompt: str) -> str:
@@ -257,14 +278,14 @@ def _stack(images: Sequence[Path], path: Path) -> None:
         atomic_write(path, iio.imwrite("<bytes>", np.concatenate(padded), extension=".png"))
 
 
-def _key(row: dict[str, Any]) -> tuple[str, str, str]:
-    return row["prompt"], row["preset"], row["sampling"]
+def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return row["prompt"], row["preset"], row["sampling"], row.get("settings", "")
 
 
 def write_results(docs: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
     """``docs/benchmarks/coverage.json`` and the ``coverage`` section of ``docs/benchmarks.md``: ``rows`` (each
-    with ``info``'s command and machine) replace the earlier rows of the same prompt, preset and sampling, the others
-    are kept, so presets may be measured by separate invocations."""
+    with ``info``'s command and machine) replace the earlier rows of the same prompt, preset, sampling and settings,
+    the others are kept, so presets may be measured by separate invocations."""
     path = docs / "benchmarks" / "coverage.json"
     earlier = json.loads(path.read_text()) if path.is_file() else {}
     # rows written before rows kept their own sampling, command and machine: the file's, and fresh noise
@@ -272,7 +293,7 @@ def write_results(docs: Path, rows: list[dict[str, Any]], info: dict[str, Any]) 
     new = [{**r, "command": info["command"], "machine": info["machine"]} for r in rows]
     keys = {_key(r) for r in new}
     kept = [row for row in ({**legacy, **r} for r in earlier.get("rows", [])) if _key(row) not in keys]
-    rows = sorted(kept + new, key=lambda r: (r["prompt"], r["sampling"], r["preset"]))
+    rows = sorted(kept + new, key=lambda r: (r["prompt"], r["sampling"], r["preset"], r.get("settings", "")))
     save_json(path, {**info, "rows": rows})
     m = info["machine"]
     lines = [
@@ -285,13 +306,15 @@ def write_results(docs: Path, rows: list[dict[str, Any]], info: dict[str, Any]) 
         f"classifier's (shape, colour) of a render; the prior's answer: {info['prior_samples']} DDIM samples at the "
         "3D pipeline's cameras, view words and guidance; a 3D outcome: the majority over 8 renders of each exported "
         "particle. TV: total-variation distance to the prior's answer; null: the TV of as many draws from the prior's "
-        "own samples (mean, 95th percentile). Numbers: `docs/benchmarks/coverage.json`.",
+        "own samples (mean, 95th percentile). Settings: what the run's `--config` changed beyond the sampling "
+        "(`-`: the defaults). Numbers: `docs/benchmarks/coverage.json`.",
         "",
-        "| prompt | preset | sampling | outcomes | TV | null mean | null 95% | inside null | distinct | CPU s / outcome "
-        "| picture |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| prompt | preset | sampling | settings | outcomes | TV | null mean | null 95% | inside null | distinct "
+        "| CPU s / outcome | picture |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *[
-            f"| {r['prompt']} | {r['preset']} | {r['sampling']} | {r['outcomes']} | {r['tv']:.3f} | {r['null_mean']:.3f} | "
+            f"| {r['prompt']} | {r['preset']} | {r['sampling']} | {r.get('settings') or '-'} | {r['outcomes']} | "
+            f"{r['tv']:.3f} | {r['null_mean']:.3f} | "
             f"{r['null_p95']:.3f} | {'yes' if r['inside_null'] else 'no'} | {r['distinct']} | "
             f"{r['cpu_per_outcome']:.0f} | [sheet]({r['sheet']}) |"
             for r in rows
