@@ -136,6 +136,10 @@ def test_bench_coverage_writes_rows_pictures_and_json(tiny_prior, tmp_path: Path
     ]
     assert "lora_t_schedule: generator" in rows[-1]["settings"] and "prior: " + folder.name in rows[-1]["settings"]
     assert "lora_t_schedule: generator" in (docs / "benchmarks.md").read_text()
+    config.write_text(yaml.safe_dump({**TINY_GENERATE, "prior": str(folder), "fake_estimator": "particles"}))
+    runs = sorted((tmp_path / "runs").rglob("metrics.json"))
+    assert main([*argv[:5], "vsd,sds", *argv[6:], "--docs", str(docs)]) != 0  # sds has no fake score to replace
+    assert sorted((tmp_path / "runs").rglob("metrics.json")) == runs  # refused before any run
 
 
 def test_a_parts_judge_names_both_parts_of_a_composite_outcome() -> None:

@@ -161,10 +161,14 @@ def _bench_coverage(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = read_config_file(args.config, "generate") if args.config else {}
     if args.steps is not None:
         settings["steps"] = args.steps
-    base = GenerateConfig.from_dict({**settings, "prompt": "check", "particles": args.particles})
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    for preset in presets:
-        GenerateConfig(prompt="check", preset=preset)  # unknown presets: a one-line error now
+    checked = [
+        GenerateConfig.from_dict({**settings, "prompt": "check", "preset": preset, "particles": args.particles})
+        for preset in presets
+    ]  # unknown presets, or settings a preset cannot take: a one-line error now
+    if not checked:
+        raise UsageError("--presets names no preset")
+    base = checked[0]
     if min(args.seeds, args.prior_samples) < 1:
         raise UsageError(f"--seeds and --prior-samples must be >= 1, got {args.seeds} and {args.prior_samples}")
     prompts = [p.prompt for p in read_prompts(args.prompts)]

@@ -42,6 +42,12 @@ _FLAGS: tuple[Flag, ...] = (
         "fresh (a new noise every step) or seeded (one noise per particle: varied particles; default fresh)",
     ),
     ("t_schedule", str, "timesteps: uniform in the range, or descending from high to low (default uniform)"),
+    (
+        "fake_estimator",
+        str,
+        "fake score of vsd, uni-rkl and the other learned presets without a ratio: lora (trained on the renders) "
+        "or particles (the particles' exact empirical denoiser, no training) (default lora)",
+    ),
     ("guidance_scale", float, f"classifier-free guidance scale (default {_DEFAULTS.guidance_scale})"),
     ("t_min", float, "lower end of the timestep range, fraction of T (default 0.02; 0.2 for ratio-weighted presets)"),
     ("negative_prompt", str, "negative prompt (default empty)"),

@@ -57,6 +57,7 @@ MAX_RENDER_SIZE = 128
 LIGHTS = ("world", "camera")
 NOISE_MODES = ("fresh", "seeded")
 LORA_T_SCHEDULES = ("uniform", "generator")
+FAKE_ESTIMATORS = ("lora", "particles")
 MEMORY_OPTIONS = ("attention_slicing", "channels_last", "vae_slicing")
 """Settings of the prior (:class:`uni3d.models.stable_diffusion.PriorOptions`) that change memory use, not results
 (beyond rounding)."""
@@ -75,6 +76,7 @@ ADDED_LATER: dict[str, Any] = {
     "latent_until": 0.0,
     "lora_t_schedule": "uniform",
     "encode_size": None,
+    "fake_estimator": "lora",
 }
 """Settings added after runs were saved, with the value every earlier run had (resume and run-folder names)."""
 
@@ -218,6 +220,11 @@ class GenerateConfig:
     """Where the LoRA fake score trains: ``uniform``, at ``t ~ U[lora_t_min, lora_t_max] T`` (ProlificDreamer);
     ``generator``, at the generator pass's own noise levels (with the ``descending`` schedule, the band the field's
     gradient reads the fake score in at that point of the run, so the LoRA's capacity goes where it is used)."""
+    fake_estimator: str = "lora"
+    """How presets with a learned fake score get ``D_p``: ``lora``, the camera-conditioned LoRA trained online on
+    the particles' renders (ProlificDreamer); ``particles``, the exact denoiser of the particles' renders as an
+    empirical distribution (:mod:`uni3d.diffusion.empirical`: every particle is rendered from the same cameras
+    each step, no network is trained). With one particle ``particles`` is SDS's ``D_p = x0``."""
     camera_drop: float = 0.1
     fake_guidance_scale: float = 1.0
     fake_warmup_steps: int = 0
@@ -292,6 +299,7 @@ class GenerateConfig:
             "grid_min_density > 0": self.grid_min_density is None or self.grid_min_density > 0,
             f"noise one of {', '.join(NOISE_MODES)}": self.noise is None or self.noise in NOISE_MODES,
             f"lora_t_schedule one of {', '.join(LORA_T_SCHEDULES)}": self.lora_t_schedule in LORA_T_SCHEDULES,
+            f"fake_estimator one of {', '.join(FAKE_ESTIMATORS)}": self.fake_estimator in FAKE_ESTIMATORS,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
@@ -302,6 +310,13 @@ class GenerateConfig:
                 f"got {self.shading!r}, {self.background!r}, {self.light!r}"
             )
         self.timestep_range()  # validates the range
+        if self.fake_estimator == "particles":
+            preset = loss_preset(self.preset)
+            if get_distiller(self.preset) is not None or preset.fake_score != "learned" or preset.uses_ratio:
+                raise UsageError(
+                    f"fake_estimator 'particles' replaces a learned fake score and has no features for a ratio head; "
+                    f"preset {self.preset!r} has none or needs one: use vsd, di, sid, sim, uni-rkl or fdistill-rkl"
+                )
 
     @property
     def prior_path(self) -> str:

@@ -7,8 +7,9 @@ Per step, in this order:
 2. ``t`` from the schedule (:class:`uni3d.diffusion.timesteps.TimestepRange`), ``sigma = sigma_t``,
    ``x_t = x0 + sigma n`` (VE units), ``n`` fresh or the particle's own seeded noise (``noise="seeded"``);
 3. teacher ``D_q(x_t)`` with classifier-free guidance on the view-suffixed prompt; fake ``D_p(x_t)`` from the
-   LoRA UNet with the camera embedding (``learned`` presets), parameters frozen, input live when the preset
-   needs it (expanded and SiD forms; the teacher's input only with ``teacher_jacobian``); ``log r`` from the
+   LoRA UNet with the camera embedding (``learned`` presets), parameters frozen, or with
+   ``fake_estimator="particles"`` the exact denoiser of the particles' renders at the same cameras (an
+   empirical distribution, :mod:`uni3d.diffusion.empirical`); input live when the preset needs it (expanded and SiD forms; the teacher's input only with ``teacher_jacobian``); ``log r`` from the
    ratio head on the LoRA's mid-block features (ratio presets);
 4. ``L = generator_loss(preset) + regularizers`` -> backprop into the field -> clipped Adam step;
 5. ratio head: balanced BCE, real = the teacher bank noised at the same ``sigma``, fake = step 3's features
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.profiler import record_function
 
+from uni3d.diffusion.empirical import empirical_denoise
 from uni3d.diffusion.timesteps import TimestepRange
 from uni3d.diffusion.units import classifier_free_guidance
 from uni3d.engine import STAGE, Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
@@ -143,6 +145,9 @@ class TextTo3D:
         self.light = light if cfg.light == "world" else None
         self.opt_g = field_optimizer(self.renderers, cfg.lr)
         learned = self.preset.fake_score == "learned" and (self.distiller is None or self.distiller.fake == "loss")
+        self.empirical = cfg.fake_estimator == "particles"
+        """``D_p`` is the particles' empirical denoiser (every particle rendered from the same cameras)."""
+        learned = learned and not self.empirical
         self.fake = LoraFakeScore(prior, cfg.lora_rank) if learned else None
         self.distiller_step = DistillerStep(self.distiller, self) if self.distiller is not None else None
         self.corrective = self.distiller_step.corrective if self.distiller_step is not None else None
@@ -349,7 +354,10 @@ class TextTo3D:
         stage; live: the regularizers need the render's graph even while only the fake score trains)."""
         self.prepare(step)
         particles, n = self.active_particles(step), self.cfg.views_per_step
-        cams = self.sampler.sample(n * len(particles), self.size)
+        if self.empirical:  # the same n cameras for every particle: the empirical denoiser compares like views
+            cams = self.sampler.sample(n, self.size)[torch.arange(n * len(particles)) % n]
+        else:
+            cams = self.sampler.sample(n * len(particles), self.size)
         cond, uncond = self.conditions(cams)
         c2w = cams.c2w.to(self.device)
         with record_function(f"{STAGE}render"):
@@ -391,6 +399,9 @@ class TextTo3D:
                 with frozen(self.fake), record_function(f"{STAGE}fake"):
                     d_fake = self.fake_denoise(x_in, sigma, v.cond, v.uncond, v.c2w)
                 features = self.fake.mid_features
+            elif self.empirical:
+                with record_function(f"{STAGE}fake"):
+                    d_fake = empirical_denoise(x_in, sigma, x0, groups=len(v.particles))
         if self.head is not None and features is not None:
             with torch.no_grad(), record_function(f"{STAGE}ratio_head"):
                 logits = self.head(features, sigma)
