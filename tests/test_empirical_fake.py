@@ -103,8 +103,31 @@ def test_particles_see_each_other_through_the_empirical_fake_score(tiny_prior, p
     assert trainer.train_step() is not None
 
 
-@pytest.mark.parametrize("preset", ["sds", "uni-jeffreys", "dsd"])
-def test_the_empirical_fake_score_needs_a_learned_fake_score_without_a_ratio(tiny_prior, preset: str) -> None:
+def test_a_ratio_preset_reads_the_teachers_features_without_a_lora(tiny_prior) -> None:
+    from uni3d.tasks.text_to_3d.trainer import TextTo3D
+
+    folder, prior = tiny_prior
+    cfg = _cfg(folder, preset="uni-jeffreys", particles=2, fake_estimator="particles").resolved(16)
+    torch.manual_seed(0)
+    trainer = TextTo3D(cfg, prior)
+    assert trainer.fake is None and trainer.head is not None
+    hooks = len(prior.unet.mid_block._forward_hooks)
+    draw = trainer.draw(0, train_generator=True)
+    den = trainer.denoise(draw)
+    channels = int(prior.unet.config.block_out_channels[-1])
+    assert den.features is not None and den.features.shape[:2] == (2, channels) and den.ratio_logits is not None
+    real, fake = trainer.ratio_logits(draw, den)
+    assert real.shape == fake.shape == (2,) and torch.isfinite(real).all()
+    assert len(prior.unet.mid_block._forward_hooks) == hooks  # the teacher keeps no hook
+    head = [p.detach().clone() for p in trainer.head.parameters()]
+    for _ in range(2):
+        stats = trainer.train_step()
+        assert stats is not None and stats.ratio_loss is not None and stats.fake_loss is None
+    assert any(not torch.equal(a, b) for a, b in zip(head, trainer.head.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("preset", ["sds", "dsd"])
+def test_the_empirical_fake_score_needs_a_learned_fake_score(tiny_prior, preset: str) -> None:
     folder, _ = tiny_prior
     with pytest.raises(UsageError, match="fake_estimator 'particles'"):
         _cfg(folder, preset=preset, fake_estimator="particles")

@@ -45,8 +45,8 @@ _FLAGS: tuple[Flag, ...] = (
     (
         "fake_estimator",
         str,
-        "fake score of vsd, uni-rkl and the other learned presets without a ratio: lora (trained on the renders) "
-        "or particles (the particles' exact empirical denoiser, no training) (default lora)",
+        "fake score of vsd, uni-* and the other learned presets: lora (trained on the renders) or particles "
+        "(the particles' exact empirical denoiser, no training) (default lora)",
     ),
     ("guidance_scale", float, f"classifier-free guidance scale (default {_DEFAULTS.guidance_scale})"),
     ("t_min", float, "lower end of the timestep range, fraction of T (default 0.02; 0.2 for ratio-weighted presets)"),

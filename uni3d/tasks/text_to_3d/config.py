@@ -224,7 +224,8 @@ class GenerateConfig:
     """How presets with a learned fake score get ``D_p``: ``lora``, the camera-conditioned LoRA trained online on
     the particles' renders (ProlificDreamer); ``particles``, the exact denoiser of the particles' renders as an
     empirical distribution (:mod:`uni3d.diffusion.empirical`: every particle is rendered from the same cameras
-    each step, no network is trained). With one particle ``particles`` is SDS's ``D_p = x0``."""
+    each step, no network is trained; a ratio head then reads the teacher's features). With one particle
+    ``particles`` is SDS's ``D_p = x0``."""
     camera_drop: float = 0.1
     fake_guidance_scale: float = 1.0
     fake_warmup_steps: int = 0
@@ -312,10 +313,10 @@ class GenerateConfig:
         self.timestep_range()  # validates the range
         if self.fake_estimator == "particles":
             preset = loss_preset(self.preset)
-            if get_distiller(self.preset) is not None or preset.fake_score != "learned" or preset.uses_ratio:
+            if get_distiller(self.preset) is not None or preset.fake_score != "learned":
                 raise UsageError(
-                    f"fake_estimator 'particles' replaces a learned fake score and has no features for a ratio head; "
-                    f"preset {self.preset!r} has none or needs one: use vsd, di, sid, sim, uni-rkl or fdistill-rkl"
+                    f"fake_estimator 'particles' replaces a learned fake score, which preset {self.preset!r} does not "
+                    "have: use vsd, di, sid, sim, uni-<f> or fdistill-<f>"
                 )
 
     @property

@@ -26,6 +26,7 @@ supplies the stages. A non-finite loss or gradient anywhere rolls every trained 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,7 +41,7 @@ from uni3d.diffusion.units import classifier_free_guidance
 from uni3d.engine import STAGE, Counters, Denoised, DistillationLoop, Draw, LoopSettings, Part
 from uni3d.errors import UsageError
 from uni3d.losses import RatioEstimate, fake_score_loss
-from uni3d.models.frozen import frozen
+from uni3d.models.frozen import frozen, mid_block_outputs
 from uni3d.models.latent_rgb import fit_latent_map
 from uni3d.models.lora_fake_score import LoraFakeScore, camera_condition
 from uni3d.models.ratio_heads import PooledRatioHead
@@ -392,9 +393,13 @@ class TextTo3D:
         live = self.preset.needs_input_grad
         x_in = x_t if live else x_t.detach()
         d_fake, features, logits = None, None, None
+        teacher_features = self.head is not None and self.fake is None
         with torch.set_grad_enabled(live):
             with record_function(f"{STAGE}teacher"):
-                d_real = self.teacher_denoise(x_in, sigma, v.cond, v.uncond)
+                with mid_block_outputs(self.prior.unet) if teacher_features else nullcontext([]) as seen:
+                    d_real = self.teacher_denoise(x_in, sigma, v.cond, v.uncond)
+            if seen:  # the ratio head reads the teacher's prompt half of its guided [uncond; cond] batch
+                features = seen[-1][len(x_in) :]
             if self.fake is not None:
                 with frozen(self.fake), record_function(f"{STAGE}fake"):
                     d_fake = self.fake_denoise(x_in, sigma, v.cond, v.uncond, v.c2w)
@@ -415,16 +420,22 @@ class TextTo3D:
 
     def ratio_logits(self, draw: Draw, denoised: Denoised | None) -> tuple[Tensor, Tensor]:
         """Real = bank latents noised at the generator pass's ``sigma`` (their own views), fake = that pass's
-        features (before the LoRA moves, so both sides see the same LoRA)."""
-        assert self.head is not None and self.fake is not None and self.bank is not None and denoised is not None
+        features (before the LoRA moves, so both sides see the same LoRA). Without a LoRA (``fake_estimator=
+        "particles"``) both sides' features are the teacher's prompt-conditioned mid block."""
+        assert self.head is not None and self.bank is not None and denoised is not None
         sigma = denoised.sigma
         idx = torch.randint(len(self.bank), (len(sigma),)).to(self.device)
         real = self.bank.latents[idx]
         x_real = real + sigma.view(-1, 1, 1, 1) * torch.randn_like(real)
         cond, _ = self.conditions(self.bank.cameras(idx))
         with torch.no_grad():
-            self.fake.denoise(x_real, sigma, cond, camera_condition(self.bank.c2w[idx]))
-        real_features = self.fake.mid_features
+            if self.fake is not None:
+                self.fake.denoise(x_real, sigma, cond, camera_condition(self.bank.c2w[idx]))
+                real_features = self.fake.mid_features
+            else:
+                with mid_block_outputs(self.prior.unet) as seen:
+                    self.prior.denoise(x_real, sigma, cond)
+                real_features = seen[-1]
         assert real_features is not None and denoised.features is not None
         return self.head(real_features, sigma), self.head(denoised.features, sigma)
 
