@@ -133,3 +133,21 @@ def test_the_empirical_fake_score_needs_a_learned_fake_score(tiny_prior, preset:
         _cfg(folder, preset=preset, fake_estimator="particles")
     with pytest.raises(UsageError, match="fake_estimator one of lora, particles"):
         _cfg(folder, fake_estimator="kde")
+
+
+def test_several_particles_default_to_the_empirical_fake_score(tiny_prior) -> None:
+    folder, _ = tiny_prior
+    resolved = {
+        (preset, k): _cfg(folder, preset=preset, particles=k).resolved(16).fake_estimator
+        for preset in ("vsd", "uni-jeffreys", "sds")
+        for k in (1, 4)
+    }
+    assert resolved == {
+        ("vsd", 1): "lora",
+        ("vsd", 4): "particles",
+        ("uni-jeffreys", 1): "lora",
+        ("uni-jeffreys", 4): "particles",
+        ("sds", 1): "lora",  # no fake score: the inert value
+        ("sds", 4): "lora",
+    }
+    assert _cfg(folder, preset="vsd", particles=4, fake_estimator="lora").resolved(16).fake_estimator == "lora"

@@ -114,8 +114,12 @@ def _bench_fake_bias(args: argparse.Namespace) -> int:
     results = []
     scales = [float(s) for s in args.fake_guidance_scales.split(",") if s.strip()]
     for scale, k in itertools.product(scales, counts):
-        cfg = dataclasses.replace(
-            base, fake_guidance_scale=scale, fake_warmup_steps=args.fake_warmup_steps, particles=k
+        cfg = dataclasses.replace(  # the LoRA's lag is what is measured, with any particle count
+            base,
+            fake_guidance_scale=scale,
+            fake_warmup_steps=args.fake_warmup_steps,
+            particles=k,
+            fake_estimator="lora",
         )
         rows = measure(cfg, args.every, args.draws)
         for r in rows:

@@ -46,7 +46,7 @@ _FLAGS: tuple[Flag, ...] = (
         "fake_estimator",
         str,
         "fake score of vsd, uni-* and the other learned presets: lora (trained on the renders) or particles "
-        "(the particles' exact empirical denoiser, no training) (default lora)",
+        "(the particles' exact empirical denoiser, no training) (default particles with --particles > 1, else lora)",
     ),
     ("guidance_scale", float, f"classifier-free guidance scale (default {_DEFAULTS.guidance_scale})"),
     ("t_min", float, "lower end of the timestep range, fraction of T (default 0.02; 0.2 for ratio-weighted presets)"),

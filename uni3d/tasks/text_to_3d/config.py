@@ -220,12 +220,13 @@ class GenerateConfig:
     """Where the LoRA fake score trains: ``uniform``, at ``t ~ U[lora_t_min, lora_t_max] T`` (ProlificDreamer);
     ``generator``, at the generator pass's own noise levels (with the ``descending`` schedule, the band the field's
     gradient reads the fake score in at that point of the run, so the LoRA's capacity goes where it is used)."""
-    fake_estimator: str = "lora"
+    fake_estimator: str | None = None
     """How presets with a learned fake score get ``D_p``: ``lora``, the camera-conditioned LoRA trained online on
     the particles' renders (ProlificDreamer); ``particles``, the exact denoiser of the particles' renders as an
     empirical distribution (:mod:`uni3d.diffusion.empirical`: every particle is rendered from the same cameras
     each step, no network is trained; a ratio head then reads the teacher's features). With one particle
-    ``particles`` is SDS's ``D_p = x0``."""
+    ``particles`` is SDS's ``D_p = x0``. ``None``: ``particles`` with several particles (closer to the prior's
+    spread of answers than the LoRA, at less cost: docs/text_to_3d.md, coverage), ``lora`` with one."""
     camera_drop: float = 0.1
     fake_guidance_scale: float = 1.0
     fake_warmup_steps: int = 0
@@ -300,7 +301,8 @@ class GenerateConfig:
             "grid_min_density > 0": self.grid_min_density is None or self.grid_min_density > 0,
             f"noise one of {', '.join(NOISE_MODES)}": self.noise is None or self.noise in NOISE_MODES,
             f"lora_t_schedule one of {', '.join(LORA_T_SCHEDULES)}": self.lora_t_schedule in LORA_T_SCHEDULES,
-            f"fake_estimator one of {', '.join(FAKE_ESTIMATORS)}": self.fake_estimator in FAKE_ESTIMATORS,
+            f"fake_estimator one of {', '.join(FAKE_ESTIMATORS)}": self.fake_estimator is None
+            or self.fake_estimator in FAKE_ESTIMATORS,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
@@ -348,6 +350,14 @@ class GenerateConfig:
             return distiller.t_schedule
         return "descending" if self.particles > 1 else "uniform"
 
+    def resolved_fake_estimator(self) -> str:
+        """``fake_estimator``, or its default by particle count for presets with a learned fake score (see the
+        field); ``lora``, the inert value, for the others."""
+        if self.fake_estimator is not None:
+            return self.fake_estimator
+        learned = loss_preset(self.preset).fake_score == "learned" and get_distiller(self.preset) is None
+        return "particles" if learned and self.particles > 1 else "lora"
+
     def resolved_t_min(self) -> float:
         """``t_min``, or its default by preset (see the class docstring)."""
         if self.t_min is not None:
@@ -370,6 +380,7 @@ class GenerateConfig:
             render_size=size,
             noise=self.resolved_noise(),
             t_schedule=self.resolved_t_schedule(),
+            fake_estimator=self.resolved_fake_estimator(),
         )
 
     def as_dict(self) -> dict[str, Any]:

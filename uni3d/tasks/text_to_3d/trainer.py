@@ -146,7 +146,7 @@ class TextTo3D:
         self.light = light if cfg.light == "world" else None
         self.opt_g = field_optimizer(self.renderers, cfg.lr)
         learned = self.preset.fake_score == "learned" and (self.distiller is None or self.distiller.fake == "loss")
-        self.empirical = cfg.fake_estimator == "particles"
+        self.empirical = cfg.resolved_fake_estimator() == "particles"
         """``D_p`` is the particles' empirical denoiser (every particle rendered from the same cameras)."""
         learned = learned and not self.empirical
         self.fake = LoraFakeScore(prior, cfg.lora_rank) if learned else None
