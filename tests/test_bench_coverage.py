@@ -124,7 +124,12 @@ def test_bench_coverage_writes_rows_pictures_and_json(tiny_prior, tmp_path: Path
     ]
     assert all(r["command"] and r["machine"] for r in merged)  # each row says how and where it was measured
     assert (docs / "benchmarks.md").read_text().count("| seeded-descending |") == 1
-    assert {r["settings"] for r in merged} == {settings_label({**TINY_GENERATE, "prior": str(folder)})}
+    given = {**TINY_GENERATE, "prior": str(folder)}
+    # a learned preset's row names its fake estimator (the default for two particles: the particles' own)
+    assert {(r["preset"], r["settings"]) for r in merged} == {
+        ("sds", settings_label(given)),
+        ("vsd", settings_label({**given, "fake_estimator": "particles"})),
+    }
     config.write_text(yaml.safe_dump({**TINY_GENERATE, "prior": str(folder), "lora_t_schedule": "generator"}))
     assert main([*argv[:5], "vsd", *argv[6:], "--docs", str(docs)]) == 0  # other settings: a row of their own
     rows = json.loads((docs / "benchmarks" / "coverage.json").read_text())["rows"]

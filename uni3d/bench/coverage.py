@@ -40,7 +40,7 @@ from uni3d.tasks.embedded_prior.classifier import ShapeClassifier, load_classifi
 from uni3d.tasks.embedded_prior.composites import LAYOUTS
 from uni3d.tasks.text_to_3d.batch import read_prompts
 from uni3d.tasks.text_to_3d.config import GenerateConfig
-from uni3d.tasks.text_to_3d.distillers import get_distiller
+from uni3d.tasks.text_to_3d.distillers import get_distiller, loss_preset
 
 Outcome = tuple[str, ...]
 """``(shape, colour)`` as the classifier names them; with a parts judge, a composite's is ``(layout, shape, colour,
@@ -172,9 +172,8 @@ def _bench_coverage(args: argparse.Namespace) -> int:
     if min(args.seeds, args.prior_samples) < 1:
         raise UsageError(f"--seeds and --prior-samples must be >= 1, got {args.seeds} and {args.prior_samples}")
     prompts = [p.prompt for p in read_prompts(args.prompts)]
-    label = settings_label(settings)
     rows = run_coverage(prompts, presets, base, seeds=args.seeds, prior_samples=args.prior_samples,
-                        classifier=args.classifier, out=args.out, docs=args.docs, label=label)  # fmt: skip
+                        classifier=args.classifier, out=args.out, docs=args.docs, settings=settings)  # fmt: skip
     command = "uni3d " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_results(args.docs, rows, {"command": command, "machine": machine(), "prior_samples": args.prior_samples})
     for r in rows:
@@ -193,21 +192,22 @@ def run_coverage(
     classifier: Path,
     out: Path,
     docs: Path,
-    label: str = "",
+    settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per prompt and preset: the 3D outcomes (particles x seeds), their distance to the prior's own
     outcomes and its null, distinct outcomes, CPU seconds per outcome; a contact sheet per row in ``docs``.
-    ``label`` (:func:`settings_label`) names the settings the runs change; runs of another label get their own
-    folders (named by the label's hash)."""
+    ``settings`` are the ``--config`` settings the runs were given; each row is labelled with them
+    (:func:`settings_label`) and runs of another label get their own folders (named by the label's hash)."""
     from uni3d.tasks.text_to_3d.run import generate  # diffusers: imported only when the benchmark runs
 
     judge, _ = load_classifier(classifier)
     sampling = sampling_label(base)
-    group = sampling if not label else f"{sampling}-{hashlib.sha1(label.encode()).hexdigest()[:8]}"
     rows = []
     for prompt in prompts:
         reference = prior_outcomes(base.prior_path, judge, prompt, prior_samples, cfg=base)
         for preset in presets:
+            label = settings_label(settings or {}, dataclasses.replace(base, preset=preset))
+            group = sampling if not label else f"{sampling}-{hashlib.sha1(label.encode()).hexdigest()[:8]}"
             outcomes, cpu, sheets = [], 0.0, []
             for seed in range(seeds):
                 cfg = dataclasses.replace(base, prompt=prompt, preset=preset, seed=seed)
@@ -241,11 +241,14 @@ def sampling_label(cfg: GenerateConfig) -> str:
     return f"{noise}-{cfg.resolved_t_schedule()}"
 
 
-def settings_label(settings: dict[str, Any]) -> str:
+def settings_label(settings: dict[str, Any], cfg: GenerateConfig | None = None) -> str:
     """The ``--config`` settings a row was measured with, as ``key: value`` pairs (a prior by its folder's name),
     except those the sampling column shows: so that rows of the same preset and sampling under other settings (a
-    fake-score schedule, another prior) are told apart instead of replacing each other."""
+    fake-score schedule, another prior) are told apart instead of replacing each other. For a preset with a learned
+    fake score (``cfg``), its resolved ``fake_estimator`` is always named: its default depends on the particles."""
     shown = {"noise", "t_schedule", "particles"}
+    if cfg is not None and loss_preset(cfg.preset).fake_score == "learned" and get_distiller(cfg.preset) is None:
+        settings = {**settings, "fake_estimator": cfg.resolved_fake_estimator()}
 
     def shown_as(key: str, value: Any) -> Any:
         if key == "prior":
