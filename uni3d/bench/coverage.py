@@ -40,7 +40,7 @@ from uni3d.tasks.embedded_prior.classifier import ShapeClassifier, load_classifi
 from uni3d.tasks.embedded_prior.composites import LAYOUTS
 from uni3d.tasks.text_to_3d.batch import read_prompts
 from uni3d.tasks.text_to_3d.config import GenerateConfig
-from uni3d.tasks.text_to_3d.distillers import get_distiller, loss_preset
+from uni3d.tasks.text_to_3d.distillers import get_distiller
 
 Outcome = tuple[str, ...]
 """``(shape, colour)`` as the classifier names them; with a parts judge, a composite's is ``(layout, shape, colour,
@@ -247,7 +247,7 @@ def settings_label(settings: dict[str, Any], cfg: GenerateConfig | None = None) 
     fake-score schedule, another prior) are told apart instead of replacing each other. For a preset with a learned
     fake score (``cfg``), its resolved ``fake_estimator`` is always named: its default depends on the particles."""
     shown = {"noise", "t_schedule", "particles"}
-    if cfg is not None and loss_preset(cfg.preset).fake_score == "learned" and get_distiller(cfg.preset) is None:
+    if cfg is not None and cfg.has_fake_estimator:
         settings = {**settings, "fake_estimator": cfg.resolved_fake_estimator()}
 
     def shown_as(key: str, value: Any) -> Any:

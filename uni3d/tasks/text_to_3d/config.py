@@ -313,13 +313,11 @@ class GenerateConfig:
                 f"got {self.shading!r}, {self.background!r}, {self.light!r}"
             )
         self.timestep_range()  # validates the range
-        if self.fake_estimator == "particles":
-            preset = loss_preset(self.preset)
-            if get_distiller(self.preset) is not None or preset.fake_score != "learned":
-                raise UsageError(
-                    f"fake_estimator 'particles' replaces a learned fake score, which preset {self.preset!r} does not "
-                    "have: use vsd, di, sid, sim, uni-<f> or fdistill-<f>"
-                )
+        if self.fake_estimator == "particles" and not self.has_fake_estimator:
+            raise UsageError(
+                f"fake_estimator 'particles' replaces a learned fake score, which preset {self.preset!r} does not "
+                "have: use vsd, di, sid, sim, uni-<f> or fdistill-<f>"
+            )
 
     @property
     def prior_path(self) -> str:
@@ -350,13 +348,18 @@ class GenerateConfig:
             return distiller.t_schedule
         return "descending" if self.particles > 1 else "uniform"
 
+    @property
+    def has_fake_estimator(self) -> bool:
+        """Whether ``fake_estimator`` applies: a loss preset with a learned fake score (not a step-changing
+        distiller)."""
+        return loss_preset(self.preset).fake_score == "learned" and get_distiller(self.preset) is None
+
     def resolved_fake_estimator(self) -> str:
         """``fake_estimator``, or its default by particle count for presets with a learned fake score (see the
         field); ``lora``, the inert value, for the others."""
         if self.fake_estimator is not None:
             return self.fake_estimator
-        learned = loss_preset(self.preset).fake_score == "learned" and get_distiller(self.preset) is None
-        return "particles" if learned and self.particles > 1 else "lora"
+        return "particles" if self.has_fake_estimator and self.particles > 1 else "lora"
 
     def resolved_t_min(self) -> float:
         """``t_min``, or its default by preset (see the class docstring)."""

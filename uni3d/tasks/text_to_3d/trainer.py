@@ -9,8 +9,9 @@ Per step, in this order:
 3. teacher ``D_q(x_t)`` with classifier-free guidance on the view-suffixed prompt; fake ``D_p(x_t)`` from the
    LoRA UNet with the camera embedding (``learned`` presets), parameters frozen, or with
    ``fake_estimator="particles"`` the exact denoiser of the particles' renders at the same cameras (an
-   empirical distribution, :mod:`uni3d.diffusion.empirical`); input live when the preset needs it (expanded and SiD forms; the teacher's input only with ``teacher_jacobian``); ``log r`` from the
-   ratio head on the LoRA's mid-block features (ratio presets);
+   empirical distribution, :mod:`uni3d.diffusion.empirical`); input live when the preset needs it (expanded and
+   SiD forms; the teacher's input only with ``teacher_jacobian``); ``log r`` from the ratio head on the LoRA's
+   mid-block features, or the teacher's without a LoRA (ratio presets);
 4. ``L = generator_loss(preset) + regularizers`` -> backprop into the field -> clipped Adam step;
 5. ratio head: balanced BCE, real = the teacher bank noised at the same ``sigma``, fake = step 3's features
    (before the LoRA moves, so both sides see the same LoRA);
